@@ -1,0 +1,377 @@
+"""Run configuration: frozen, typed, nested dataclasses, one per stage, under `RunConfig`.
+
+Every field carries its constraints in `field(metadata=...)` (`ge`, `le`, `gt`, `choices`), so one generic
+validator checks all of them and names the dotted key on failure. Presets (`tiny`, `small`, `full`) are
+functions that only fill values; the library never branches on a preset name.
+
+Sources, applied in order: preset -> config file (YAML or JSON, nested mapping) -> dotted command-line
+overrides such as ``train.beta=2500``. Everything is type-checked before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration error; the message names the dotted key and what was expected."""
+
+
+def opt(default: Any, *, ge: float | None = None, le: float | None = None, gt: float | None = None,
+        choices: Sequence[Any] | None = None, doc: str = "") -> Any:
+    """A dataclass field with its constraints; `choices` applies to each item of a tuple field."""
+    meta = {"ge": ge, "le": le, "gt": gt, "choices": tuple(choices) if choices else None, "doc": doc}
+    return field(default=default, metadata=meta)
+
+
+SHAPES = ("circle", "square", "triangle")
+COLOURS = ("red", "green", "blue", "yellow", "white")
+BACKGROUNDS = ("black", "gray", "navy")
+MOTIONS = ("left", "right", "up", "down", "static", "growing", "shrinking")
+DIMENSIONS = ("overall", "alignment", "colour", "shape", "count", "relation", "motion", "consistency")
+
+
+class _Section:
+    """Mixin: validate every field of a frozen config dataclass on construction."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            _check_value(f.name, getattr(self, f.name), f.metadata)
+
+
+@dataclass(frozen=True)
+class WorldConfig(_Section):
+    """The procedural shapes world: video size and the prompt grammar's vocabulary."""
+    height: int = opt(48, ge=16, le=512)
+    width: int = opt(48, ge=16, le=512)
+    num_frames: int = opt(9, ge=2, le=257)
+    fps: float = opt(8.0, gt=0)
+    shapes: tuple[str, ...] = opt(SHAPES, choices=SHAPES)
+    colours: tuple[str, ...] = opt(COLOURS, choices=COLOURS)
+    backgrounds: tuple[str, ...] = opt(BACKGROUNDS, choices=BACKGROUNDS)
+    motions: tuple[str, ...] = opt(MOTIONS, choices=MOTIONS)
+    p_pair: float = opt(0.35, ge=0, le=1, doc="fraction of prompts with two objects and a spatial relation")
+    p_count_two: float = opt(0.2, ge=0, le=1, doc="fraction of one-object prompts that ask for two copies")
+    p_speed: float = opt(0.4, ge=0, le=1, doc="fraction of moving prompts with 'slowly' / 'quickly'")
+    num_train_prompts: int = opt(512, ge=1)
+    num_eval_prompts: int = opt(64, ge=1)
+    seed: int = opt(0, ge=0)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig(_Section):
+    """Text-to-video backend. `path` is a local diffusers directory; empty builds from the size fields."""
+    backend: str = opt("wan", choices=("wan", "cogvideox"))
+    path: str = opt("", doc="local diffusers pipeline directory; empty = build from config / shipped weights")
+    num_inference_steps: int = opt(20, ge=1, le=1000)
+    guidance_scale: float = opt(4.0, ge=0)
+    lora_rank: int = opt(8, ge=1)
+    lora_alpha: float = opt(8.0, gt=0)
+    lora_targets: tuple[str, ...] = opt(("to_q", "to_k", "to_v", "to_out.0"))
+    dtype: str = opt("float32", choices=("float32", "bfloat16", "float16"))
+
+
+@dataclass(frozen=True)
+class CriticConfig(_Section):
+    """VLM critic backend (`qwen_vl`) or the shapes-world oracle as a critic (tests and reference only)."""
+    backend: str = opt("qwen_vl", choices=("qwen_vl", "oracle"))
+    path: str = opt("", doc="local transformers checkpoint directory; empty = shipped / built from config")
+    num_frames: int = opt(8, ge=1, doc="frames sampled from each video for the critic")
+    max_new_tokens: int = opt(64, ge=1)
+    oracle_noise: float = opt(0.0, ge=0, le=1, doc="label-noise rate of the oracle critic")
+    dtype: str = opt("float32", choices=("float32", "bfloat16", "float16"))
+
+
+@dataclass(frozen=True)
+class SamplingConfig(_Section):
+    """Step 1: N videos per prompt with recorded seeds."""
+    videos_per_prompt: int = opt(8, ge=2)
+    prompts_per_round: int = opt(32, ge=1)
+    batch_size: int = opt(8, ge=1)
+    seed: int = opt(0, ge=0)
+
+
+@dataclass(frozen=True)
+class JudgingConfig(_Section):
+    """Steps 2-3: chain-of-thought judging, self-consistency voting, certainty filtering."""
+    mode: str = opt("pairwise", choices=("pairwise", "pointwise"))
+    dimensions: tuple[str, ...] = opt(("alignment",), choices=DIMENSIONS)
+    num_votes: int = opt(8, ge=1, doc="K sampled reasoning paths per order; 1 = the single-vote ablation")
+    both_orders: bool = opt(True, doc="judge (a, b) and (b, a) to cancel position bias")
+    chain_of_thought: bool = opt(True, doc="False = answer-only ablation")
+    temperature: float = opt(0.8, ge=0)
+    top_p: float = opt(1.0, gt=0, le=1)
+    certainty: str = opt("vote", choices=("vote", "pce"))
+    certainty_threshold: float = opt(0.5, ge=0, le=1)
+    pce_beta: float = opt(1.0, gt=0)
+
+
+@dataclass(frozen=True)
+class PairsConfig(_Section):
+    """Step 4: preference pairs (DPO) and desirable / undesirable sets (KTO) from confident judgments."""
+    strategy: str = opt("best_vs_worst", choices=("best_vs_worst",))
+    min_margin: float = opt(0.0, ge=0, doc="minimum win-rate gap between best and worst to keep a pair")
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Section):
+    """Step 5: generator preference training (LoRA; reference = adapters disabled)."""
+    loss: str = opt("dpo", choices=("dpo", "kto"))
+    beta: float = opt(5000.0, gt=0, doc="Diffusion-DPO beta (about 5000 for epsilon models)")
+    kto_beta: float = opt(1000.0, gt=0)
+    lambda_winner: float = opt(0.0, ge=0, doc="lambda1: NLL on generated winners")
+    lambda_real: float = opt(0.0, ge=0, doc="lambda2: NLL on real videos")
+    learning_rate: float = opt(1e-4, gt=0)
+    lr_schedule: str = opt("constant", choices=("constant", "linear", "cosine"))
+    warmup_steps: int = opt(0, ge=0)
+    num_steps: int = opt(100, ge=1)
+    batch_size: int = opt(2, ge=1)
+    grad_accum: int = opt(1, ge=1)
+    max_grad_norm: float = opt(1.0, gt=0)
+    checkpoint_every: int = opt(50, ge=1)
+    mixed_precision: str = opt("no", choices=("no", "fp16", "bf16"))
+    seed: int = opt(0, ge=0)
+
+
+@dataclass(frozen=True)
+class CriticTrainConfig(_Section):
+    """Cold start and step 6 (SRPO): critic refinement on its own confident, self-consistent judgments."""
+    refine: bool = opt(True, doc="False = IPO (frozen critic), the main ablation")
+    method: str = opt("sft", choices=("sft", "dpo"))
+    learning_rate: float = opt(5e-4, gt=0)
+    num_steps: int = opt(100, ge=1)
+    batch_size: int = opt(8, ge=1)
+    seed_mix: float = opt(0.5, ge=0, le=1, doc="fraction of each refinement batch drawn from the seed set")
+    beta: float = opt(0.1, gt=0)
+    nll_weight: float = opt(1.0, ge=0)
+    max_abstain_rate: float = opt(0.2, ge=0, le=1)
+    seed_pairs: int = opt(600, ge=1)
+    seed_noise: float = opt(0.1, ge=0, le=1)
+    seed: int = opt(0, ge=0)
+
+
+@dataclass(frozen=True)
+class RoundsConfig(_Section):
+    """The outer loop."""
+    num_rounds: int = opt(3, ge=1)
+    order: str = opt("critic_first", choices=("critic_first", "generator_first"))
+    reference: str = opt("previous", choices=("previous", "base"))
+
+
+@dataclass(frozen=True)
+class EvalConfig(_Section):
+    """Step 7: fixed evaluation prompts and seeds, every round."""
+    num_prompts: int = opt(16, ge=1)
+    seeds: tuple[int, ...] = opt((0, 1))
+
+
+@dataclass(frozen=True)
+class RunConfig(_Section):
+    """Everything a run needs; written as config.json into every run directory."""
+    world: WorldConfig = field(default_factory=WorldConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    judging: JudgingConfig = field(default_factory=JudgingConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    critic_train: CriticTrainConfig = field(default_factory=CriticTrainConfig)
+    rounds: RoundsConfig = field(default_factory=RoundsConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = opt(0, ge=0)
+
+
+# ----------------------------------------------------------------------------------------------- presets
+
+def preset_small() -> RunConfig:
+    """The CPU demo on the shapes world (the defaults)."""
+    return RunConfig()
+
+
+def preset_tiny() -> RunConfig:
+    """Random tiny models for tests: everything runs in seconds."""
+    c = RunConfig()
+    return replace(
+        c,
+        world=replace(c.world, height=32, width=32, num_frames=9, num_train_prompts=16, num_eval_prompts=4),
+        generator=replace(c.generator, num_inference_steps=2, guidance_scale=1.0),
+        critic=replace(c.critic, num_frames=4, max_new_tokens=16),
+        sampling=replace(c.sampling, videos_per_prompt=2, prompts_per_round=2, batch_size=2),
+        judging=replace(c.judging, num_votes=2),
+        train=replace(c.train, num_steps=2, batch_size=1, checkpoint_every=1),
+        critic_train=replace(c.critic_train, num_steps=2, batch_size=2, seed_pairs=8),
+        rounds=replace(c.rounds, num_rounds=1),
+        eval=replace(c.eval, num_prompts=2, seeds=(0,)),
+    )
+
+
+def preset_full() -> RunConfig:
+    """CogVideoX-2B with a Qwen2.5-VL critic from local directories, on GPUs (paper-scale sampling)."""
+    c = RunConfig()
+    return replace(
+        c,
+        world=replace(c.world, height=480, width=480, num_frames=49),
+        generator=replace(c.generator, backend="cogvideox", path="models/CogVideoX-2b",
+                          num_inference_steps=50, guidance_scale=6.0, lora_rank=64, lora_alpha=64.0,
+                          dtype="bfloat16"),
+        critic=replace(c.critic, path="models/Qwen2.5-VL-7B-Instruct", max_new_tokens=512, dtype="bfloat16"),
+        sampling=replace(c.sampling, prompts_per_round=1024, batch_size=1),
+        train=replace(c.train, num_steps=2000, batch_size=1, grad_accum=8, mixed_precision="bf16",
+                      learning_rate=1e-5, warmup_steps=100, checkpoint_every=200),
+    )
+
+
+PRESETS = {"tiny": preset_tiny, "small": preset_small, "full": preset_full}
+
+
+# ----------------------------------------------------------------------------------------------- validation
+
+def _check_value(key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    items = value if isinstance(value, tuple) else (value,)
+    for item in items:
+        if meta.get("choices") and item not in meta["choices"]:
+            raise ConfigError(f"{key}: expected one of {list(meta['choices'])}, got {item!r}")
+        if isinstance(item, (int, float)) and not isinstance(item, bool):
+            if meta.get("ge") is not None and item < meta["ge"]:
+                raise ConfigError(f"{key}: expected a value >= {meta['ge']}, got {item!r}")
+            if meta.get("gt") is not None and item <= meta["gt"]:
+                raise ConfigError(f"{key}: expected a value > {meta['gt']}, got {item!r}")
+            if meta.get("le") is not None and item > meta["le"]:
+                raise ConfigError(f"{key}: expected a value <= {meta['le']}, got {item!r}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(key: str, tp: Any, value: Any) -> Any:
+    """Check `value` against the annotation `tp`; allow int -> float and list -> tuple only."""
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(key, inner, value)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        return tuple(_coerce(f"{key}[{i}]", item_tp, v) for i, v in enumerate(value))
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and type(value) is tp:
+        return value
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build a config dataclass from a nested mapping, naming the dotted key of any error."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    for name in data:
+        if name not in known:
+            raise ConfigError(f"unknown config key {prefix + str(name)!r}; "
+                              f"known keys here: {', '.join(sorted(known))}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if is_dataclass(tp):
+            kwargs[name] = from_dict(tp, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(prefix + name, tp, value)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{prefix}{e}") from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v, f"{prefix}{k}.")
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.beta=2500` -> (['train', 'beta'], 2500). Values are parsed as YAML scalars / lists."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.beta=2500")
+    key, raw = text.split("=", 1)
+    if not key:
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {key}: cannot parse value {raw!r}: {e}") from None
+    return key.split("."), value
+
+
+def _override_dict(overrides: Sequence[str], base: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for text in overrides:
+        path, value = parse_override(text)
+        node, ref = out, base
+        for i, part in enumerate(path[:-1]):
+            if not isinstance(ref, dict) or part not in ref or not isinstance(ref[part], dict):
+                raise ConfigError(f"unknown config section {'.'.join(path[:i + 1])!r} in override {text!r}")
+            node, ref = node.setdefault(part, {}), ref[part]
+        leaf = path[-1]
+        if isinstance(ref, dict) and isinstance(ref.get(leaf), str) and not isinstance(value, str):
+            value = text.split("=", 1)[1]  # a string field keeps the raw text ("001" stays "001")
+        node[leaf] = value
+    return out
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    text = p.read_text()
+    try:
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"config file {p}: cannot parse: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p}: expected a mapping at the top level")
+    return data
+
+
+def build_config(preset: str = "small", config_file: str | Path | None = None,
+                 overrides: Sequence[str] = ()) -> RunConfig:
+    """preset -> file -> overrides, validated. Raises ConfigError naming the key on any problem."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; expected one of {list(PRESETS)}")
+    data = to_dict(PRESETS[preset]())
+    if config_file is not None:
+        data = _merge(data, load_file(config_file))
+    data = _merge(data, _override_dict(overrides, data))
+    return from_dict(RunConfig, data)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    return p
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Load a resolved config.json / YAML written by `save_config` (no preset applied)."""
+    return from_dict(RunConfig, load_file(path))

@@ -1,0 +1,73 @@
+"""Oracle-made seed labels: the shapes world's stand-in for human annotators.
+
+Pairwise (A / B / tie) and pointwise (Good / Normal / Bad) labels per quality dimension, each with a short
+templated reason that ends in the verdict, and a configurable label-noise rate: with probability `noise_rate`
+the annotator's verdict is replaced by a different one drawn uniformly (annotator disagreement).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dualipo.toy.oracle import OracleScore, score
+from dualipo.video import Video
+
+PAIR_LABELS = ("A", "B", "tie")
+POINT_LABELS = ("Good", "Normal", "Bad")
+
+
+@dataclass(frozen=True)
+class OracleLabel:
+    label: str  # the (possibly noisy) verdict
+    reason: str  # templated rationale that ends with the verdict
+    clean_label: str  # the oracle's own verdict before noise
+    scores: tuple[float, ...]  # the oracle's score(s) on the dimension
+
+    @property
+    def noisy(self) -> bool:
+        return self.label != self.clean_label
+
+
+def describe(s: OracleScore) -> str:
+    """What the oracle saw, in words: 'a red circle and a blue square moving left on a black background'."""
+    objects = s.seen.get("objects") or []
+    things = " and ".join(f"a {o}" for o in objects) if objects else "no clear object"
+    motion = s.seen.get("motion")
+    moving = {"static": "staying still", "none": "", "growing": "growing", "shrinking": "shrinking"}.get(
+        motion, f"moving {motion}")
+    return " ".join(p for p in (things, moving, f"on a {s.seen.get('background')} background") if p)
+
+
+def _noisy(clean: str, options: tuple[str, ...], rng: np.random.Generator, noise_rate: float) -> str:
+    if not 0.0 <= noise_rate <= 1.0:
+        raise ValueError(f"noise_rate must be in [0, 1], got {noise_rate}")
+    if rng.random() >= noise_rate:
+        return clean
+    others = [o for o in options if o != clean]
+    return others[int(rng.integers(len(others)))]
+
+
+def label_pair(prompt: str, a: Video, b: Video, dimension: str, rng: np.random.Generator,
+               noise_rate: float = 0.1, tie_margin: float = 0.05) -> OracleLabel:
+    """Pairwise label on `dimension` ('overall', 'alignment', 'motion', ...)."""
+    sa, sb = score(prompt, a), score(prompt, b)
+    va, vb = sa.get(dimension), sb.get(dimension)
+    clean = "tie" if abs(va - vb) <= tie_margin else ("A" if va > vb else "B")
+    label = _noisy(clean, PAIR_LABELS, rng, noise_rate)
+    verdict = {"A": "Video A is better", "B": "Video B is better", "tie": "Both are equally good"}[label]
+    reason = (f"Video A shows {describe(sa)}. Video B shows {describe(sb)}. "
+              f"The prompt asks for {prompt}. {verdict} on {dimension}.")
+    return OracleLabel(label, reason, clean, (va, vb))
+
+
+def label_single(prompt: str, video: Video, dimension: str, rng: np.random.Generator,
+                 noise_rate: float = 0.1, good: float = 0.85, bad: float = 0.5) -> OracleLabel:
+    """Pointwise label: Good if the score is >= `good`, Bad if < `bad`, Normal between."""
+    s = score(prompt, video)
+    v = s.get(dimension)
+    clean = "Good" if v >= good else ("Bad" if v < bad else "Normal")
+    label = _noisy(clean, POINT_LABELS, rng, noise_rate)
+    reason = f"The video shows {describe(s)}. The prompt asks for {prompt}. {label} on {dimension}."
+    return OracleLabel(label, reason, clean, (v,))
