@@ -28,6 +28,7 @@ from dualipo.video import Video
 
 FG_THRESHOLD = 0.2  # RGB distance (0-1 units) from the background that counts as foreground
 MIN_AREA_FRAC = 0.004  # smallest component (fraction of the frame) that counts as an object
+MIN_SOLIDITY = 0.8
 SHAPE_FILL = {"triangle": 0.5, "circle": math.pi / 4, "square": 1.0}
 STATIC_TRAVEL = 0.08  # total centroid travel (fraction of the frame side) below which nothing moves
 SIZE_RATIO = 1.6  # last/first area ratio above which an object grows (below 1/x: shrinks)
@@ -42,6 +43,7 @@ class Blob:
     area: int
     centroid: tuple[float, float]  # (x, y) in pixels
     fill: float  # area / bounding-box area
+    solidity: float  # area / convex-hull area: about 1 or more for the world's convex shapes, low for noise
 
 
 @dataclass(frozen=True)
@@ -94,17 +96,24 @@ def _blobs(labels: np.ndarray, names: list[str], min_area: int) -> tuple[list[Bl
         mask = (labels == k).astype(np.uint8)
         if not mask.any():
             continue
-        n, _, stats, cents = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        n, cc, stats, cents = cv2.connectedComponentsWithStats(mask, connectivity=8)
         for i in range(1, n):
             x, y, w, h, area = stats[i]
             if area >= min_area:
-                blobs.append(Blob(name, int(area), (float(cents[i][0]), float(cents[i][1])), area / float(w * h)))
+                patch = (cc[y:y + h, x:x + w] == i).astype(np.uint8)
+                contours, _ = cv2.findContours(patch, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+                hull = cv2.contourArea(cv2.convexHull(np.concatenate(contours)))
+                blobs.append(Blob(name, int(area), (float(cents[i][0]), float(cents[i][1])),
+                                  area / float(w * h), area / max(hull, 1.0)))
                 stray -= int(area)
     return blobs, stray
 
 
-def _shape_of(fill: float) -> str:
-    return min(SHAPE_FILL, key=lambda s: abs(SHAPE_FILL[s] - fill))
+def _shape_of(b: Blob) -> str:
+    """Nearest fill ratio; 'blob' for a non-convex component (noise, merged or torn objects)."""
+    if b.solidity < MIN_SOLIDITY:
+        return "blob"
+    return min(SHAPE_FILL, key=lambda s: abs(SHAPE_FILL[s] - b.fill))
 
 
 def _trend(values: np.ndarray) -> float:
@@ -189,7 +198,7 @@ def score_scene(scene: Scene, video: Video) -> OracleScore:
     present = [np.mean([any(b.colour == c for b in bl) for bl in frames]) for c in want]
     dims = {"colour": float(np.mean([bg_seen == scene.background, *present]) * (1 - stray / max(fg, 1)))}
     dims["count"] = float(np.mean([all(len(a[c]) == n for c, n in want_count.items()) for a in assigned]))
-    shape_hits = [_shape_of(b.fill) == want[c] for a in assigned for c, bl in a.items() for b in bl]
+    shape_hits = [_shape_of(b) == want[c] for a in assigned for c, bl in a.items() for b in bl]
     dims["shape"] = float(np.mean(shape_hits)) if shape_hits else 0.0
     motion, speed = _motion([sum(a.values(), []) for a in assigned], min(H, W))
     if motion != scene.motion:
@@ -215,7 +224,7 @@ def _relation_holds(scene: Scene, assigned: dict[str, list[Blob]], size: tuple[i
 
 
 def _describe_frame(blobs: list[Blob]) -> list[str]:
-    return [f"{b.colour} {_shape_of(b.fill)}" for b in sorted(blobs, key=lambda b: b.centroid)]
+    return [f"{b.colour} {_shape_of(b)}" for b in sorted(blobs, key=lambda b: b.centroid)]
 
 
 def score(prompt: str, video: Video) -> OracleScore:

@@ -175,17 +175,19 @@ def layout(scene: Scene, seed: int, cfg: WorldConfig) -> list[Placement]:
     scale = {"growing": SIZE_CHANGE ** (2 * t - 1), "shrinking": SIZE_CHANGE ** (1 - 2 * t)}.get(
         scene.motion, np.ones(T))
     radii = r0 * scale
-    r_max = float(radii.max())
-    gap = r_max + max(2.0, 0.06 * side)  # centre offset of each object from the group centre
+    spacing = max(2.0, 0.06 * side)  # free space between two objects
+    axis = None
     if scene.other is not None:
-        ax = {"to the left of": (-1, 0), "to the right of": (1, 0), "above": (0, -1), "below": (0, 1)}[scene.relation]
-        offsets = [np.array(ax) * gap, -np.array(ax) * gap]
+        axis = {"to the left of": (-1, 0), "to the right of": (1, 0), "above": (0, -1), "below": (0, 1)}[scene.relation]
     elif scene.count == 2:
-        ax = (1, 0) if rng.random() < 0.5 else (0, 1)
-        offsets = [np.array(ax) * gap, -np.array(ax) * gap]
-    else:
-        offsets = [np.zeros(2)]
-    extent = np.abs(np.stack(offsets)).max(0) + r_max + 1.0  # half-extent of the group (x, y)
+        axis = (1, 0) if rng.random() < 0.5 else (0, 1)
+    if axis is not None:  # two objects side by side must fit: shrink both if needed
+        half = (cfg.width if axis[0] else cfg.height) / 2 - 1 - spacing
+        radii = radii * min(1.0, half / (2 * 1.2 * float(radii.max())))
+    reach = 1.2 * float(radii.max())  # largest half-extent of any shape (the triangle's half-base)
+    gap = reach + spacing / 2  # centre offset of each object from the group centre
+    offsets = [np.zeros(2)] if axis is None else [np.array(axis) * gap, -np.array(axis) * gap]
+    extent = np.abs(np.stack(offsets)).max(0) + reach + 1.0  # half-extent of the group (x, y)
     size = np.array([cfg.width, cfg.height], dtype=float)
     direction = np.array(DIRECTIONS.get(scene.motion, (0.0, 0.0)))
     room = size - 2 * extent  # free travel per axis

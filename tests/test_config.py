@@ -1,0 +1,69 @@
+import json
+
+import pytest
+
+from dualipo.config import (PRESETS, ConfigError, RunConfig, build_config, load_config, save_config,
+                            to_dict)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_presets_build_and_round_trip(preset, tmp_path):
+    cfg = build_config(preset)
+    assert isinstance(cfg, RunConfig)
+    path = save_config(cfg, tmp_path / "config.json")
+    assert load_config(path) == cfg
+
+
+def test_overrides_are_typed():
+    cfg = build_config("tiny", overrides=["rounds.num_rounds=2", "train.beta=2500", "judging.both_orders=false",
+                                          "world.colours=[red, blue]", "generator.path=001"])
+    assert cfg.rounds.num_rounds == 2
+    assert cfg.train.beta == 2500.0 and isinstance(cfg.train.beta, float)
+    assert cfg.judging.both_orders is False
+    assert cfg.world.colours == ("red", "blue")
+    assert cfg.generator.path == "001"  # a string field keeps the raw text
+
+
+def test_file_then_overrides(tmp_path):
+    (tmp_path / "c.yaml").write_text("train:\n  beta: 100\n  loss: kto\nrounds:\n  num_rounds: 4\n")
+    cfg = build_config("small", tmp_path / "c.yaml", ["train.beta=200"])
+    assert (cfg.train.beta, cfg.train.loss, cfg.rounds.num_rounds) == (200.0, "kto", 4)
+    (tmp_path / "c.json").write_text(json.dumps({"sampling": {"videos_per_prompt": 4}}))
+    assert build_config("tiny", tmp_path / "c.json").sampling.videos_per_prompt == 4
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.bta=1", "unknown config key 'train.bta'"),
+    ("nosuch.key=1", "unknown config section 'nosuch'"),
+    ("train.beta=abc", "train.beta: expected float"),
+    ("train.beta=-1", "train.beta: expected a value > 0"),
+    ("judging.certainty_threshold=1.5", "judging.certainty_threshold: expected a value <= 1"),
+    ("judging.certainty=foo", "judging.certainty: expected one of ['vote', 'pce']"),
+    ("world.colours=[red, pink]", "world.colours: expected one of"),
+    ("judging.both_orders=1", "judging.both_orders: expected bool"),
+    ("rounds.num_rounds=2.5", "rounds.num_rounds: expected int"),
+    ("train=3", "train: expected a mapping"),
+    ("train.beta", "expected KEY=VALUE"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError) as e:
+        build_config("tiny", overrides=[override])
+    assert message in str(e.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_config("tiny", tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        build_config("tiny", tmp_path / "bad.yaml")
+    (tmp_path / "unk.yaml").write_text("world:\n  hieght: 3\n")
+    with pytest.raises(ConfigError, match="world.hieght"):
+        build_config("tiny", tmp_path / "unk.yaml")
+    with pytest.raises(ConfigError, match="unknown preset"):
+        build_config("huge")
+
+
+def test_config_dict_is_json_serialisable():
+    d = to_dict(build_config("small"))
+    assert json.loads(json.dumps(d))["train"]["beta"] == d["train"]["beta"]
