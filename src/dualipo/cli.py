@@ -41,6 +41,24 @@ def cmd_world_sample(args: argparse.Namespace) -> None:
     print(f"wrote {args.n} videos and {path}")
 
 
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from dualipo.pretrain import pretrain
+
+    cfg = _load(args)
+    target = pretrain(cfg, args.out)
+    print(f"generator written to {target}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from dualipo.trainer import train_from_pair_file
+
+    cfg = _load(args)
+    out = Path(args.out)
+    save_config(cfg, out / "config.json")
+    adapter = train_from_pair_file(cfg, args.pairs, out)
+    print(f"wrote {adapter} and {out / 'metrics.jsonl'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dualipo", description="Dual-IPO post-training for text-to-video models")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -58,6 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "eval"), default="train", help="prompt pool to draw from")
     p.add_argument("--seed", type=int, default=0, help="first render seed")
     p.set_defaults(func=cmd_world_sample)
+
+    p = sub.add_parser("pretrain", help="train the small generator (VAE, then transformer) on the shapes world; "
+                       "resumes from OUT's checkpoints")
+    _config_args(p)
+    p.add_argument("--out", required=True, help="output directory (checkpoints, metrics.jsonl, generator/)")
+    p.set_defaults(func=cmd_pretrain)
+    p = sub.add_parser("train", help="train the generator (LoRA, DPO/KTO) on a TRL-style pair file; resumes")
+    _config_args(p)
+    p.add_argument("--pairs", required=True, help="JSONL with prompt, chosen, rejected (video paths)")
+    p.add_argument("--out", required=True, help="output directory (adapter, metrics.jsonl, checkpoints)")
+    p.set_defaults(func=cmd_train)
+    from dualipo.critics.commands import add_critic_commands
+
+    add_critic_commands(sub, _config_args, _load)
     return parser
 
 

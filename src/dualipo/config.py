@@ -70,13 +70,59 @@ class WorldConfig(_Section):
 class GeneratorConfig(_Section):
     """Text-to-video backend. `path` is a local diffusers directory; empty builds from the size fields."""
     backend: str = opt("wan", choices=("wan", "cogvideox"))
-    path: str = opt("", doc="local diffusers pipeline directory; empty = build from config / shipped weights")
+    path: str = opt("shipped", doc="local diffusers pipeline directory; 'shipped' = the pretrained small "
+                    "generator in dualipo/assets (Wan); empty = random init built from the fields below")
     num_inference_steps: int = opt(20, ge=1, le=1000)
     guidance_scale: float = opt(4.0, ge=0)
     lora_rank: int = opt(8, ge=1)
     lora_alpha: float = opt(8.0, gt=0)
     lora_targets: tuple[str, ...] = opt(("to_q", "to_k", "to_v", "to_out.0"))
     dtype: str = opt("float32", choices=("float32", "bfloat16", "float16"))
+    # Architecture when built from config (ignored when loading a directory; the directory's configs win).
+    num_layers: int = opt(4, ge=1, doc="transformer blocks")
+    num_heads: int = opt(4, ge=1)
+    head_dim: int = opt(32, ge=2)
+    ffn_dim: int = opt(512, ge=1, doc="Wan feed-forward width (CogVideoX uses 4 x inner dim)")
+    patch_size: int = opt(2, ge=1, doc="spatial patch of the transformer (temporal patch 1)")
+    time_dim: int = opt(64, ge=2, doc="timestep embedding width (Wan freq_dim, CogVideoX time_embed_dim)")
+    latent_channels: int = opt(8, ge=1)
+    vae_channels: tuple[int, ...] = opt((8, 16, 16), ge=1,
+                                        doc="VAE width per level; len-1 = 2x spatial downsamplings (>= 3 levels)")
+    vae_norm_groups: int = opt(2, ge=1, doc="CogVideoX VAE group-norm groups")
+    text_dim: int = opt(64, ge=2, doc="frozen random T5 width (built-from-config text encoder)")
+    text_layers: int = opt(2, ge=1)
+    text_heads: int = opt(4, ge=1)
+    text_max_len: int = opt(24, ge=2, doc="max prompt tokens (the shapes-world prompts need <= 20)")
+    text_seed: int = opt(0, ge=0)
+    flow_shift: float = opt(3.0, gt=0, doc="Wan FlowMatchEuler shift at sampling time")
+    prediction_type: str = opt("v_prediction", choices=("v_prediction", "epsilon"),
+                               doc="CogVideoX scheduler parameterization when built from config")
+    init_seed: int = opt(0, ge=0, doc="seed of the random init when built from config")
+
+
+@dataclass(frozen=True)
+class PretrainConfig(_Section):
+    """`dualipo pretrain`: VAE, then transformer, from scratch on rendered shapes-world videos."""
+    num_videos: int = opt(3000, ge=1, doc="rendered training videos (prompts from the world's train pool)")
+    vae_steps: int = opt(900, ge=0)
+    vae_lr: float = opt(1e-3, gt=0)
+    vae_batch_size: int = opt(8, ge=1)
+    vae_crop: int = opt(32, ge=0, doc="random square crop for VAE training (0 = full frame); the VAE is conv")
+    vae_fg_weight: float = opt(5.0, ge=1, doc="loss weight on pixels that differ from the background")
+    vae_kl_weight: float = opt(3e-4, ge=0)
+    steps: int = opt(2600, ge=0, doc="transformer steps")
+    lr: float = opt(7e-4, gt=0)
+    batch_size: int = opt(32, ge=1)
+    warmup_steps: int = opt(200, ge=0)
+    min_lr_frac: float = opt(0.1, ge=0, le=1, doc="cosine decay floor, as a fraction of the peak lr")
+    prompt_dropout: float = opt(0.1, ge=0, le=1, doc="fraction of prompts replaced by '' (for CFG)")
+    weight_decay: float = opt(0.01, ge=0)
+    max_grad_norm: float = opt(1.0, gt=0)
+    checkpoint_every: int = opt(250, ge=1)
+    log_every: int = opt(25, ge=1)
+    eval_prompts: int = opt(32, ge=0, doc="held-out prompts scored by the oracle at the end (0 = skip)")
+    threads: int = opt(1, ge=0, doc="torch threads (0 = torch default)")
+    seed: int = opt(0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -186,6 +232,7 @@ class RunConfig(_Section):
     critic_train: CriticTrainConfig = field(default_factory=CriticTrainConfig)
     rounds: RoundsConfig = field(default_factory=RoundsConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     seed: int = opt(0, ge=0)
 
 
@@ -202,7 +249,9 @@ def preset_tiny() -> RunConfig:
     return replace(
         c,
         world=replace(c.world, height=32, width=32, num_frames=9, num_train_prompts=16, num_eval_prompts=4),
-        generator=replace(c.generator, num_inference_steps=2, guidance_scale=1.0),
+        generator=replace(c.generator, path="", num_inference_steps=2, guidance_scale=1.0, num_layers=2,
+                          num_heads=2, head_dim=8, ffn_dim=32, time_dim=16, latent_channels=4,
+                          vae_channels=(4, 8, 8), text_dim=16, text_layers=1, text_heads=2),
         critic=replace(c.critic, num_frames=4, max_new_tokens=16),
         sampling=replace(c.sampling, videos_per_prompt=2, prompts_per_round=2, batch_size=2),
         judging=replace(c.judging, num_votes=2),
@@ -210,6 +259,8 @@ def preset_tiny() -> RunConfig:
         critic_train=replace(c.critic_train, num_steps=2, batch_size=2, seed_pairs=8),
         rounds=replace(c.rounds, num_rounds=1),
         eval=replace(c.eval, num_prompts=2, seeds=(0,)),
+        pretrain=replace(c.pretrain, num_videos=8, vae_steps=2, vae_batch_size=2, vae_crop=16, steps=3, batch_size=2,
+                         warmup_steps=1, checkpoint_every=1, log_every=1, eval_prompts=0),
     )
 
 
@@ -221,7 +272,7 @@ def preset_full() -> RunConfig:
         world=replace(c.world, height=480, width=480, num_frames=49),
         generator=replace(c.generator, backend="cogvideox", path="models/CogVideoX-2b",
                           num_inference_steps=50, guidance_scale=6.0, lora_rank=64, lora_alpha=64.0,
-                          dtype="bfloat16"),
+                          dtype="bfloat16", text_max_len=226),
         critic=replace(c.critic, path="models/Qwen2.5-VL-7B-Instruct", max_new_tokens=512, dtype="bfloat16"),
         sampling=replace(c.sampling, prompts_per_round=1024, batch_size=1),
         train=replace(c.train, num_steps=2000, batch_size=1, grad_accum=8, mixed_precision="bf16",

@@ -1,0 +1,85 @@
+"""Text-to-video generators: the `Generator` protocol and `build_generator(cfg)`.
+
+Backends (one explicit `match` on `cfg.generator.backend`): `wan` (WanPipeline) and `cogvideox`
+(CogVideoXPipeline), both real diffusers classes, LoRA through peft. `cfg.generator.path` selects the weights:
+a local diffusers directory, `"shipped"` (the small Wan generator pretrained on the shapes world, in
+`dualipo/assets/generator_small`), or `""` for a random init built from the config's architecture fields.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from importlib import resources
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import torch
+
+from dualipo.config import RunConfig
+from dualipo.video import Video
+
+SHIPPED = "shipped"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class Generator(Protocol):
+    """What the round loop and the trainer use. All latents are normalised `latents_BCFHW`."""
+
+    def sample(self, prompts: Sequence[str], seeds: Sequence[int], *, num_frames: int, height: int, width: int,
+               num_inference_steps: int | None = None, guidance_scale: float | None = None,
+               batch_size: int = 8, progress: bool = True) -> list[Video]: ...
+
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor: ...
+
+    def encode_videos(self, videos: Sequence[Video], batch_size: int = 16,
+                      generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor: ...
+
+    def draw_noise_and_timesteps(self, latents_BCFHW: torch.Tensor,
+                                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def denoising_errors(self, latents_BCFHW: torch.Tensor, prompt_embeds: torch.Tensor, timesteps: torch.Tensor,
+                         noise_BCFHW: torch.Tensor) -> torch.Tensor: ...
+
+    def reference_mode(self) -> contextlib.AbstractContextManager[None]: ...
+
+    def add_lora(self, adapter_name: str = "default", seed: int | None = None) -> None: ...
+
+    def lora_parameters(self) -> list[torch.nn.Parameter]: ...
+
+    def save_lora(self, directory: str | Path, adapter_name: str = "default") -> Path: ...
+
+    def load_lora(self, directory: str | Path, adapter_name: str = "default") -> None: ...
+
+    def merge_lora(self) -> None: ...
+
+    def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> Path: ...
+
+
+def shipped_path() -> Path:
+    return Path(str(resources.files("dualipo") / "assets" / "generator_small"))
+
+
+def build_generator(cfg: RunConfig) -> Generator:
+    """The configured backend, from a directory, the shipped weights, or a random init from config."""
+    g, fps = cfg.generator, cfg.world.fps
+    dtype = DTYPES[g.dtype]
+    path = shipped_path() if g.path == SHIPPED else Path(g.path) if g.path else None
+    if path is not None and not (path / "model_index.json").is_file():
+        hint = " (run `dualipo pretrain --preset small --out DIR` and point generator.path at DIR/pipeline)" \
+            if g.path == SHIPPED else ""
+        raise ValueError(f"generator.path={g.path!r}: no diffusers pipeline (model_index.json) in {path}{hint}")
+    match g.backend:
+        case "wan":
+            from dualipo.generators.wan import build_wan, load_wan
+            gen = build_wan(g, fps) if path is None else load_wan(path, g, fps, dtype)
+        case "cogvideox":
+            if g.path == SHIPPED:
+                raise ValueError("generator.path='shipped' is the Wan small generator; with "
+                                 "generator.backend=cogvideox set generator.path to a CogVideoX directory or ''")
+            from dualipo.generators.cogvideox import build_cogvideox, load_cogvideox
+            gen = build_cogvideox(g, cfg.world, fps) if path is None else load_cogvideox(path, g, fps, dtype)
+        case other:
+            raise ValueError(f"generator.backend={other!r}: expected 'wan' or 'cogvideox'")
+    if path is None and dtype != torch.float32:
+        gen.pipe.to(dtype)
+    return gen
