@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dualipo.critics.commands import add_critic_commands
 
     add_critic_commands(sub, _config_args, _load)
+    from dualipo.critics.commands import add_critic_commands
+
+    add_critic_commands(sub, _config_args, _load)
     return parser
 
 

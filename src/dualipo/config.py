@@ -127,13 +127,33 @@ class PretrainConfig(_Section):
 
 @dataclass(frozen=True)
 class CriticConfig(_Section):
-    """VLM critic backend (`qwen_vl`) or the shapes-world oracle as a critic (tests and reference only)."""
+    """VLM critic backend (`qwen_vl`) or the shapes-world oracle as a critic (tests and reference only).
+
+    `path`: "" builds a random model from the architecture fields below (with an offline tokenizer), "shipped"
+    loads the package's cold-started small critic, anything else is a local transformers directory.
+    """
     backend: str = opt("qwen_vl", choices=("qwen_vl", "oracle"))
-    path: str = opt("", doc="local transformers checkpoint directory; empty = shipped / built from config")
+    path: str = opt("", doc="'' = random from config, 'shipped' = bundled small critic, else a local directory")
+    arch: str = opt("qwen2_vl", choices=("qwen2_vl", "qwen2_5_vl"), doc="model class when built from config")
     num_frames: int = opt(8, ge=1, doc="frames sampled from each video for the critic")
+    image_size: int = opt(48, ge=0, doc="square side the frames are resized to (0 = smart_resize of the input)")
     max_new_tokens: int = opt(64, ge=1)
     oracle_noise: float = opt(0.0, ge=0, le=1, doc="label-noise rate of the oracle critic")
     dtype: str = opt("float32", choices=("float32", "bfloat16", "float16"))
+    vocab_size: int = opt(600, ge=64, doc="size of the offline byte-level BPE built with a random model")
+    hidden_size: int = opt(128, ge=8)
+    intermediate_size: int = opt(384, ge=8)
+    num_layers: int = opt(4, ge=1)
+    num_heads: int = opt(4, ge=1)
+    num_kv_heads: int = opt(2, ge=1)
+    mrope_section: tuple[int, ...] = opt((4, 6, 6), ge=1, doc="sums to head_dim / 2")
+    vision_depth: int = opt(2, ge=1)
+    vision_embed_dim: int = opt(96, ge=8)
+    vision_heads: int = opt(4, ge=1)
+    patch_size: int = opt(8, ge=2)
+    temporal_patch_size: int = opt(4, ge=1, doc="frames per vision patch: the ViT's Conv3d sees motion within it")
+    spatial_merge_size: int = opt(2, ge=1)
+    init_seed: int = opt(0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -192,9 +212,21 @@ class CriticTrainConfig(_Section):
     """Cold start and step 6 (SRPO): critic refinement on its own confident, self-consistent judgments."""
     refine: bool = opt(True, doc="False = IPO (frozen critic), the main ablation")
     method: str = opt("sft", choices=("sft", "dpo"))
+    finetune: str = opt("full", choices=("full", "lora"), doc="train all weights or a LoRA on the language model")
+    lora_rank: int = opt(16, ge=1)
+    lora_alpha: float = opt(16.0, gt=0)
     learning_rate: float = opt(5e-4, gt=0)
+    weight_decay: float = opt(0.01, ge=0)
+    warmup_steps: int = opt(30, ge=0)
+    max_grad_norm: float = opt(1.0, gt=0)
     num_steps: int = opt(100, ge=1)
     batch_size: int = opt(8, ge=1)
+    both_orders: bool = opt(True, doc="train every pair in both presentation orders (position-bias control)")
+    no_cot_fraction: float = opt(0.25, ge=0, le=1, doc="share of examples in the answer-only format")
+    checkpoint_every: int = opt(100, ge=1)
+    eval_every: int = opt(100, ge=1)
+    eval_pairs: int = opt(100, ge=0, doc="held-out pairs evaluated (greedy, both orders) at each eval; 0 = none")
+    num_threads: int = opt(0, ge=0, doc="torch threads (0 = leave torch's default)")
     seed_mix: float = opt(0.5, ge=0, le=1, doc="fraction of each refinement batch drawn from the seed set")
     beta: float = opt(0.1, gt=0)
     nll_weight: float = opt(1.0, ge=0)
@@ -252,11 +284,14 @@ def preset_tiny() -> RunConfig:
         generator=replace(c.generator, path="", num_inference_steps=2, guidance_scale=1.0, num_layers=2,
                           num_heads=2, head_dim=8, ffn_dim=32, time_dim=16, latent_channels=4,
                           vae_channels=(4, 8, 8), text_dim=16, text_layers=1, text_heads=2),
-        critic=replace(c.critic, num_frames=4, max_new_tokens=16),
+        critic=replace(c.critic, num_frames=4, image_size=32, max_new_tokens=16, vocab_size=300, hidden_size=32,
+                       intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1, mrope_section=(2, 3, 3),
+                       vision_depth=1, vision_embed_dim=32, vision_heads=2, temporal_patch_size=2),
         sampling=replace(c.sampling, videos_per_prompt=2, prompts_per_round=2, batch_size=2),
         judging=replace(c.judging, num_votes=2),
         train=replace(c.train, num_steps=2, batch_size=1, checkpoint_every=1),
-        critic_train=replace(c.critic_train, num_steps=2, batch_size=2, seed_pairs=8),
+        critic_train=replace(c.critic_train, num_steps=2, batch_size=2, seed_pairs=8, warmup_steps=1,
+                             checkpoint_every=1, eval_every=1, eval_pairs=2),
         rounds=replace(c.rounds, num_rounds=1),
         eval=replace(c.eval, num_prompts=2, seeds=(0,)),
         pretrain=replace(c.pretrain, num_videos=8, vae_steps=2, vae_batch_size=2, vae_crop=16, steps=3, batch_size=2,
@@ -273,7 +308,9 @@ def preset_full() -> RunConfig:
         generator=replace(c.generator, backend="cogvideox", path="models/CogVideoX-2b",
                           num_inference_steps=50, guidance_scale=6.0, lora_rank=64, lora_alpha=64.0,
                           dtype="bfloat16", text_max_len=226),
-        critic=replace(c.critic, path="models/Qwen2.5-VL-7B-Instruct", max_new_tokens=512, dtype="bfloat16"),
+        critic=replace(c.critic, path="models/Qwen2.5-VL-7B-Instruct", arch="qwen2_5_vl", image_size=0,
+                       max_new_tokens=512, dtype="bfloat16"),
+        critic_train=replace(c.critic_train, finetune="lora", learning_rate=1e-5, batch_size=4),
         sampling=replace(c.sampling, prompts_per_round=1024, batch_size=1),
         train=replace(c.train, num_steps=2000, batch_size=1, grad_accum=8, mixed_precision="bf16",
                       learning_rate=1e-5, warmup_steps=100, checkpoint_every=200),

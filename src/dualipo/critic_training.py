@@ -1,0 +1,187 @@
+"""Critic cold start: supervised fine-tuning on seed rationales + verdicts (full or LoRA), with progress,
+checkpoints and exact resume. `sft_loss` / `sft_examples` are reused by SRPO refinement.
+
+One loop state unit per checkpoint (`ckpt/`): trainable weights and AdamW state as safetensors, plus step and
+RNG in JSON. The data order is a pure function of (seed, epoch), so a resumed run sees the same batches and
+gives the same losses as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from dualipo.config import RunConfig, save_config
+from dualipo.critics import prompts
+from dualipo.critics.seed import SeedRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str  # chat prompt with video slots
+    videos: tuple[str, ...]  # in slot order
+    target: str  # rationale + answer line, or the answer line only
+
+
+def sft_examples(records: list[SeedRecord], both_orders: bool, no_cot_fraction: float,
+                 seed: int = 0) -> list[Example]:
+    """Seed records -> training examples; pairs also in the swapped order (reason and label swapped)."""
+    rng = np.random.default_rng([seed, 3])
+    out = []
+    for r in records:
+        views = [(r.videos, r.reason, r.label)]
+        if r.mode == "pairwise" and both_orders:
+            views.append((r.videos[::-1], prompts.swap_reason(r.reason), prompts.swap_verdict(r.label)))
+        for vids, reason, label in views:
+            cot = bool(rng.random() >= no_cot_fraction)
+            text = (prompts.pair_prompt(r.prompt, r.dimension, cot) if r.mode == "pairwise"
+                    else prompts.point_prompt(r.prompt, r.dimension, cot))
+            out.append(Example(text, tuple(vids), prompts.target_text(reason, label, cot)))
+    return out
+
+
+def sft_loss(critic, examples: list[Example]) -> torch.Tensor:
+    """Mean token cross-entropy of the targets (the loss covers the answer tokens only)."""
+    from dualipo.critics.vision_inputs import encode
+
+    batch = encode(critic.tokenizer, critic.model.config, critic.spec, [e.text for e in examples],
+                   [[critic.visual(v) for v in e.videos] for e in examples], [e.target for e in examples])
+    batch["pixel_values_videos"] = batch["pixel_values_videos"].to(next(critic.model.parameters()).dtype)
+    return critic.model(**batch).loss
+
+
+def learning_rate(step: int, base: float, warmup: int, total: int) -> float:
+    """Linear warm-up, then cosine decay to 10 % of `base`."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    frac = (step - warmup) / max(total - warmup, 1)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
+    """Indices of batch `step`: consecutive slices of per-epoch permutations (pure in seed and step)."""
+    out, pos = [], step * batch_size
+    while len(out) < batch_size:
+        epoch, off = divmod(pos, n)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        take = perm[off:off + batch_size - len(out)]
+        out += take.tolist()
+        pos += len(take)
+    return out
+
+
+def _trainable(model) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(path: Path, model, optim: torch.optim.Optimizer, step: int, losses: list[float]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_file({n: p.detach().contiguous() for n, p in _trainable(model).items()}, str(tmp / "weights.safetensors"))
+    sd = optim.state_dict()
+    flat = {f"{i}.{k}": v.contiguous() for i, st in sd["state"].items() for k, v in st.items()}
+    flat["torch_rng"] = torch.get_rng_state()
+    save_file(flat, str(tmp / "optimizer.safetensors"))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses, "param_groups": sd["param_groups"]}))
+    if path.exists():
+        for f in path.iterdir():
+            f.unlink()
+        path.rmdir()
+    tmp.rename(path)
+
+
+def load_checkpoint(path: Path, model, optim: torch.optim.Optimizer) -> tuple[int, list[float]]:
+    weights = load_file(str(path / "weights.safetensors"))
+    params = _trainable(model)
+    if set(weights) != set(params):
+        raise ValueError(f"{path}: checkpoint weights do not match the model's trainable parameters "
+                         f"(was it written with another critic_train.finetune or critic config?)")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(weights[n])
+    flat = load_file(str(path / "optimizer.safetensors"))
+    torch.set_rng_state(flat.pop("torch_rng"))
+    meta = json.loads((path / "state.json").read_text())
+    state: dict[int, dict] = {}
+    for key, v in flat.items():
+        i, k = key.split(".", 1)
+        state.setdefault(int(i), {})[k] = v
+    optim.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return meta["step"], meta["losses"]
+
+
+def _apply_lora(model, cfg: RunConfig):
+    from peft import LoraConfig, get_peft_model
+
+    ct = cfg.critic_train
+    lc = LoraConfig(r=ct.lora_rank, lora_alpha=ct.lora_alpha, init_lora_weights="gaussian",
+                    target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)")
+    return get_peft_model(model, lc)
+
+
+def cold_start(cfg: RunConfig, seed_path: str | Path, out: str | Path, heldout_path: str | Path | None = None,
+               resume: bool = True) -> Path:
+    """Fine-tune the critic on a seed set; writes `out/ckpt/`, `out/metrics.jsonl` and `out/final/`."""
+    from dualipo.critics.evaluate import evaluate_pairs
+    from dualipo.critics.qwen_vl import QwenVLCritic, load_model, save_model
+    from dualipo.critics.seed import load_seed
+
+    ct = cfg.critic_train
+    if ct.num_threads:
+        torch.set_num_threads(ct.num_threads)
+    out = Path(out)
+    save_config(cfg, out / "config.json")
+    records = load_seed(seed_path)
+    heldout = load_seed(heldout_path)[:ct.eval_pairs] if heldout_path and ct.eval_pairs else []
+    examples = sft_examples(records, ct.both_orders, ct.no_cot_fraction, ct.seed)
+    model, tok = load_model(cfg.critic)
+    model = model.float()
+    if ct.finetune == "lora":
+        model = _apply_lora(model, cfg)
+    critic = QwenVLCritic(model, tok, cfg.critic, cfg.judging)
+    optim = torch.optim.AdamW(list(_trainable(model).values()), lr=ct.learning_rate, weight_decay=ct.weight_decay)
+    step, losses = 0, []
+    ckpt = out / "ckpt"
+    if resume and (ckpt / "state.json").is_file():
+        step, losses = load_checkpoint(ckpt, model, optim)
+        log.info("resumed from %s at step %d", ckpt, step)
+    metrics = out / "metrics.jsonl"
+    bar = tqdm(total=ct.num_steps, initial=step, desc="critic cold start", unit="step")
+    while step < ct.num_steps:
+        model.train()
+        lr = learning_rate(step, ct.learning_rate, ct.warmup_steps, ct.num_steps)
+        for g in optim.param_groups:
+            g["lr"] = lr
+        batch = [examples[i] for i in batch_indices(step, len(examples), ct.batch_size, ct.seed)]
+        loss = sft_loss(critic, batch)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(_trainable(model).values()), ct.max_grad_norm)
+        optim.step()
+        step += 1
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
+        if step % ct.checkpoint_every == 0 or step == ct.num_steps:
+            save_checkpoint(ckpt, model, optim, step, losses)
+        if heldout and (step % ct.eval_every == 0 or step == ct.num_steps):
+            model.eval()
+            res = evaluate_pairs(critic, heldout, num_votes=1, chain_of_thought=True)
+            row = {"step": step, "loss": float(np.mean(losses[-ct.eval_every:])), **res}
+            with metrics.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            log.info("step %d: held-out accuracy %.3f", step, res["accuracy"])
+    bar.close()
+    model.eval()
+    final = model.merge_and_unload() if ct.finetune == "lora" else model
+    return save_model(final, tok, out / "final", dtype="float16")

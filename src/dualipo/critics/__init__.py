@@ -1,0 +1,40 @@
+"""Video critics: a small `Critic` protocol and one builder.
+
+`judge(prompt, video_a, video_b, dimension)` -> pairwise Judgment (verdict A / B / tie, certainty);
+`score(prompt, video, dimension)` -> pointwise Judgment (Good / Normal / Bad). Videos are `Video` objects or
+mp4 paths. Backends: `qwen_vl` (transformers Qwen2-VL / Qwen2.5-VL) and `oracle` (shapes-world oracle).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from dualipo.config import RunConfig
+from dualipo.critics.voting import Judgment
+from dualipo.video import Video
+
+
+class Critic(Protocol):
+    def judge(self, prompt: str, video_a: Video | str | Path, video_b: Video | str | Path,
+              dimension: str) -> Judgment: ...
+
+    def score(self, prompt: str, video: Video | str | Path, dimension: str) -> Judgment: ...
+
+
+def build_critic(cfg: RunConfig) -> Critic:
+    match cfg.critic.backend:
+        case "qwen_vl":
+            from dualipo.critics.qwen_vl import QwenVLCritic, load_model
+
+            model, tok = load_model(cfg.critic)
+            return QwenVLCritic(model, tok, cfg.critic, cfg.judging)
+        case "oracle":
+            from dualipo.critics.oracle import OracleCritic
+
+            return OracleCritic(cfg.critic.oracle_noise, cfg.seed)
+        case _:
+            raise ValueError(f"critic.backend: unknown backend {cfg.critic.backend!r}")
+
+
+__all__ = ["Critic", "Judgment", "build_critic"]

@@ -1,0 +1,113 @@
+"""`dualipo critic ...` subcommands (registered by cli.py): videos, seed, import, cold-start, eval."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Callable
+
+from dualipo.config import DIMENSIONS, RunConfig
+
+SEED_DIMENSIONS = ("overall", "alignment", "motion", "consistency")
+
+
+def cmd_videos(cfg: RunConfig, args: argparse.Namespace) -> None:
+    from dualipo.critics.toy_videos import write_generator_samples, write_variants
+
+    if args.generator:
+        path = write_generator_samples(cfg, args.out, args.prompts, args.per_prompt, args.split, args.seed)
+    else:
+        path = write_variants(cfg.world, args.out, args.prompts, args.per_prompt, args.split, args.seed)
+    print(f"wrote {args.prompts * args.per_prompt} videos and {path}")
+
+
+def cmd_seed(cfg: RunConfig, args: argparse.Namespace) -> None:
+    from dualipo.critics.seed import oracle_seed_set, write_seed
+
+    n = args.pairs if args.pairs is not None else cfg.critic_train.seed_pairs
+    noise = args.noise if args.noise is not None else cfg.critic_train.seed_noise
+    recs = oracle_seed_set(args.videos, n, tuple(args.dimensions), noise, args.seed, args.pointwise)
+    print(f"wrote {len(recs)} seed records to {write_seed(recs, args.out)}")
+
+
+def cmd_import(cfg: RunConfig, args: argparse.Namespace) -> None:
+    from dualipo.critics.seed import import_seed
+
+    print(f"validated and wrote {import_seed(args.src, args.out)}")
+
+
+def cmd_cold_start(cfg: RunConfig, args: argparse.Namespace) -> None:
+    from dualipo.critic_training import cold_start
+
+    final = cold_start(cfg, args.seed_file, args.out, args.heldout, resume=not args.no_resume)
+    print(f"cold-started critic written to {final} (use critic.path={final})")
+
+
+def cmd_eval(cfg: RunConfig, args: argparse.Namespace) -> None:
+    import torch
+
+    from dualipo.critics import build_critic
+    from dualipo.critics.evaluate import evaluate_pairs
+    from dualipo.critics.seed import load_seed
+
+    if cfg.critic.backend != "qwen_vl":
+        raise ValueError("critic eval needs critic.backend=qwen_vl")
+    if cfg.critic_train.num_threads:
+        torch.set_num_threads(cfg.critic_train.num_threads)
+    records = load_seed(args.pairs)[: args.limit or None]
+    critic = build_critic(cfg)
+    res = evaluate_pairs(critic, records, num_votes=cfg.judging.num_votes,
+                         chain_of_thought=cfg.judging.chain_of_thought, progress=True)
+    print(json.dumps(res, indent=2))
+
+
+def _wrap(fn: Callable, load: Callable) -> Callable:
+    return lambda args: fn(load(args), args)
+
+
+def add_critic_commands(sub, config_args: Callable, load: Callable) -> None:
+    critic = sub.add_parser("critic", help="the VLM critic: seed sets, cold start, evaluation")
+    cs = critic.add_subparsers(dest="critic_cmd", required=True)
+
+    p = cs.add_parser("videos", help="shapes-world renders + corruptions (or --generator samples) in the "
+                      "prompts.jsonl layout")
+    config_args(p)
+    p.add_argument("--generator", action="store_true", help="sample the configured generator instead of rendering")
+    p.add_argument("--out", required=True)
+    p.add_argument("--prompts", type=int, default=300)
+    p.add_argument("--per-prompt", type=int, default=4)
+    p.add_argument("--split", choices=("train", "eval"), default="train")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_wrap(cmd_videos, load))
+
+    p = cs.add_parser("seed", help="oracle-labelled seed set (JSONL) from prompts.jsonl video directories")
+    config_args(p)
+    p.add_argument("--videos", nargs="+", required=True, help="directories with prompts.jsonl + videos")
+    p.add_argument("--out", required=True, help="seed JSONL to write")
+    p.add_argument("--pairs", type=int, default=None, help="default: critic_train.seed_pairs")
+    p.add_argument("--noise", type=float, default=None, help="label noise; default: critic_train.seed_noise")
+    p.add_argument("--pointwise", type=int, default=0, help="also this many pointwise records")
+    p.add_argument("--dimensions", nargs="+", default=list(SEED_DIMENSIONS), choices=DIMENSIONS)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_wrap(cmd_seed, load))
+
+    p = cs.add_parser("import", help="validate a CSV / JSONL seed set and write canonical JSONL")
+    config_args(p)
+    p.add_argument("src")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_wrap(cmd_import, load))
+
+    p = cs.add_parser("cold-start", help="fine-tune the critic on a seed set (resumes from OUT/ckpt)")
+    config_args(p)
+    p.add_argument("--seed-file", required=True)
+    p.add_argument("--heldout", default=None, help="labelled pairs evaluated every critic_train.eval_every steps")
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-resume", action="store_true")
+    p.set_defaults(func=_wrap(cmd_cold_start, load))
+
+    p = cs.add_parser("eval", help="accuracy, tie, abstention and position-bias rates on a labelled pair set")
+    config_args(p)
+    p.add_argument("--pairs", required=True, help="seed-format JSONL / CSV of labelled pairs")
+    p.add_argument("--limit", type=int, default=0, help="evaluate the first N pairs only")
+    p.set_defaults(func=_wrap(cmd_eval, load))

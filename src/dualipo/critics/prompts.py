@@ -1,0 +1,125 @@
+"""Prompt templates per quality dimension and the verdict parser.
+
+The critic is asked to reason step by step and to end with one final line in a fixed format:
+``Answer: A`` / ``Answer: B`` / ``Answer: tie`` (pairwise) or ``Answer: Good|Normal|Bad`` (pointwise).
+`parse_verdict` is strict: anything malformed (no final answer line, truncation, two different answers,
+extra words on the answer line) is an abstention (None), never a guess.
+"""
+
+from __future__ import annotations
+
+import re
+
+PAIR_VERDICTS = ("A", "B", "tie")
+POINT_VERDICTS = ("Good", "Normal", "Bad")
+
+# The paper's dimensions (visual quality, motion, text alignment, consistency) plus the shapes world's own.
+QUESTIONS = {
+    "overall": "overall quality",
+    "alignment": "prompt alignment",
+    "colour": "colour",
+    "shape": "shape",
+    "count": "object count",
+    "relation": "spatial relation",
+    "motion": "motion",
+    "consistency": "visual quality and consistency",
+}
+VIDEO_SLOT = "<|vision_start|><|video_pad|><|vision_end|>"  # expanded to the video's token count later
+ANSWER_RE = re.compile(r"^\s*Answer:\s*(\S+?)\s*\.?\s*$")
+ANY_ANSWER_RE = re.compile(r"Answer:\s*(\S+)", re.IGNORECASE)
+
+
+def _question(dimension: str) -> str:
+    if dimension not in QUESTIONS:
+        raise ValueError(f"unknown judging dimension {dimension!r}; expected one of {sorted(QUESTIONS)}")
+    return QUESTIONS[dimension]
+
+
+def pair_instruction(dimension: str, chain_of_thought: bool = True) -> str:
+    head = f"Which video is better on {_question(dimension)}?"
+    if chain_of_thought:
+        return f"{head} Think step by step, then end with the line Answer: A, B or tie."
+    return f"{head} Reply with the line Answer: A, B or tie only."
+
+
+def point_instruction(dimension: str, chain_of_thought: bool = True) -> str:
+    head = f"How good is the video on {_question(dimension)}?"
+    if chain_of_thought:
+        return f"{head} Think step by step, then end with the line Answer: Good, Normal or Bad."
+    return f"{head} Reply with the line Answer: Good, Normal or Bad only."
+
+
+def chat(user: str) -> str:
+    """Qwen chat format for one user turn, ending where the assistant's answer starts."""
+    return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def pair_prompt(prompt: str, dimension: str, chain_of_thought: bool = True) -> str:
+    """Both videos in one prompt, labelled Video A and Video B (in the order the videos are passed)."""
+    return chat(f"Prompt: {prompt}\nVideo A: {VIDEO_SLOT}\nVideo B: {VIDEO_SLOT}\n"
+                f"{pair_instruction(dimension, chain_of_thought)}")
+
+
+def point_prompt(prompt: str, dimension: str, chain_of_thought: bool = True) -> str:
+    return chat(f"Prompt: {prompt}\nVideo: {VIDEO_SLOT}\n{point_instruction(dimension, chain_of_thought)}")
+
+
+def target_text(reason: str, verdict: str, chain_of_thought: bool = True) -> str:
+    """The assistant answer the critic is trained to produce: rationale, then the final verdict line."""
+    answer = f"Answer: {verdict}"
+    return f"{reason.strip()}\n{answer}" if chain_of_thought and reason.strip() else answer
+
+
+def parse_verdict(text: str, mode: str = "pairwise") -> str | None:
+    """The verdict of the last non-empty line `Answer: X`, or None (abstention) if the output is malformed.
+
+    Malformed: no answer line at the end (truncated), a verdict outside the mode's set, extra words on the
+    answer line, or another `Answer:` earlier in the text that names a different verdict (contradictory).
+    """
+    allowed = {"pairwise": PAIR_VERDICTS, "pointwise": POINT_VERDICTS}.get(mode)
+    if allowed is None:
+        raise ValueError(f"unknown judging mode {mode!r}; expected 'pairwise' or 'pointwise'")
+    lines = [ln for ln in text.replace("\r", "\n").split("\n") if ln.strip()]
+    if not lines:
+        return None
+    m = ANSWER_RE.match(lines[-1])
+    if m is None:
+        return None
+    canon = {v.lower(): v for v in allowed}
+    verdict = canon.get(m.group(1).lower())
+    if verdict is None:
+        return None
+    for other in ANY_ANSWER_RE.findall("\n".join(lines[:-1])):
+        if canon.get(other.strip(".,;").lower()) != verdict:
+            return None
+    return verdict
+
+
+def swap_verdict(verdict: str | None) -> str | None:
+    """Map a verdict given for the order (b, a) back to the order (a, b)."""
+    return {"A": "B", "B": "A"}.get(verdict, verdict) if verdict is not None else None
+
+
+def swap_reason(reason: str) -> str:
+    """The same rationale with 'Video A' and 'Video B' exchanged (for training on the swapped order)."""
+    return re.sub(r"\bVideo ([AB])\b", lambda m: "Video " + ("B" if m.group(1) == "A" else "A"), reason)
+
+
+_CLAIM_RE = re.compile(r"(Video [AB] is better|Both are equally good|\b(?:Good|Normal|Bad) on\b)")
+
+
+def rationale_claim(text: str) -> str | None:
+    """The verdict the rationale itself states ('Video A is better' -> 'A'), or None if it states none."""
+    claims = _CLAIM_RE.findall(text)
+    if not claims:
+        return None
+    last = claims[-1]
+    if last.startswith("Video"):
+        return last.split()[1]
+    return "tie" if last.startswith("Both") else last.split()[0]
+
+
+def rationale_agrees(text: str, verdict: str | None) -> bool:
+    """Rationale-verdict consistency (SRPO filter): the stated claim, if any, equals the verdict."""
+    claim = rationale_claim(text)
+    return verdict is not None and (claim is None or claim == verdict)

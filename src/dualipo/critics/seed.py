@@ -1,0 +1,188 @@
+"""Seed labels: the JSONL format, CSV / JSONL import with validation, and the shapes world's seed-set maker.
+
+Pairwise record: {prompt, video_a, video_b, dimension, label: A|B|tie, reason}.
+Pointwise record: {prompt, video, dimension, label: Good|Normal|Bad, reason}.
+Video paths are absolute or relative to the seed file's directory. Extra keys (e.g. `clean_label`) are kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from dualipo.critics.prompts import PAIR_VERDICTS, POINT_VERDICTS, QUESTIONS
+
+PAIR_KEYS = ("prompt", "video_a", "video_b", "dimension", "label", "reason")
+POINT_KEYS = ("prompt", "video", "dimension", "label", "reason")
+
+
+@dataclass(frozen=True)
+class SeedRecord:
+    prompt: str
+    videos: tuple[str, ...]  # resolved paths: (a, b) pairwise, (v,) pointwise
+    dimension: str
+    label: str
+    reason: str
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def mode(self) -> str:
+        return "pairwise" if len(self.videos) == 2 else "pointwise"
+
+    def to_json(self, base: Path | None = None) -> dict:
+        rel = [_relative(v, base) for v in self.videos]
+        vids = {"video_a": rel[0], "video_b": rel[1]} if self.mode == "pairwise" else {"video": rel[0]}
+        return {"prompt": self.prompt, **vids, "dimension": self.dimension, "label": self.label,
+                "reason": self.reason, **self.extra}
+
+
+def _relative(path: str, base: Path | None) -> str:
+    if base is None:
+        return path
+    try:
+        return str(Path(path).resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(Path(path).resolve())
+
+
+def validate(raw: dict, where: str, base: Path, check_files: bool = True) -> SeedRecord:
+    """One raw record -> SeedRecord, or ValueError naming `where` (file:line) and the bad key."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected an object, got {type(raw).__name__}")
+    pair = "video_a" in raw or "video_b" in raw
+    keys, allowed = (PAIR_KEYS, PAIR_VERDICTS) if pair else (POINT_KEYS, POINT_VERDICTS)
+    for k in keys:
+        if k not in raw:
+            raise ValueError(f"{where}: missing key {k!r} ({'pairwise' if pair else 'pointwise'} records need "
+                             f"{', '.join(keys)})")
+        if not isinstance(raw[k], str) or (k != "reason" and not raw[k].strip()):
+            raise ValueError(f"{where}: key {k!r} must be a non-empty string, got {raw[k]!r}")
+    if raw["label"] not in allowed:
+        raise ValueError(f"{where}: label {raw['label']!r} is not one of {'|'.join(allowed)}")
+    if raw["dimension"] not in QUESTIONS:
+        raise ValueError(f"{where}: dimension {raw['dimension']!r} is not one of {', '.join(QUESTIONS)}")
+    vids = []
+    for k in (("video_a", "video_b") if pair else ("video",)):
+        p = Path(raw[k]) if Path(raw[k]).is_absolute() else base / raw[k]
+        if check_files and not p.is_file():
+            raise ValueError(f"{where}: {k} file {p} does not exist")
+        vids.append(str(p))
+    extra = {k: v for k, v in raw.items() if k not in keys}
+    return SeedRecord(raw["prompt"], tuple(vids), raw["dimension"], raw["label"], raw["reason"], extra)
+
+
+def load_seed(path: str | Path, check_files: bool = True) -> list[SeedRecord]:
+    """Read a seed set from JSONL or CSV (header row with the record keys); errors name file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"seed file {path} does not exist")
+    base = path.parent
+    out = []
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="") as f:
+            for i, row in enumerate(csv.DictReader(f), start=2):
+                row = {k: v for k, v in row.items() if v not in (None, "")} | {"reason": row.get("reason") or ""}
+                out.append(validate(row, f"{path}:{i}", base, check_files))
+    else:
+        for i, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+            out.append(validate(raw, f"{path}:{i}", base, check_files))
+    if not out:
+        raise ValueError(f"seed file {path} holds no records")
+    return out
+
+
+def write_seed(records: list[SeedRecord], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r.to_json(path.parent)) + "\n" for r in records))
+    tmp.replace(path)
+    return path
+
+
+def import_seed(src: str | Path, out: str | Path) -> Path:
+    """Validate a CSV / JSONL seed set and write it as the canonical JSONL."""
+    return write_seed(load_seed(src), out)
+
+
+def _read_pool(directory: Path) -> dict[str, list[str]]:
+    """prompt -> video paths, from a `prompts.jsonl` directory (as written by `dualipo world sample`)."""
+    jsonl = directory / "prompts.jsonl"
+    if not jsonl.is_file():
+        raise ValueError(f"{directory}: no prompts.jsonl (expected the `dualipo world sample` layout)")
+    pool: dict[str, list[str]] = {}
+    for i, line in enumerate(jsonl.read_text().splitlines(), start=1):
+        if line.strip():
+            r = json.loads(line)
+            if "prompt" not in r or "path" not in r:
+                raise ValueError(f"{jsonl}:{i}: record needs 'prompt' and 'path'")
+            pool.setdefault(r["prompt"], []).append(str(directory / r["path"]))
+    return pool
+
+
+def oracle_seed_set(dirs: list[str | Path], n_pairs: int, dimensions: tuple[str, ...], noise: float,
+                    seed: int = 0, pointwise: int = 0, focus: float = 0.8) -> list[SeedRecord]:
+    """Pairs formed within a prompt from the video directories, labelled by the oracle with label noise.
+
+    With probability `focus` a pair is asked about a dimension on which its two videos differ (as an annotator
+    is asked about the defect they see); otherwise about a uniformly drawn one (often a tie).
+
+    Records keep the oracle's noise-free verdict in `clean_label` (for held-out evaluation).
+    """
+    from dualipo.toy.seed_labels import label_pair, label_single
+    from dualipo.video import read_video
+
+    pool: dict[str, list[str]] = {}
+    for d in dirs:
+        for p, vids in _read_pool(Path(d)).items():
+            pool.setdefault(p, []).extend(vids)
+    prompts = [p for p, v in pool.items() if len(v) >= 2]
+    if not prompts:
+        raise ValueError(f"{[str(d) for d in dirs]}: no prompt has two or more videos to pair")
+    rng = np.random.default_rng(seed)
+    cache: dict[str, object] = {}
+    video = lambda p: cache.setdefault(p, read_video(p))  # noqa: E731
+    out = []
+    for _ in tqdm(range(n_pairs), desc="labelling seed pairs", unit="pair"):
+        prompt = prompts[int(rng.integers(len(prompts)))]
+        a, b = rng.choice(len(pool[prompt]), 2, replace=False)
+        va, vb = pool[prompt][a], pool[prompt][b]
+        dim = _pick_dimension(prompt, video(va), video(vb), dimensions, rng, focus)
+        lab = label_pair(prompt, video(va), video(vb), dim, rng, noise)
+        out.append(SeedRecord(prompt, (va, vb), dim, lab.label, _short(lab.reason, prompt),
+                              {"clean_label": lab.clean_label, "scores": list(lab.scores)}))
+    for _ in range(pointwise):
+        prompt = prompts[int(rng.integers(len(prompts)))]
+        v = pool[prompt][int(rng.integers(len(pool[prompt])))]
+        dim = dimensions[int(rng.integers(len(dimensions)))]
+        lab = label_single(prompt, video(v), dim, rng, noise)
+        out.append(SeedRecord(prompt, (v,), dim, lab.label, _short(lab.reason, prompt),
+                              {"clean_label": lab.clean_label, "scores": list(lab.scores)}))
+    return out
+
+
+def _pick_dimension(prompt, a, b, dimensions, rng, focus: float, margin: float = 0.05) -> str:
+    from dualipo.toy.oracle import score
+
+    if rng.random() < focus:
+        sa, sb = score(prompt, a), score(prompt, b)
+        differ = [d for d in dimensions if abs(sa.get(d) - sb.get(d)) > margin]
+        if differ:
+            return differ[int(rng.integers(len(differ)))]
+    return dimensions[int(rng.integers(len(dimensions)))]
+
+
+def _short(reason: str, prompt: str) -> str:
+    """Drop the templated echo of the prompt (the critic sees the prompt already; shorter targets train faster)."""
+    return reason.replace(f" The prompt asks for {prompt}.", "")

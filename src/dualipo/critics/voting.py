@@ -1,0 +1,79 @@
+"""Self-consistency voting over sampled reasoning paths (pure functions) and the Judgment record.
+
+A judgment collects K sampled paths per presentation order; verdicts given for the swapped order (b, a) are
+mapped back to (a, b) before voting. Abstentions (unparseable answers) do not vote. The majority verdict wins;
+an even split between the top verdicts gives no verdict (None). Certainty = the majority's vote share.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+from dualipo.critics.prompts import swap_verdict
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sampled reasoning path: the raw text, its parsed verdict in its own order, and mapped to (a, b)."""
+    order: str  # "AB" or "BA" (pairwise) / "" (pointwise)
+    text: str
+    raw_verdict: str | None
+    verdict: str | None  # in the (a, b) frame; None = abstention
+
+
+@dataclass(frozen=True)
+class Judgment:
+    prompt: str
+    videos: tuple[str, ...]  # paths or names of the judged videos, in (a, b) order
+    dimension: str
+    mode: str  # "pairwise" | "pointwise"
+    samples: tuple[Sample, ...]
+    verdict: str | None  # majority verdict; None = no majority (even split or all abstained)
+    certainty: float  # vote share of the majority among non-abstaining votes (0 when no verdict)
+    votes: dict[str, int] = field(default_factory=dict)
+    abstentions: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_sample(order: str, text: str, raw_verdict: str | None) -> Sample:
+    return Sample(order, text, raw_verdict, swap_verdict(raw_verdict) if order == "BA" else raw_verdict)
+
+
+def tally(verdicts: Sequence[str | None]) -> tuple[dict[str, int], int]:
+    """Vote counts per verdict and the number of abstentions (None)."""
+    counts = Counter(v for v in verdicts if v is not None)
+    return dict(counts), sum(v is None for v in verdicts)
+
+
+def majority(votes: dict[str, int]) -> tuple[str | None, float]:
+    """(majority verdict, vote share); (None, 0.0) for no votes or an even split between the leaders."""
+    total = sum(votes.values())
+    if total == 0:
+        return None, 0.0
+    ranked = sorted(votes.items(), key=lambda kv: -kv[1])
+    if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+        return None, 0.0
+    return ranked[0][0], ranked[0][1] / total
+
+
+def judgment(prompt: str, videos: Sequence[str], dimension: str, mode: str,
+             samples: Sequence[Sample]) -> Judgment:
+    votes, abstained = tally([s.verdict for s in samples])
+    verdict, share = majority(votes)
+    return Judgment(prompt, tuple(videos), dimension, mode, tuple(samples), verdict, share, votes, abstained)
+
+
+def position_flip(samples: Sequence[Sample]) -> bool | None:
+    """Position bias of one judgment: True if the (a, b) and (b, a) majorities name the same *letter* (the
+    verdict did not follow the swap), None if either order has no majority or the verdicts are ties."""
+    per = {}
+    for order in ("AB", "BA"):
+        v, _ = majority(tally([s.raw_verdict for s in samples if s.order == order])[0])
+        per[order] = v
+    if per["AB"] not in ("A", "B") or per["BA"] not in ("A", "B"):
+        return None
+    return per["AB"] == per["BA"]

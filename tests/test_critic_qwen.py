@@ -1,0 +1,92 @@
+"""Tiny real Qwen2-VL / Qwen2.5-VL critics built from config: judging, voting in one generate call, I/O."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from dualipo.config import build_config
+from dualipo.critics import build_critic
+from dualipo.critics.qwen_vl import QwenVLCritic, load_model, save_model
+from dualipo.critics.vision_inputs import VisionSpec, patchify, smart_resize
+from dualipo.toy.world import render_prompt
+
+PROMPT = "a red circle moving left on a black background"
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return build_config("tiny")
+
+
+@pytest.fixture(scope="module")
+def videos(cfg):
+    return render_prompt(PROMPT, 0, cfg.world), render_prompt(PROMPT, 1, cfg.world)
+
+
+@pytest.fixture(scope="module")
+def critic(cfg):
+    return build_critic(cfg)
+
+
+def test_patchify_layout():
+    spec = VisionSpec(patch_size=8, temporal_patch_size=2, merge_size=2, num_frames=4, image_size=32)
+    frames = torch.randint(0, 255, (4, 48, 48, 3), dtype=torch.uint8)
+    patches, grid = patchify(frames, spec)
+    assert grid.tolist() == [[2, 4, 4]] and patches.shape == (32, 3 * 2 * 8 * 8)
+    assert smart_resize(50, 70, 16, 256, 448 * 448) == (48, 64)
+
+
+def test_judge_votes_in_one_generate_call(critic, videos, cfg):
+    calls = []
+    original = critic.model.generate
+
+    def counting(*a, **k):
+        calls.append(k["input_ids"].shape[0] * k["num_return_sequences"])
+        return original(*a, **k)
+
+    critic.model.generate = counting
+    try:
+        j = critic.judge(PROMPT, videos[0], videos[1], "motion")
+    finally:
+        critic.model.generate = original
+    k = cfg.judging.num_votes
+    assert calls == [2 * k]  # both orders x K paths, one call
+    assert len(j.samples) == 2 * k and {s.order for s in j.samples} == {"AB", "BA"}
+    assert j.prompt == PROMPT and j.dimension == "motion" and j.mode == "pairwise"
+    assert j.abstentions + sum(j.votes.values()) == 2 * k  # a random model mostly abstains
+    assert 0.0 <= j.certainty <= 1.0
+
+
+def test_single_vote_no_cot_and_pointwise(critic, videos):
+    many = critic.judge_many([(PROMPT, videos[0], videos[1], "alignment")] * 3, num_votes=1,
+                             chain_of_thought=False, both_orders=False)
+    assert len(many) == 3 and all(len(j.samples) == 1 for j in many)
+    assert many[0].samples[0].text == many[1].samples[0].text  # K = 1 is greedy, deterministic
+    p = critic.score(PROMPT, videos[0], "consistency")
+    assert p.mode == "pointwise" and len(p.samples) == 2
+
+
+def test_qwen25_vl_and_save_load(cfg, videos, tmp_path):
+    c25 = dataclasses.replace(cfg.critic, arch="qwen2_5_vl", max_new_tokens=4)
+    model, tok = load_model(c25)
+    assert model.config.model_type == "qwen2_5_vl"
+    j = QwenVLCritic(model, tok, c25, cfg.judging).judge(PROMPT, videos[0], videos[1], "motion")
+    assert len(j.samples) == 2 * cfg.judging.num_votes
+    save_model(model, tok, tmp_path / "c", dtype="float32")
+    loaded, tok2 = load_model(dataclasses.replace(c25, path=str(tmp_path / "c")))
+    a = dict(model.named_parameters())
+    assert all(torch.equal(a[n], p) for n, p in loaded.named_parameters())
+    assert tok2.convert_tokens_to_ids("<|video_pad|>") == tok.convert_tokens_to_ids("<|video_pad|>")
+    with pytest.raises(ValueError, match="no config.json"):
+        load_model(dataclasses.replace(c25, path=str(tmp_path / "missing")))
+
+
+def test_oracle_backend(cfg, videos):
+    oracle = build_critic(dataclasses.replace(cfg, critic=dataclasses.replace(cfg.critic, backend="oracle")))
+    j = oracle.judge(PROMPT, videos[0], videos[0], "alignment")
+    assert j.verdict == "tie" and j.certainty == 1.0 and j.samples[0].text.endswith("Answer: tie")
+    noisy = build_critic(dataclasses.replace(cfg, critic=dataclasses.replace(cfg.critic, backend="oracle",
+                                                                              oracle_noise=1.0)))
+    assert noisy.judge(PROMPT, videos[0], videos[0], "alignment").verdict in ("A", "B")
+    assert oracle.score(PROMPT, videos[0], "motion").verdict in ("Good", "Normal", "Bad")

@@ -1,0 +1,75 @@
+"""Seed-label format: JSONL / CSV import, validation naming the bad line, the oracle seed-set maker."""
+
+import json
+
+import pytest
+
+from dualipo.config import build_config
+from dualipo.critics.seed import import_seed, load_seed, oracle_seed_set, write_seed
+from dualipo.critics.toy_videos import write_variants
+
+
+@pytest.fixture(scope="module")
+def video_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("variants")
+    write_variants(build_config("tiny").world, d, n_prompts=2, per_prompt=3, seed=0)
+    return d
+
+
+def test_oracle_seed_set_roundtrip(video_dir, tmp_path):
+    recs = oracle_seed_set([video_dir], n_pairs=6, dimensions=("alignment", "motion"), noise=0.0, seed=0,
+                           pointwise=2)
+    assert len(recs) == 8 and {r.mode for r in recs} == {"pairwise", "pointwise"}
+    for r in recs:
+        assert r.label == r.extra["clean_label"]
+        assert r.videos[0] != r.videos[-1] or r.mode == "pointwise"
+    path = write_seed(recs, video_dir / "seed_roundtrip.jsonl")
+    again = load_seed(path)
+    assert [(r.prompt, r.videos, r.label) for r in again] == [(r.prompt, r.videos, r.label) for r in recs]
+    assert not json.loads(path.read_text().splitlines()[0])["video_a"].startswith("/")  # stored relative
+
+
+def test_noise_changes_labels(video_dir):
+    clean = oracle_seed_set([video_dir], 4, ("alignment",), noise=0.0, seed=1)
+    noisy = oracle_seed_set([video_dir], 4, ("alignment",), noise=1.0, seed=1)
+    assert all(r.label != r.extra["clean_label"] for r in noisy)
+    assert all(r.label == r.extra["clean_label"] for r in clean)
+
+
+def test_validation_names_the_line(video_dir, tmp_path):
+    vid = sorted((video_dir / "videos").iterdir())[0]
+    good = {"prompt": "p", "video_a": str(vid), "video_b": str(vid), "dimension": "motion", "label": "A",
+            "reason": "r"}
+    cases = {
+        "label 'C'": dict(good, label="C"),
+        "missing key 'video_b'": {k: v for k, v in good.items() if k != "video_b"},
+        "dimension 'beauty'": dict(good, dimension="beauty"),
+        "does not exist": dict(good, video_a="nope.mp4"),
+    }
+    for needle, bad in cases.items():
+        f = tmp_path / "bad.jsonl"
+        f.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+        with pytest.raises(ValueError, match=rf"bad.jsonl:2: .*{needle}"):
+            load_seed(f)
+    f.write_text(json.dumps(good) + "\n{not json\n")
+    with pytest.raises(ValueError, match="bad.jsonl:2: not valid JSON"):
+        load_seed(f)
+    point = {"prompt": "p", "video": str(vid), "dimension": "motion", "label": "Great", "reason": ""}
+    f.write_text(json.dumps(point) + "\n")
+    with pytest.raises(ValueError, match="Good|Normal|Bad"):
+        load_seed(f)
+
+
+def test_csv_import(video_dir, tmp_path):
+    vid = sorted((video_dir / "videos").iterdir())
+    csv = tmp_path / "labels.csv"
+    csv.write_text("prompt,video_a,video_b,dimension,label,reason\n"
+                   f"a red circle,{vid[0]},{vid[1]},alignment,B,\"Video B is better, clearly.\"\n"
+                   f"a red circle,{vid[1]},{vid[2]},motion,tie,\n")
+    out = import_seed(csv, tmp_path / "out" / "seed.jsonl")
+    recs = load_seed(out)
+    assert [r.label for r in recs] == ["B", "tie"] and recs[0].reason == "Video B is better, clearly."
+    csv.write_text("prompt,video_a,video_b,dimension,label,reason\n"
+                   f"a red circle,{vid[0]},{vid[1]},alignment,maybe,\n")
+    with pytest.raises(ValueError, match="labels.csv:2: label 'maybe'"):
+        import_seed(csv, tmp_path / "x.jsonl")

@@ -1,0 +1,37 @@
+"""Voting: majority, vote share, abstentions, order mapping, position bias (pure functions)."""
+
+from dualipo.critics.voting import judgment, majority, make_sample, position_flip, tally
+
+
+def test_tally_and_majority():
+    votes, abstained = tally(["A", "A", None, "B", "A", None])
+    assert votes == {"A": 3, "B": 1} and abstained == 2
+    assert majority(votes) == ("A", 0.75)
+    assert majority({"A": 2, "B": 2}) == (None, 0.0)
+    assert majority({}) == (None, 0.0)
+    assert majority({"tie": 3, "A": 1, "B": 1}) == ("tie", 0.6)
+
+
+def test_swapped_order_maps_back():
+    s = make_sample("BA", "...\nAnswer: A", "A")
+    assert s.verdict == "B" and s.raw_verdict == "A"
+    assert make_sample("BA", "Answer: tie", "tie").verdict == "tie"
+    assert make_sample("BA", "garbage", None).verdict is None
+
+
+def test_judgment_record():
+    samples = [make_sample("AB", "r1\nAnswer: A", "A"), make_sample("AB", "r2", None),
+               make_sample("BA", "r3\nAnswer: B", "B"), make_sample("BA", "r4\nAnswer: A", "A")]
+    j = judgment("a red circle", ("a.mp4", "b.mp4"), "motion", "pairwise", samples)
+    assert j.verdict == "A" and j.votes == {"A": 2, "B": 1} and j.abstentions == 1
+    assert abs(j.certainty - 2 / 3) < 1e-9
+    d = j.to_dict()
+    assert d["samples"][2]["text"] == "r3\nAnswer: B" and d["videos"] == ("a.mp4", "b.mp4")
+
+
+def test_position_flip():
+    biased = [make_sample("AB", "", "A"), make_sample("BA", "", "A")]
+    consistent = [make_sample("AB", "", "A"), make_sample("BA", "", "B")]
+    assert position_flip(biased) is True
+    assert position_flip(consistent) is False
+    assert position_flip([make_sample("AB", "", "tie"), make_sample("BA", "", "A")]) is None
