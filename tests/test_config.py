@@ -16,7 +16,9 @@ def test_presets_build_and_round_trip(preset, tmp_path):
 
 def test_overrides_are_typed():
     cfg = build_config("tiny", overrides=["rounds.num_rounds=2", "train.beta=2500", "judging.both_orders=false",
-                                          "world.colours=[red, blue]", "generator.path=001"])
+                                          "world.colours=[red, blue]", "generator.path=001",
+                                          "train.learning_rate=5e-3", "critic_train.learning_rate=1E-4"])
+    assert cfg.train.learning_rate == 5e-3 and cfg.critic_train.learning_rate == 1e-4
     assert cfg.rounds.num_rounds == 2
     assert cfg.train.beta == 2500.0 and isinstance(cfg.train.beta, float)
     assert cfg.judging.both_orders is False

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -104,13 +105,13 @@ class GeneratorConfig(_Section):
 class PretrainConfig(_Section):
     """`dualipo pretrain`: VAE, then transformer, from scratch on rendered shapes-world videos."""
     num_videos: int = opt(3000, ge=1, doc="rendered training videos (prompts from the world's train pool)")
-    vae_steps: int = opt(900, ge=0)
+    vae_steps: int = opt(1800, ge=0)
     vae_lr: float = opt(1e-3, gt=0)
     vae_batch_size: int = opt(8, ge=1)
     vae_crop: int = opt(32, ge=0, doc="random square crop for VAE training (0 = full frame); the VAE is conv")
     vae_fg_weight: float = opt(5.0, ge=1, doc="loss weight on pixels that differ from the background")
     vae_kl_weight: float = opt(3e-4, ge=0)
-    steps: int = opt(2600, ge=0, doc="transformer steps")
+    steps: int = opt(1500, ge=0, doc="transformer steps")
     lr: float = opt(7e-4, gt=0)
     batch_size: int = opt(32, ge=1)
     warmup_steps: int = opt(200, ge=0)
@@ -397,6 +398,9 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any], prefix: str = "") ->
     return out
 
 
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`train.beta=2500` -> (['train', 'beta'], 2500). Values are parsed as YAML scalars / lists."""
     if "=" not in text:
@@ -408,6 +412,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"override {key}: cannot parse value {raw!r}: {e}") from None
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(raw.strip()):
+        value = float(raw)  # YAML 1.1 reads 1e-4 (no dot) as a string
     return key.split("."), value
 
 

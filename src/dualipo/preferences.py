@@ -1,0 +1,179 @@
+"""Preference data from the critic's judgments (step 4 of a round), its TRL-style export, and real videos.
+
+- DPO pairs: per prompt, each confident pairwise judgment is a win for one video and a loss for the other;
+  videos are ranked by win rate and the best vs the worst becomes the pair (the paper's top-1 vs bottom-1).
+- KTO points: confident pointwise judgments; Good = desirable, Bad = undesirable, Normal is dropped.
+- Dropped: judgments without a verdict (abstained or split), ties, and certainty below the threshold. Every
+  count is reported in `PreferenceStats`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from dualipo.critics.voting import Judgment
+
+
+@dataclass(frozen=True)
+class Pair:
+    prompt: str
+    chosen: str  # video path
+    rejected: str
+    certainty: float  # mean certainty of the judgments that ranked them
+    margin: float  # win-rate gap between chosen and rejected
+
+
+@dataclass(frozen=True)
+class Point:
+    prompt: str
+    video: str
+    desirable: bool
+    certainty: float
+
+
+@dataclass
+class PreferenceStats:
+    judgments: int = 0
+    kept: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: {"no_verdict": 0, "tie": 0, "uncertain": 0,
+                                                              "normal": 0})
+    prompts: int = 0
+    prompts_without_pair: int = 0
+    items: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _confident(judgments: Iterable[Judgment], threshold: float, stats: PreferenceStats) -> list[Judgment]:
+    out = []
+    for j in judgments:
+        stats.judgments += 1
+        if j.verdict is None:
+            stats.dropped["no_verdict"] += 1
+        elif j.verdict == "tie":
+            stats.dropped["tie"] += 1
+        elif j.certainty < threshold:
+            stats.dropped["uncertain"] += 1
+        else:
+            out.append(j)
+    stats.kept = len(out)
+    return out
+
+
+def pairs_from_judgments(judgments: Sequence[Judgment], threshold: float,
+                         min_margin: float = 0.0) -> tuple[list[Pair], PreferenceStats]:
+    """Best-vs-worst DPO pairs per prompt from confident pairwise judgments."""
+    stats = PreferenceStats()
+    by_prompt: dict[str, list[Judgment]] = defaultdict(list)
+    for j in _confident((j for j in judgments if j.mode == "pairwise"), threshold, stats):
+        by_prompt[j.prompt].append(j)
+    stats.prompts = len({j.prompt for j in judgments})
+    pairs = []
+    for prompt, js in by_prompt.items():
+        wins: dict[str, int] = defaultdict(int)
+        games: dict[str, int] = defaultdict(int)
+        certainty: dict[str, list[float]] = defaultdict(list)
+        for j in js:
+            a, b = j.videos
+            winner = a if j.verdict == "A" else b
+            wins[winner] += 1
+            for v in (a, b):
+                games[v] += 1
+                certainty[v].append(j.certainty)
+        rate = {v: wins[v] / games[v] for v in games}
+        ranked = sorted(rate, key=lambda v: (-rate[v], v))
+        best, worst = ranked[0], ranked[-1]
+        margin = rate[best] - rate[worst]
+        if margin <= min_margin or best == worst:
+            continue
+        c = certainty[best] + certainty[worst]
+        pairs.append(Pair(prompt, best, worst, sum(c) / len(c), margin))
+    stats.items = len(pairs)
+    stats.prompts_without_pair = stats.prompts - len(pairs)
+    return pairs, stats
+
+
+def points_from_judgments(judgments: Sequence[Judgment], threshold: float) -> tuple[list[Point], PreferenceStats]:
+    """KTO desirable / undesirable examples from confident pointwise judgments (Normal is dropped)."""
+    stats = PreferenceStats()
+    points = []
+    for j in _confident((j for j in judgments if j.mode == "pointwise"), threshold, stats):
+        if j.verdict == "Normal":
+            stats.dropped["normal"] += 1
+            continue
+        points.append(Point(j.prompt, j.videos[0], j.verdict == "Good", j.certainty))
+    stats.prompts = len({j.prompt for j in judgments})
+    stats.items = len(points)
+    return points, stats
+
+
+# ------------------------------------------------------------------------------------------ TRL-style files
+
+def write_pairs_jsonl(path: str | Path, pairs: Sequence[Pair], **provenance) -> Path:
+    """One JSON object per line: prompt, chosen, rejected (video paths) + certainty, margin and provenance."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({**asdict(p), **provenance}) + "\n" for p in pairs]
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(lines))
+    tmp.replace(path)
+    return path
+
+
+def read_pairs_jsonl(path: str | Path) -> list[Pair]:
+    """Read TRL-style pairs; relative video paths are resolved against the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"pair file {path} does not exist")
+    pairs = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{n}: not valid JSON: {e}") from None
+        missing = [k for k in ("prompt", "chosen", "rejected") if not isinstance(rec.get(k), str)]
+        if missing:
+            raise ValueError(f"{path}:{n}: missing or non-string field(s) {missing}; "
+                             f"expected prompt, chosen, rejected")
+        resolve = lambda p: str(p if Path(p).is_absolute() else path.parent / p)  # noqa: E731
+        pairs.append(Pair(rec["prompt"], resolve(rec["chosen"]), resolve(rec["rejected"]),
+                          float(rec.get("certainty", 1.0)), float(rec.get("margin", 1.0))))
+    if not pairs:
+        raise ValueError(f"pair file {path} has no pairs")
+    return pairs
+
+
+# ------------------------------------------------------------------------------------------ real videos
+
+def real_videos_from_world(world, n: int, seed: int = 0) -> list[tuple[str, object]]:
+    """Rendered shapes-world videos of training prompts: the toy world's 'real videos' (lambda2)."""
+    from dualipo.toy.world import prompt_pools, render_prompt
+
+    train, _ = prompt_pools(world)
+    return [(train[i % len(train)], render_prompt(train[i % len(train)], seed + i, world)) for i in range(n)]
+
+
+def real_videos_from_folder(folder: str | Path) -> list[tuple[str, object]]:
+    """Real videos for real models: `folder/captions.jsonl` lines {"video": "clip.mp4", "caption": "..."}."""
+    from dualipo.video import read_video
+
+    folder = Path(folder)
+    index = folder / "captions.jsonl"
+    if not index.is_file():
+        raise ValueError(f"real-video folder {folder} has no captions.jsonl (lines of {{'video', 'caption'}})")
+    out = []
+    for n, line in enumerate(index.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        if not isinstance(rec.get("video"), str) or not isinstance(rec.get("caption"), str):
+            raise ValueError(f"{index}:{n}: expected string fields 'video' and 'caption'")
+        out.append((rec["caption"], read_video(folder / rec["video"])))
+    return out

@@ -1,0 +1,252 @@
+"""Generator preference training: one explicit loop (Diffusion-DPO or Diffusion-KTO + NLL regularizers).
+
+- Policy = the transformer with a LoRA adapter; reference = the same transformer inside `reference_mode()`
+  (adapters disabled), never a second copy.
+- Latents and prompt embeddings are encoded once (`LatentCache`) and saved beside the checkpoints.
+- Each optimizer step draws its samples, noise and timesteps from an RNG seeded by (seed, step, sample), so a
+  resumed run, and any split of the same global batch into micro-batches (gradient accumulation) or processes,
+  sees exactly the same data: resume reproduces the uninterrupted run.
+- `accelerate` provides the device, mixed precision and the process group. Data parallelism is explicit: each
+  process takes its slice of the step's samples and LoRA gradients are averaged across processes before the
+  optimizer step (what DDP does, without wrapping the model, so `reference_mode()` keeps working).
+- Checkpoints (adapter, optimizer, scheduler, step) are written as one unit, atomically; a non-finite loss
+  stops training with `TrainingDiverged` and leaves the last good checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from diffusers.optimization import get_scheduler
+from tqdm.auto import tqdm
+
+from dualipo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from dualipo.config import TrainConfig
+from dualipo.generators import Generator
+from dualipo.losses import denoising_loss, diffusion_dpo_loss, diffusion_kto_loss
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or a gradient became NaN / inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class LatentCache:
+    """Everything the loop reads, encoded once. Row i of each tensor belongs to item i.
+
+    DPO: `latents_a` = chosen, `latents_b` = rejected. KTO: `latents_a` = the sample, `desirable` its label.
+    `real_*` hold real videos for the lambda2 regularizer (optional).
+    """
+    embeds: torch.Tensor
+    latents_a: torch.Tensor
+    latents_b: torch.Tensor | None = None
+    desirable: torch.Tensor | None = None
+    real_embeds: torch.Tensor | None = None
+    real_latents: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.latents_a.shape[0]
+
+    def save(self, path: Path) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {k: v.contiguous() for k, v in vars(self).items() if v is not None}
+        save_file(tensors, str(path))
+
+    @classmethod
+    def load(cls, path: Path) -> "LatentCache":
+        from safetensors.torch import load_file
+
+        return cls(**load_file(str(path)))
+
+
+def build_cache(gen: Generator, prompts: list[str], videos_a: list, videos_b: list | None = None,
+                desirable: list[bool] | None = None, real: list[tuple[str, object]] | None = None) -> LatentCache:
+    """Encode preference data once: pairs (videos_a = chosen, videos_b = rejected) or KTO points."""
+    if not prompts:
+        raise ValueError("no training items: the preference set is empty (every judgment dropped?)")
+    cache = LatentCache(embeds=gen.encode_prompts(prompts), latents_a=gen.encode_videos(videos_a, progress=True))
+    if videos_b is not None:
+        cache.latents_b = gen.encode_videos(videos_b, progress=True)
+    if desirable is not None:
+        cache.desirable = torch.tensor(desirable, dtype=torch.bool)
+    if real:
+        cache.real_embeds = gen.encode_prompts([p for p, _ in real])
+        cache.real_latents = gen.encode_videos([v for _, v in real], progress=True)
+    return cache
+
+
+def _step_items(cfg: TrainConfig, step: int, n_items: int, n_real: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global indices (items, real videos) of optimizer step `step`, the same for any process / accumulation."""
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    total = cfg.batch_size * cfg.grad_accum
+    items = torch.randint(n_items, (total,), generator=g)
+    real = torch.randint(max(n_real, 1), (total,), generator=g)
+    return items, real
+
+
+def _noise(gen: Generator, like: torch.Tensor, cfg: TrainConfig, step: int, slot: int, stream: int):
+    """Noise and timestep for one sample, keyed by (seed, step, slot in the global batch, stream)."""
+    g = torch.Generator().manual_seed(((cfg.seed * 7919 + step) * 4099 + slot) * 8 + stream)
+    noise, t = gen.draw_noise_and_timesteps(like.unsqueeze(0), g)
+    return noise[0], t[0]
+
+
+def _batch_loss(gen: Generator, cache: LatentCache, cfg: TrainConfig, step: int, slots: list[int],
+                items: torch.Tensor, real: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, dict]:
+    idx = items[slots]
+    emb = cache.embeds[idx].to(device)
+    za = cache.latents_a[idx].to(device)
+    drawn = [_noise(gen, za[i], cfg, step, s, 0) for i, s in enumerate(slots)]
+    noise = torch.stack([n for n, _ in drawn]).to(device)
+    t = torch.stack([t for _, t in drawn]).to(device)
+    if cfg.loss == "dpo":
+        zb = cache.latents_b[idx].to(device)
+        both = torch.cat([za, zb])  # winner and loser share the timestep and the noise
+        err = gen.denoising_errors(both, torch.cat([emb, emb]), torch.cat([t, t]), torch.cat([noise, noise]))
+        with torch.no_grad(), gen.reference_mode():
+            ref = gen.denoising_errors(both, torch.cat([emb, emb]), torch.cat([t, t]), torch.cat([noise, noise]))
+        k = len(slots)
+        loss, metrics = diffusion_dpo_loss(err[:k], err[k:], ref[:k], ref[k:], cfg.beta)
+        winner_err = err[:k]
+    else:
+        err = gen.denoising_errors(za, emb, t, noise)
+        with torch.no_grad(), gen.reference_mode():
+            ref = gen.denoising_errors(za, emb, t, noise)
+        loss, metrics = diffusion_kto_loss(err, ref, cache.desirable[idx].to(device), cfg.kto_beta)
+        winner_err = err[cache.desirable[idx].to(device)]
+    if cfg.lambda_winner > 0 and winner_err.numel():
+        nll, _ = denoising_loss(winner_err)
+        loss = loss + cfg.lambda_winner * nll
+        metrics["nll_winner"] = float(nll.detach())
+    if cfg.lambda_real > 0 and cache.real_latents is not None:
+        ridx = real[slots]
+        zr = cache.real_latents[ridx].to(device)
+        drawn = [_noise(gen, zr[i], cfg, step, s, 1) for i, s in enumerate(slots)]
+        rn = torch.stack([n for n, _ in drawn]).to(device)
+        rt = torch.stack([t for _, t in drawn]).to(device)
+        nll, _ = denoising_loss(gen.denoising_errors(zr, cache.real_embeds[ridx].to(device), rt, rn))
+        loss = loss + cfg.lambda_real * nll
+        metrics["nll_real"] = float(nll.detach())
+    return loss, metrics
+
+
+def _average(acc: list[dict]) -> dict:
+    keys = {k for m in acc for k in m}
+    return {k: sum(m[k] for m in acc if k in m) / sum(k in m for m in acc) for k in sorted(keys)}
+
+
+def train_generator(gen: Generator, cache: LatentCache, cfg: TrainConfig, out_dir: str | Path,
+                    accelerator: Accelerator | None = None) -> Path:
+    """Train the LoRA adapter on `cache`; resume from `out_dir/checkpoints` if present. Returns the adapter path.
+
+    Writes `metrics.jsonl` (one line per optimizer step) and checkpoints every `cfg.checkpoint_every` steps.
+    """
+    if cfg.loss == "dpo" and cache.latents_b is None:
+        raise ValueError("train.loss=dpo needs pairs (chosen and rejected videos); got pointwise data")
+    if cfg.loss == "kto" and cache.desirable is None:
+        raise ValueError("train.loss=kto needs desirable / undesirable labels; got pairs")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
+    rank, world = acc.process_index, acc.num_processes
+    if cfg.batch_size % world:
+        raise ValueError(f"train.batch_size={cfg.batch_size} must be divisible by the {world} processes")
+    if gen.transformer.device != acc.device:
+        gen.pipe.to(acc.device)
+    if not gen.lora_parameters():
+        gen.add_lora(seed=cfg.seed)
+    params = gen.lora_parameters()
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=cfg.warmup_steps,
+                              num_training_steps=cfg.num_steps)
+    start = 0
+    ckpt = latest_checkpoint(out / "checkpoints")
+    if ckpt is not None:
+        start = load_checkpoint(ckpt, gen.transformer, optimizer, scheduler)
+        log.info("resumed from %s at step %d", ckpt, start)
+    metrics_path = out / "metrics.jsonl"
+    if acc.is_main_process:
+        _truncate_metrics(metrics_path, start)
+    n_real = 0 if cache.real_latents is None else cache.real_latents.shape[0]
+    per_proc = cfg.batch_size // world
+    bar = tqdm(range(start, cfg.num_steps), desc="training generator", unit="step", initial=start,
+               total=cfg.num_steps, disable=not acc.is_local_main_process)
+    for step in bar:
+        items, real = _step_items(cfg, step, len(cache), n_real)
+        step_metrics = []
+        for micro in range(cfg.grad_accum):
+            base = micro * cfg.batch_size + rank * per_proc
+            slots = list(range(base, base + per_proc))
+            with acc.autocast():
+                loss, m = _batch_loss(gen, cache, cfg, step, slots, items, real, acc.device)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"non-finite loss {loss.item()} at step {step}; last good checkpoint: "
+                                       f"{latest_checkpoint(out / 'checkpoints')}")
+            (loss / cfg.grad_accum).backward()
+            m["loss"] = float(loss.detach())
+            step_metrics.append(m)
+        grads = [p.grad for p in params if p.grad is not None]
+        if world > 1:
+            for grad in grads:
+                grad.copy_(acc.reduce(grad, reduction="mean"))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+        if not math.isfinite(grad_norm):
+            raise TrainingDiverged(f"non-finite gradient norm at step {step}; last good checkpoint: "
+                                   f"{latest_checkpoint(out / 'checkpoints')}")
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        averaged = _average(step_metrics)
+        if world > 1:  # log the global batch, not rank 0's share
+            keys = sorted(averaged)
+            averaged = dict(zip(keys, acc.reduce(torch.tensor([averaged[k] for k in keys]), "mean").tolist()))
+        record = {"step": step + 1, **averaged, "grad_norm": grad_norm, "lr": lr}
+        if acc.is_main_process:
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record.get('implicit_acc', 0):.2f}")
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.num_steps:
+                save_checkpoint(out / "checkpoints", step + 1, gen.transformer, optimizer, scheduler)
+        acc.wait_for_everyone()
+    adapter = gen.save_lora(out) if acc.is_main_process else out
+    acc.wait_for_everyone()
+    return adapter
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines written after the checkpoint we resume from (they will be recomputed)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def train_from_pair_file(cfg, pairs_path: str | Path, out_dir: str | Path) -> Path:
+    """`dualipo train`: train the configured generator on a TRL-style pair file (prompt, chosen, rejected)."""
+    from dualipo.generators import build_generator
+    from dualipo.preferences import read_pairs_jsonl, real_videos_from_world
+    from dualipo.video import read_video
+
+    out = Path(out_dir)
+    cache_path = out / "latents.safetensors"
+    gen = build_generator(cfg)
+    if cache_path.is_file():
+        cache = LatentCache.load(cache_path)
+    else:
+        pairs = read_pairs_jsonl(pairs_path)
+        real = real_videos_from_world(cfg.world, len(pairs), seed=cfg.seed) if cfg.train.lambda_real > 0 else None
+        cache = build_cache(gen, [p.prompt for p in pairs], [read_video(p.chosen) for p in pairs],
+                            [read_video(p.rejected) for p in pairs], real=real)
+        out.mkdir(parents=True, exist_ok=True)
+        cache.save(cache_path)
+    return train_generator(gen, cache, cfg.train, out)
