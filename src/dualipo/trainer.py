@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,9 @@ class LatentCache:
         from safetensors.torch import save_file
 
         tensors = {k: v.contiguous() for k, v in vars(self).items() if v is not None}
-        save_file(tensors, str(path))
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # atomic, and safe when every rank saves
+        save_file(tensors, str(tmp))
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> "LatentCache":
