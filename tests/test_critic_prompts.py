@@ -58,7 +58,8 @@ def test_target_and_swap():
     assert prompts.target_text(reason, "A").endswith("\nAnswer: A")
     assert prompts.target_text(reason, "A", chain_of_thought=False) == "Answer: A"
     swapped = swap_reason(reason)
-    assert swapped == "Video B shows a red circle. Video A shows a blue circle. Video B is better on colour."
+    assert swapped == "Video A shows a blue circle. Video B shows a red circle. Video B is better on colour."
+    assert swap_reason("Video A is better: it moves left.") == "Video B is better: it moves left."
     assert prompts.swap_verdict("A") == "B" and prompts.swap_verdict("tie") == "tie"
     assert rationale_claim(reason) == "A" and rationale_agrees(reason, "A") and not rationale_agrees(reason, "B")
     assert rationale_claim("Both are equally good on motion.") == "tie"

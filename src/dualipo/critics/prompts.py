@@ -100,9 +100,24 @@ def swap_verdict(verdict: str | None) -> str | None:
     return {"A": "B", "B": "A"}.get(verdict, verdict) if verdict is not None else None
 
 
+_SENTENCE_RE = re.compile(r"[^.!?]*[.!?]+(?:\s+|$)|[^.!?]+$")
+_DESCRIBES_RE = re.compile(r"^\s*Video ([AB]) shows\b")
+
+
 def swap_reason(reason: str) -> str:
-    """The same rationale with 'Video A' and 'Video B' exchanged (for training on the swapped order)."""
-    return re.sub(r"\bVideo ([AB])\b", lambda m: "Video " + ("B" if m.group(1) == "A" else "A"), reason)
+    """The same rationale for the swapped order: 'Video A' and 'Video B' exchanged, and sentences that describe
+    one video ('Video B shows ...') put back in A-then-B order, so the rationale's structure does not depend on
+    the presentation order (only its content does)."""
+    swapped = re.sub(r"\bVideo ([AB])\b", lambda m: "Video " + ("B" if m.group(1) == "A" else "A"), reason)
+    sentences = _SENTENCE_RE.findall(swapped)
+    slots = [i for i, t in enumerate(sentences) if _DESCRIBES_RE.match(t)]
+    ordered = sorted((sentences[i] for i in slots), key=lambda t: _DESCRIBES_RE.match(t).group(1))
+    for i, t in zip(slots, ordered):
+        sentences[i] = t
+    out = "".join(sentences)
+    if slots and not out.endswith(swapped[len(swapped.rstrip()):]):
+        out = out.rstrip() + swapped[len(swapped.rstrip()):]
+    return out
 
 
 _CLAIM_RE = re.compile(r"(Video [AB] is better|Both are equally good|\b(?:Good|Normal|Bad) on\b)")

@@ -45,7 +45,8 @@ def smart_resize(h: int, w: int, factor: int, min_pixels: int, max_pixels: int) 
     hb, wb = max(factor, round(h / factor) * factor), max(factor, round(w / factor) * factor)
     if hb * wb > max_pixels:
         beta = math.sqrt(h * w / max_pixels)
-        hb, wb = max(factor, math.floor(h / beta / factor) * factor), max(factor, math.floor(w / beta / factor) * factor)
+        hb = max(factor, math.floor(h / beta / factor) * factor)
+        wb = max(factor, math.floor(w / beta / factor) * factor)
     elif hb * wb < min_pixels:
         beta = math.sqrt(min_pixels / (h * w))
         hb, wb = math.ceil(h * beta / factor) * factor, math.ceil(w * beta / factor) * factor
