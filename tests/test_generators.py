@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
+from dualipo.cli import main
 from dualipo.config import build_config
 from dualipo.generators import build_generator, shipped_path
 from dualipo.toy.world import prompt_pools, render_prompt
@@ -127,6 +130,13 @@ def test_config_errors():
         build_generator(_cfg("wan", "generator.path=/nonexistent/dir"))
     with pytest.raises(ValueError, match="vae_channels"):
         build_generator(_cfg("wan", "generator.vae_channels=[4, 8]"))
+
+
+def test_sample_command_writes_videos_and_scores(tmp_path):
+    assert main(["sample", "--preset", "tiny", "--out", str(tmp_path), "--num-prompts", "1", "--seeds", "0", "1"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in rows] == [0, 1]
+    assert all((tmp_path / r["file"]).is_file() and 0 <= r["oracle"]["overall"] <= 1 for r in rows)
 
 
 @pytest.mark.skipif(not (shipped_path() / "model_index.json").is_file(), reason="shipped generator not built yet")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -44,3 +45,10 @@ def test_pretrain_resume_equals_uninterrupted(tmp_path):
     # the written generator is a loadable diffusers pipeline with the VAE's latent statistics
     gen = build_generator(build_config("tiny", overrides=[f"generator.path={full / 'generator'}"]))
     assert gen.vae.config.latents_std != [1.0] * cfg.generator.latent_channels
+
+
+def test_pretrain_refuses_to_resume_with_other_settings(tmp_path):
+    cfg = build_config("tiny")
+    assert pretrain(cfg, tmp_path, interrupt_after=1) is None
+    with pytest.raises(ValueError, match="pretrain.steps"):
+        pretrain(build_config("tiny", overrides=["pretrain.steps=5"]), tmp_path)

@@ -59,6 +59,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"wrote {adapter} and {out / 'metrics.jsonl'}")
 
 
+def cmd_sample(args: argparse.Namespace) -> None:
+    from dualipo.generators.evaluate import write_samples
+    from dualipo.toy.world import prompt_pools
+
+    cfg = _load(args)
+    prompts = args.prompt or prompt_pools(cfg.world)[1][:args.num_prompts]
+    path = write_samples(cfg, args.out, prompts, args.seeds)
+    print(f"wrote {len(prompts) * len(args.seeds)} videos and {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dualipo", description="Dual-IPO post-training for text-to-video models")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -82,14 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--out", required=True, help="output directory (checkpoints, metrics.jsonl, generator/)")
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("sample", help="sample videos with explicit seeds (mp4 + PNG strips + samples.jsonl with "
+                       "oracle scores); default prompts: the world's held-out pool")
+    _config_args(p)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable)")
+    p.add_argument("--num-prompts", type=int, default=8, help="held-out prompts used when no --prompt is given")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one video per prompt and seed")
+    p.set_defaults(func=cmd_sample)
+
     p = sub.add_parser("train", help="train the generator (LoRA, DPO/KTO) on a TRL-style pair file; resumes")
     _config_args(p)
     p.add_argument("--pairs", required=True, help="JSONL with prompt, chosen, rejected (video paths)")
     p.add_argument("--out", required=True, help="output directory (adapter, metrics.jsonl, checkpoints)")
     p.set_defaults(func=cmd_train)
-    from dualipo.critics.commands import add_critic_commands
-
-    add_critic_commands(sub, _config_args, _load)
     from dualipo.critics.commands import add_critic_commands
 
     add_critic_commands(sub, _config_args, _load)

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from dualipo.config import RunConfig, save_config
+from dualipo.config import RunConfig, save_config, to_dict
 from dualipo.generators import Generator, build_generator
 from dualipo.toy.world import prompt_pools, render_prompt
 
@@ -221,6 +221,7 @@ def pretrain(cfg: RunConfig, out: str | Path, interrupt_after: int | None = None
     if p.threads:
         torch.set_num_threads(p.threads)
     cfg = replace(cfg, generator=replace(cfg.generator, path="", dtype="float32"))
+    _check_same_config(cfg, out / "config.json")
     save_config(cfg, out / "config.json")
     prompts, videos = render_dataset(cfg, out)
     gen = build_generator(cfg)
@@ -240,6 +241,24 @@ def pretrain(cfg: RunConfig, out: str | Path, interrupt_after: int | None = None
         (out / "eval.json").write_text(json.dumps(scores, indent=2) + "\n")
         log.info("held-out oracle scores: %s", scores)
     return target
+
+
+def _check_same_config(cfg: RunConfig, path: Path) -> None:
+    """Resuming with other settings would silently mix two runs: refuse, naming the changed keys."""
+    if not path.exists():
+        return
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        return out
+
+    old, new = flat(json.loads(path.read_text())), flat(json.loads(json.dumps(to_dict(cfg))))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k != "pretrain.threads")
+    if changed:
+        raise ValueError(f"{path} was written by a run with other settings ({', '.join(changed)}); "
+                         f"resume with the same config or use a new --out directory")
 
 
 def _encode_all(gen: Generator, videos: torch.Tensor, out: Path) -> torch.Tensor:
