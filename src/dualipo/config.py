@@ -134,7 +134,8 @@ class CriticConfig(_Section):
     loads the package's cold-started small critic, anything else is a local transformers directory.
     """
     backend: str = opt("qwen_vl", choices=("qwen_vl", "oracle"))
-    path: str = opt("", doc="'' = random from config, 'shipped' = bundled small critic, else a local directory")
+    path: str = opt("shipped", doc="'' = random from config, 'shipped' = bundled small critic, "
+                               "else a local directory")
     arch: str = opt("qwen2_vl", choices=("qwen2_vl", "qwen2_5_vl"), doc="model class when built from config")
     num_frames: int = opt(8, ge=1, doc="frames sampled from each video for the critic")
     image_size: int = opt(48, ge=0, doc="square side the frames are resized to (0 = smart_resize of the input)")
@@ -152,7 +153,8 @@ class CriticConfig(_Section):
     vision_embed_dim: int = opt(96, ge=8)
     vision_heads: int = opt(4, ge=1)
     patch_size: int = opt(8, ge=2)
-    temporal_patch_size: int = opt(4, ge=1, doc="frames per vision patch: the ViT's Conv3d sees motion within it")
+    temporal_patch_size: int = opt(8, ge=1, doc="frames per vision patch: the ViT's Conv3d sees motion only "
+                                   "within one (its attention never crosses temporal patches), so 8 = whole clip")
     spatial_merge_size: int = opt(2, ge=1)
     init_seed: int = opt(0, ge=0)
 
@@ -220,12 +222,12 @@ class CriticTrainConfig(_Section):
     weight_decay: float = opt(0.01, ge=0)
     warmup_steps: int = opt(30, ge=0)
     max_grad_norm: float = opt(1.0, gt=0)
-    num_steps: int = opt(100, ge=1)
-    batch_size: int = opt(8, ge=1)
+    num_steps: int = opt(1800, ge=1)
+    batch_size: int = opt(16, ge=1)
     both_orders: bool = opt(True, doc="train every pair in both presentation orders (position-bias control)")
     no_cot_fraction: float = opt(0.25, ge=0, le=1, doc="share of examples in the answer-only format")
-    checkpoint_every: int = opt(100, ge=1)
-    eval_every: int = opt(100, ge=1)
+    checkpoint_every: int = opt(150, ge=1)
+    eval_every: int = opt(150, ge=1)
     eval_pairs: int = opt(100, ge=0, doc="held-out pairs evaluated (greedy, both orders) at each eval; 0 = none")
     num_threads: int = opt(0, ge=0, doc="torch threads (0 = leave torch's default)")
     seed_mix: float = opt(0.5, ge=0, le=1, doc="fraction of each refinement batch drawn from the seed set")
@@ -285,8 +287,8 @@ def preset_tiny() -> RunConfig:
         generator=replace(c.generator, path="", num_inference_steps=2, guidance_scale=1.0, num_layers=2,
                           num_heads=2, head_dim=8, ffn_dim=32, time_dim=16, latent_channels=4,
                           vae_channels=(4, 8, 8), text_dim=16, text_layers=1, text_heads=2),
-        critic=replace(c.critic, num_frames=4, image_size=32, max_new_tokens=16, vocab_size=300, hidden_size=32,
-                       intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1, mrope_section=(2, 3, 3),
+        critic=replace(c.critic, path="", num_frames=4, image_size=32, max_new_tokens=16, vocab_size=300,
+                       hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1, mrope_section=(2, 3, 3),
                        vision_depth=1, vision_embed_dim=32, vision_heads=2, temporal_patch_size=2),
         sampling=replace(c.sampling, videos_per_prompt=2, prompts_per_round=2, batch_size=2),
         judging=replace(c.judging, num_votes=2),
