@@ -128,7 +128,7 @@ def _vae_loss(gen: Generator, pixels: torch.Tensor, g: torch.Generator, fg_weigh
     weight = 1.0 + (fg_weight - 1.0) * fg
     mse = (weight * (recon - pixels).pow(2)).mean()
     kl = 0.5 * (dist.mean.pow(2) + dist.var - 1.0 - dist.logvar).mean()
-    return mse + kl_weight * kl, float(mse)
+    return mse + kl_weight * kl, float(mse.detach())
 
 
 def _run_stage(stage: str, cfg: RunConfig, out: Path, module: torch.nn.Module, params: list, total: int,
