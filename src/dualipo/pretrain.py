@@ -255,7 +255,9 @@ def _check_same_config(cfg: RunConfig, path: Path) -> None:
         return out
 
     old, new = flat(json.loads(path.read_text())), flat(json.loads(json.dumps(to_dict(cfg))))
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k != "pretrain.threads")
+    relevant = ("world.", "generator.", "pretrain.")  # other stages cannot change what pretraining does
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k != "pretrain.threads"
+                     and k.startswith(relevant))
     if changed:
         raise ValueError(f"{path} was written by a run with other settings ({', '.join(changed)}); "
                          f"resume with the same config or use a new --out directory")

@@ -18,6 +18,7 @@ from peft import LoraConfig
 from tqdm.auto import tqdm
 
 from dualipo.config import GeneratorConfig
+from dualipo.losses import per_sample_mse
 from dualipo.video import Video, from_tensor, stack_videos
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class DiffusersGenerator:
         Gradients flow when called outside `torch.no_grad`; inside `reference_mode()` it is the reference's.
         """
         pred, target = self.predict(latents_BCFHW, prompt_embeds, timesteps, noise_BCFHW)
-        return (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3, 4))
+        return per_sample_mse(pred, target)
 
     # --------------------------------------------------------------------------------------- LoRA
     def add_lora(self, adapter_name: str = "default", seed: int | None = None) -> None:
