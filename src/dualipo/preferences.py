@@ -9,13 +9,13 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from dualipo.critics.voting import Judgment
+from dualipo.jsonl import read_jsonl, write_jsonl
 
 
 @dataclass(frozen=True)
@@ -116,28 +116,14 @@ def points_from_judgments(judgments: Sequence[Judgment], threshold: float) -> tu
 
 def write_pairs_jsonl(path: str | Path, pairs: Sequence[Pair], **provenance) -> Path:
     """One JSON object per line: prompt, chosen, rejected (video paths) + certainty, margin and provenance."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({**asdict(p), **provenance}) + "\n" for p in pairs]
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(lines))
-    tmp.replace(path)
-    return path
+    return write_jsonl(path, ({**asdict(p), **provenance} for p in pairs))
 
 
 def read_pairs_jsonl(path: str | Path) -> list[Pair]:
     """Read TRL-style pairs; relative video paths are resolved against the file's folder."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"pair file {path} does not exist")
     pairs = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON: {e}") from None
+    for n, rec in read_jsonl(path, "pair file"):
         missing = [k for k in ("prompt", "chosen", "rejected") if not isinstance(rec.get(k), str)]
         if missing:
             raise ValueError(f"{path}:{n}: missing or non-string field(s) {missing}; "
@@ -169,10 +155,7 @@ def real_videos_from_folder(folder: str | Path) -> list[tuple[str, object]]:
     if not index.is_file():
         raise ValueError(f"real-video folder {folder} has no captions.jsonl (lines of {{'video', 'caption'}})")
     out = []
-    for n, line in enumerate(index.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        rec = json.loads(line)
+    for n, rec in read_jsonl(index):
         if not isinstance(rec.get("video"), str) or not isinstance(rec.get("caption"), str):
             raise ValueError(f"{index}:{n}: expected string fields 'video' and 'caption'")
         out.append((rec["caption"], read_video(folder / rec["video"])))

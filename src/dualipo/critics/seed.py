@@ -8,7 +8,6 @@ Video paths are absolute or relative to the seed file's directory. Extra keys (e
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dualipo.critics.prompts import PAIR_VERDICTS, POINT_VERDICTS, QUESTIONS
+from dualipo.jsonl import read_jsonl, write_jsonl
 
 PAIR_KEYS = ("prompt", "video_a", "video_b", "dimension", "label", "reason")
 POINT_KEYS = ("prompt", "video", "dimension", "label", "reason")
@@ -89,13 +89,7 @@ def load_seed(path: str | Path, check_files: bool = True) -> list[SeedRecord]:
                 row = {k: v for k, v in row.items() if v not in (None, "")} | {"reason": row.get("reason") or ""}
                 out.append(validate(row, f"{path}:{i}", base, check_files))
     else:
-        for i, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+        for i, raw in read_jsonl(path, "seed file"):
             out.append(validate(raw, f"{path}:{i}", base, check_files))
     if not out:
         raise ValueError(f"seed file {path} holds no records")
@@ -104,11 +98,7 @@ def load_seed(path: str | Path, check_files: bool = True) -> list[SeedRecord]:
 
 def write_seed(records: list[SeedRecord], path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r.to_json(path.parent)) + "\n" for r in records))
-    tmp.replace(path)
-    return path
+    return write_jsonl(path, (r.to_json(path.parent) for r in records))
 
 
 def import_seed(src: str | Path, out: str | Path) -> Path:
@@ -122,12 +112,10 @@ def _read_pool(directory: Path) -> dict[str, list[str]]:
     if not jsonl.is_file():
         raise ValueError(f"{directory}: no prompts.jsonl (expected the `dualipo world sample` layout)")
     pool: dict[str, list[str]] = {}
-    for i, line in enumerate(jsonl.read_text().splitlines(), start=1):
-        if line.strip():
-            r = json.loads(line)
-            if "prompt" not in r or "path" not in r:
-                raise ValueError(f"{jsonl}:{i}: record needs 'prompt' and 'path'")
-            pool.setdefault(r["prompt"], []).append(str(directory / r["path"]))
+    for i, r in read_jsonl(jsonl):
+        if "prompt" not in r or "path" not in r:
+            raise ValueError(f"{jsonl}:{i}: record needs 'prompt' and 'path'")
+        pool.setdefault(r["prompt"], []).append(str(directory / r["path"]))
     return pool
 
 

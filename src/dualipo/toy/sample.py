@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tqdm import tqdm
 
 from dualipo.config import WorldConfig
+from dualipo.jsonl import write_jsonl
 from dualipo.toy.oracle import score
 from dualipo.toy.world import prompt_pools, render_prompt
 from dualipo.video import write_png_strip, write_video
@@ -33,8 +33,4 @@ def sample_world(cfg: WorldConfig, out: str | Path, n: int, split: str = "train"
         s = score(prompt, video)
         records.append({"id": f"{i:04d}", "prompt": prompt, "seed": vid_seed,
                         "path": str(path.relative_to(out)), "oracle": {"overall": s.overall, **s.dims}})
-    jsonl = out / "prompts.jsonl"
-    tmp = jsonl.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(jsonl)
-    return jsonl
+    return write_jsonl(out / "prompts.jsonl", records)
