@@ -111,7 +111,7 @@ class PretrainConfig(_Section):
     vae_crop: int = opt(32, ge=0, doc="random square crop for VAE training (0 = full frame); the VAE is conv")
     vae_fg_weight: float = opt(5.0, ge=1, doc="loss weight on pixels that differ from the background")
     vae_kl_weight: float = opt(3e-4, ge=0)
-    steps: int = opt(1200, ge=0, doc="transformer steps")
+    steps: int = opt(3000, ge=0, doc="transformer steps")
     lr: float = opt(7e-4, gt=0)
     batch_size: int = opt(32, ge=1)
     warmup_steps: int = opt(200, ge=0)
