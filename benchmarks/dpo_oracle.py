@@ -73,8 +73,9 @@ def main() -> None:
     log = [json.loads(line) for line in (Path(a.out) / "metrics.jsonl").read_text().splitlines()]
     every = max(1, len(log) // 20)
     curve = [{k: round(r[k], 4) for k in ("step", "loss", "implicit_acc", "margin")} for r in log[::every]]
-    print(json.dumps({"pairs": len(prompts), "mean_oracle_gap_in_pairs": round(gap, 4), "train": {"beta": cfg.train.beta, "lr": cfg.train.learning_rate,
-                                     "batch_size": cfg.train.batch_size, "lora_rank": cfg.generator.lora_rank},
+    train = {"beta": cfg.train.beta, "lr": cfg.train.learning_rate, "batch_size": cfg.train.batch_size,
+             "lambda_winner": cfg.train.lambda_winner, "lora_rank": cfg.generator.lora_rank}
+    print(json.dumps({"pairs": len(prompts), "mean_oracle_gap_in_pairs": round(gap, 4), "train": train,
                       "curve": curve, "held_out_oracle": evals, "wall_s": round(time.time() - t0, 1)}, indent=1))
 
 
