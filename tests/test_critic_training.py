@@ -7,6 +7,7 @@ import pytest
 from dualipo.cli import main
 from dualipo.config import build_config
 from dualipo.critic_training import batch_indices, cold_start, learning_rate, sft_examples
+from dualipo.checkpoint import latest_checkpoint
 from dualipo.critics.seed import load_seed
 
 
@@ -40,8 +41,8 @@ def test_resume_equals_uninterrupted(seed_file, tmp_path):
     first = build_config("tiny", overrides=["critic_train.num_steps=2", *over[1:]])
     cold_start(first, seed_file, tmp_path / "split")
     cold_start(build_config("tiny", overrides=over), seed_file, tmp_path / "split")  # resumes at step 2
-    a = json.loads((tmp_path / "full" / "ckpt" / "state.json").read_text())["losses"]
-    b = json.loads((tmp_path / "split" / "ckpt" / "state.json").read_text())["losses"]
+    a = json.loads((latest_checkpoint(tmp_path / "full" / "ckpt") / "state.json").read_text())["extra"]["losses"]
+    b = json.loads((latest_checkpoint(tmp_path / "split" / "ckpt") / "state.json").read_text())["extra"]["losses"]
     assert len(a) == len(b) == 4 and a == pytest.approx(b, rel=1e-5, abs=1e-6)
     assert (full / "model.safetensors").is_file() and (full / "tokenizer.json").is_file()
 

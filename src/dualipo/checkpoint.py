@@ -1,4 +1,4 @@
-"""Training checkpoints as one unit: trainable (adapter) weights, optimizer state, LR scheduler, step.
+"""Training checkpoints as one unit: trainable weights, optimizer state, LR scheduler, torch RNG, step.
 
 Tensors go to safetensors, everything else to JSON (no pickles). A checkpoint directory is written under a
 temporary name and renamed when complete, so an interruption never leaves a half-written `step_N`.
@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 PREFIX = "step_"
+RNG_KEY = "torch_rng_state"
 
 
 def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -35,8 +36,9 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 
 def save_checkpoint(root: str | Path, step: int, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler, extra: dict | None = None) -> Path:
-    """Write `root/step_{step:06d}/` atomically and return it."""
+                    scheduler=None, extra: dict | None = None, keep: int = 2) -> Path:
+    """Write `root/step_{step:06d}/` atomically (trainable weights, optimizer, scheduler, torch RNG, `extra`),
+    then delete all but the newest `keep` checkpoints. Returns the new directory."""
     root = Path(root)
     final = root / f"{PREFIX}{step:06d}"
     tmp = root / f".tmp_{PREFIX}{step:06d}"
@@ -44,33 +46,42 @@ def save_checkpoint(root: str | Path, step: int, module: torch.nn.Module, optimi
     tmp.mkdir(parents=True)
     save_file(trainable_state(module), str(tmp / "trainable.safetensors"))
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    meta = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "extra": extra or {}}
+    save_file({**opt_tensors, RNG_KEY: torch.get_rng_state()}, str(tmp / "optimizer.safetensors"))
+    meta = {"step": step, "optimizer": opt_meta, "scheduler": None if scheduler is None else scheduler.state_dict(),
+            "extra": extra or {}}
     (tmp / "state.json").write_text(json.dumps(meta))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
+    for old in _complete(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def _complete(root: Path) -> list[Path]:
+    return sorted(p for p in root.glob(f"{PREFIX}*") if (p / "state.json").is_file()) if root.is_dir() else []
+
+
 def latest_checkpoint(root: str | Path) -> Path | None:
-    root = Path(root)
-    done = sorted(p for p in root.glob(f"{PREFIX}*") if (p / "state.json").is_file()) if root.is_dir() else []
+    done = _complete(Path(root))
     return done[-1] if done else None
 
 
-def load_checkpoint(path: str | Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> int:
-    """Restore weights, optimizer and scheduler in place; returns the step the checkpoint was taken at."""
+def load_checkpoint(path: str | Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler=None) -> tuple[int, dict]:
+    """Restore weights, optimizer, scheduler and the torch RNG in place; returns (step, extra)."""
     path = Path(path)
     meta = json.loads((path / "state.json").read_text())
     weights = load_file(str(path / "trainable.safetensors"))
-    params = dict(module.named_parameters())
-    missing = set(weights) - set(params)
-    if missing:
-        raise ValueError(f"checkpoint {path} has weights the model lacks: {sorted(missing)[:3]}...")
+    params = {n: p for n, p in module.named_parameters() if p.requires_grad}
+    if set(weights) != set(params):
+        raise ValueError(f"checkpoint {path} does not match the model's trainable parameters "
+                         f"(written with another adapter or model config?)")
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value.to(params[name]))
-    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")),
-                                                   meta["optimizer"]))
-    scheduler.load_state_dict(meta["scheduler"])
-    return int(meta["step"])
+    tensors = load_file(str(path / "optimizer.safetensors"))
+    torch.set_rng_state(tensors.pop(RNG_KEY))
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+    if scheduler is not None:
+        scheduler.load_state_dict(meta["scheduler"])
+    return int(meta["step"]), meta["extra"]

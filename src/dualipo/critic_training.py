@@ -1,9 +1,9 @@
 """Critic cold start: supervised fine-tuning on seed rationales + verdicts (full or LoRA), with progress,
 checkpoints and exact resume. `sft_loss` / `sft_examples` are reused by SRPO refinement.
 
-One loop state unit per checkpoint (`ckpt/`): trainable weights and AdamW state as safetensors, plus step and
-RNG in JSON. The data order is a pure function of (seed, epoch), so a resumed run sees the same batches and
-gives the same losses as an uninterrupted one.
+One loop state unit per checkpoint (`ckpt/step_N/`, written by `dualipo.checkpoint`): trainable weights, AdamW
+state, torch RNG, step and losses. The data order is a pure function of (seed, epoch), so a resumed run sees the
+same batches and gives the same losses as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from dualipo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dualipo.config import RunConfig, save_config
 from dualipo.critics import prompts
 from dualipo.critics.seed import SeedRecord
@@ -80,46 +80,6 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
     return out
 
 
-def _trainable(model) -> dict[str, torch.Tensor]:
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-
-def save_checkpoint(path: Path, model, optim: torch.optim.Optimizer, step: int, losses: list[float]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    save_file({n: p.detach().contiguous() for n, p in _trainable(model).items()}, str(tmp / "weights.safetensors"))
-    sd = optim.state_dict()
-    flat = {f"{i}.{k}": v.contiguous() for i, st in sd["state"].items() for k, v in st.items()}
-    flat["torch_rng"] = torch.get_rng_state()
-    save_file(flat, str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses, "param_groups": sd["param_groups"]}))
-    if path.exists():
-        for f in path.iterdir():
-            f.unlink()
-        path.rmdir()
-    tmp.rename(path)
-
-
-def load_checkpoint(path: Path, model, optim: torch.optim.Optimizer) -> tuple[int, list[float]]:
-    weights = load_file(str(path / "weights.safetensors"))
-    params = _trainable(model)
-    if set(weights) != set(params):
-        raise ValueError(f"{path}: checkpoint weights do not match the model's trainable parameters "
-                         f"(was it written with another critic_train.finetune or critic config?)")
-    with torch.no_grad():
-        for n, p in params.items():
-            p.copy_(weights[n])
-    flat = load_file(str(path / "optimizer.safetensors"))
-    torch.set_rng_state(flat.pop("torch_rng"))
-    meta = json.loads((path / "state.json").read_text())
-    state: dict[int, dict] = {}
-    for key, v in flat.items():
-        i, k = key.split(".", 1)
-        state.setdefault(int(i), {})[k] = v
-    optim.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    return meta["step"], meta["losses"]
-
-
 def _apply_lora(model, cfg: RunConfig):
     from peft import LoraConfig, get_peft_model
 
@@ -149,11 +109,14 @@ def cold_start(cfg: RunConfig, seed_path: str | Path, out: str | Path, heldout_p
     if ct.finetune == "lora":
         model = _apply_lora(model, cfg)
     critic = QwenVLCritic(model, tok, cfg.critic, cfg.judging)
-    optim = torch.optim.AdamW(list(_trainable(model).values()), lr=ct.learning_rate, weight_decay=ct.weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=ct.learning_rate, weight_decay=ct.weight_decay)
     step, losses = 0, []
-    ckpt = out / "ckpt"
-    if resume and (ckpt / "state.json").is_file():
-        step, losses = load_checkpoint(ckpt, model, optim)
+    ckpt_root = out / "ckpt"
+    ckpt = latest_checkpoint(ckpt_root) if resume else None
+    if ckpt is not None:
+        step, extra = load_checkpoint(ckpt, model, optim)
+        losses = extra["losses"]
         log.info("resumed from %s at step %d", ckpt, step)
     metrics = out / "metrics.jsonl"
     bar = tqdm(total=ct.num_steps, initial=step, desc="critic cold start", unit="step")
@@ -166,14 +129,14 @@ def cold_start(cfg: RunConfig, seed_path: str | Path, out: str | Path, heldout_p
         loss = sft_loss(critic, batch)
         optim.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(_trainable(model).values()), ct.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(params, ct.max_grad_norm)
         optim.step()
         step += 1
         losses.append(float(loss.detach()))
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
         if step % ct.checkpoint_every == 0 or step == ct.num_steps:
-            save_checkpoint(ckpt, model, optim, step, losses)
+            save_checkpoint(ckpt_root, step, model, optim, extra={"losses": losses})
         if heldout and (step % ct.eval_every == 0 or step == ct.num_steps):
             model.eval()
             res = evaluate_pairs(critic, heldout, num_votes=1, chain_of_thought=True)

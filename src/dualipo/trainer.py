@@ -174,7 +174,7 @@ def train_generator(gen: Generator, cache: LatentCache, cfg: TrainConfig, out_di
     start = 0
     ckpt = latest_checkpoint(out / "checkpoints")
     if ckpt is not None:
-        start = load_checkpoint(ckpt, gen.transformer, optimizer, scheduler)
+        start, _ = load_checkpoint(ckpt, gen.transformer, optimizer, scheduler)
         log.info("resumed from %s at step %d", ckpt, start)
     metrics_path = out / "metrics.jsonl"
     if acc.is_main_process:
