@@ -1,6 +1,7 @@
 """`dualipo pretrain`: train a small generator from scratch on rendered shapes-world videos, on CPU.
 
-Stages, each resumable from its own checkpoint in OUT (safetensors: weights + optimizer state + step):
+Stages, each resumable from its own checkpoints in OUT/ckpt_{stage}/ (`dualipo.checkpoint`: weights, optimizer
+state, step):
 1. data: `num_videos` renders of train-pool prompts (`prompt_pools(world)[0]`), cached in OUT/data.safetensors;
 2. vae: the VAE alone (a random VAE is not an autoencoder), foreground-weighted MSE + KL, on random crops;
    then its latent statistics are written into its config so normalised latents are unit scale;
@@ -17,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from dualipo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dualipo.config import RunConfig, save_config, to_dict
 from dualipo.generators import Generator, build_generator
 from dualipo.toy.world import prompt_pools, render_prompt
@@ -37,37 +38,6 @@ STAGE_SEED = {"vae": 1, "transformer": 2}
 
 def _step_generator(seed: int, stage: str, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + STAGE_SEED[stage] * 10_007_000 + step)
-
-
-# ------------------------------------------------------------------------------------------- checkpoints
-
-def save_state(path: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, step: int, done: bool) -> None:
-    """Weights, optimizer state and step as one safetensors file (atomic replace)."""
-    tensors = {f"model.{k}": v.contiguous() for k, v in module.state_dict().items()}
-    sd = opt.state_dict()
-    for idx, st in sd["state"].items():
-        for k, v in st.items():
-            tensors[f"opt.{idx}.{k}"] = v.contiguous()
-    meta = {"step": str(step), "done": str(done), "param_groups": json.dumps(sd["param_groups"])}
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-
-
-def load_state(path: Path, module: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, bool]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
-    tensors = load_file(str(path))
-    module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, idx, name = k.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
-    return int(meta["step"]), meta["done"] == "True"
 
 
 def _log_metrics(out: Path, stage: str, resume_step: int) -> None:
@@ -136,8 +106,12 @@ def _run_stage(stage: str, cfg: RunConfig, out: Path, module: torch.nn.Module, p
     """The explicit loop shared by both stages; returns False when interrupted by `budget`."""
     p = cfg.pretrain
     opt = torch.optim.AdamW(params, lr=peak_lr, weight_decay=p.weight_decay if stage == "transformer" else 0.0)
-    ckpt = out / f"ckpt_{stage}.safetensors"
-    step, done = load_state(ckpt, module, opt) if ckpt.exists() else (0, False)
+    ckpt = out / f"ckpt_{stage}"
+    latest = latest_checkpoint(ckpt)
+    step, done = 0, False
+    if latest is not None:
+        step, extra = load_checkpoint(latest, module, opt)
+        done = extra["done"]
     if done:
         return True
     _log_metrics(out, stage, step)
@@ -163,9 +137,9 @@ def _run_stage(stage: str, cfg: RunConfig, out: Path, module: torch.nn.Module, p
             _append_metric(out, {"stage": stage, "step": step + 1, "loss": value, "loss_ema": ema, "lr": lr,
                                  "seconds": round(time.time() - t0, 2)})
         if (step + 1) % p.checkpoint_every == 0 or step + 1 == total:
-            save_state(ckpt, module, opt, step + 1, done=step + 1 == total)
+            save_checkpoint(ckpt, step + 1, module, opt, extra={"done": step + 1 == total})
     if total == 0:
-        save_state(ckpt, module, opt, 0, done=True)
+        save_checkpoint(ckpt, 0, module, opt, extra={"done": True})
     module.eval()
     return True
 
@@ -266,7 +240,6 @@ def _check_same_config(cfg: RunConfig, path: Path) -> None:
 def _encode_all(gen: Generator, videos: torch.Tensor, out: Path) -> torch.Tensor:
     """Set the VAE's latent statistics (from the posterior modes), then cache normalised latents."""
     path = out / "latents.safetensors"
-    vae_ckpt = out / "ckpt_vae.safetensors"
     if path.exists():
         saved = load_file(str(path))
         gen.set_latent_stats(saved["raw_sample"])
@@ -278,6 +251,6 @@ def _encode_all(gen: Generator, videos: torch.Tensor, out: Path) -> torch.Tensor
         raw = torch.cat(raw)
     gen.set_latent_stats(raw[:1024])
     latents = gen.normalize(raw).contiguous()
-    assert vae_ckpt.exists()
+    assert latest_checkpoint(out / "ckpt_vae") is not None
     save_file({"latents": latents, "raw_sample": raw[:1024].contiguous()}, str(path))
     return latents
