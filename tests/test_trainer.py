@@ -120,3 +120,6 @@ def test_train_cli_on_a_pair_file(tmp_path):
     assert (tmp_path / "run/latents.safetensors").is_file()
     bad = subprocess.run(cmd[:5] + ["missing.jsonl", "--out", "run2"], cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode == 2 and "missing.jsonl" in bad.stderr
+    (tmp_path / "other.jsonl").write_text(lines[0] + "\n")
+    stale = subprocess.run(cmd[:5] + ["other.jsonl", "--out", "run"], cwd=tmp_path, capture_output=True, text=True)
+    assert stale.returncode == 2 and "another pair file" in stale.stderr

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -242,6 +243,12 @@ def train_from_pair_file(cfg, pairs_path: str | Path, out_dir: str | Path) -> Pa
 
     out = Path(out_dir)
     cache_path = out / "latents.safetensors"
+    source = out / "latents.source"
+    if not Path(pairs_path).is_file():
+        raise ValueError(f"pair file {pairs_path} does not exist")
+    digest = hashlib.sha256(Path(pairs_path).read_bytes()).hexdigest()
+    if cache_path.is_file() and source.is_file() and source.read_text() != digest:
+        raise ValueError(f"{out} holds latents of another pair file; use a new --out or the same {pairs_path}")
     gen = build_generator(cfg)
     if cache_path.is_file():
         cache = LatentCache.load(cache_path)
@@ -252,4 +259,5 @@ def train_from_pair_file(cfg, pairs_path: str | Path, out_dir: str | Path) -> Pa
                             [read_video(p.rejected) for p in pairs], real=real)
         out.mkdir(parents=True, exist_ok=True)
         cache.save(cache_path)
+        source.write_text(digest)
     return train_generator(gen, cache, cfg.train, out)
