@@ -97,11 +97,17 @@ def _step_items(cfg: TrainConfig, step: int, n_items: int, n_real: int) -> tuple
     return items, real
 
 
-def _noise(gen: Generator, like: torch.Tensor, cfg: TrainConfig, step: int, slot: int, stream: int):
-    """Noise and timestep for one sample, keyed by (seed, step, slot in the global batch, stream)."""
-    g = torch.Generator().manual_seed(((cfg.seed * 7919 + step) * 4099 + slot) * 8 + stream)
-    noise, t = gen.draw_noise_and_timesteps(like.unsqueeze(0), g)
-    return noise[0], t[0]
+def _noise(gen: Generator, latents: torch.Tensor, cfg: TrainConfig, step: int, slots: list[int], stream: int,
+           device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise and timesteps for a micro-batch, each sample's keyed by (seed, step, slot in the global batch,
+    stream), so any split of the global batch over micro-batches or processes draws the same values."""
+    noises, times = [], []
+    for x, slot in zip(latents, slots):
+        g = torch.Generator().manual_seed(((cfg.seed * 7919 + step) * 4099 + slot) * 8 + stream)
+        n, t = gen.draw_noise_and_timesteps(x.unsqueeze(0), g)
+        noises.append(n[0])
+        times.append(t[0])
+    return torch.stack(noises).to(device), torch.stack(times).to(device)
 
 
 def _batch_loss(gen: Generator, cache: LatentCache, cfg: TrainConfig, step: int, slots: list[int],
@@ -109,15 +115,14 @@ def _batch_loss(gen: Generator, cache: LatentCache, cfg: TrainConfig, step: int,
     idx = items[slots]
     emb = cache.embeds[idx].to(device)
     za = cache.latents_a[idx].to(device)
-    drawn = [_noise(gen, za[i], cfg, step, s, 0) for i, s in enumerate(slots)]
-    noise = torch.stack([n for n, _ in drawn]).to(device)
-    t = torch.stack([t for _, t in drawn]).to(device)
+    noise, t = _noise(gen, za, cfg, step, slots, 0, device)
     if cfg.loss == "dpo":
         zb = cache.latents_b[idx].to(device)
-        both = torch.cat([za, zb])  # winner and loser share the timestep and the noise
-        err = gen.denoising_errors(both, torch.cat([emb, emb]), torch.cat([t, t]), torch.cat([noise, noise]))
+        # winner and loser share the prompt, the timestep and the noise
+        inputs = (torch.cat([za, zb]), torch.cat([emb, emb]), torch.cat([t, t]), torch.cat([noise, noise]))
+        err = gen.denoising_errors(*inputs)
         with torch.no_grad(), gen.reference_mode():
-            ref = gen.denoising_errors(both, torch.cat([emb, emb]), torch.cat([t, t]), torch.cat([noise, noise]))
+            ref = gen.denoising_errors(*inputs)
         k = len(slots)
         loss, metrics = diffusion_dpo_loss(err[:k], err[k:], ref[:k], ref[k:], cfg.beta)
         winner_err = err[:k]
@@ -134,9 +139,7 @@ def _batch_loss(gen: Generator, cache: LatentCache, cfg: TrainConfig, step: int,
     if cfg.lambda_real > 0 and cache.real_latents is not None:
         ridx = real[slots]
         zr = cache.real_latents[ridx].to(device)
-        drawn = [_noise(gen, zr[i], cfg, step, s, 1) for i, s in enumerate(slots)]
-        rn = torch.stack([n for n, _ in drawn]).to(device)
-        rt = torch.stack([t for _, t in drawn]).to(device)
+        rn, rt = _noise(gen, zr, cfg, step, slots, 1, device)
         nll, _ = denoising_loss(gen.denoising_errors(zr, cache.real_embeds[ridx].to(device), rt, rn))
         loss = loss + cfg.lambda_real * nll
         metrics["nll_real"] = float(nll.detach())

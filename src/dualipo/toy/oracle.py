@@ -149,7 +149,7 @@ def _motion(blob_frames: list[list[Blob]], side: int) -> tuple[str, str | None]:
     return direction, speed
 
 
-def _consistency(f: np.ndarray) -> float:
+def _consistency(f: np.ndarray, bg: np.ndarray) -> float:
     """Worst consecutive-frame change left after the best integer shift, relative to the frames' contrast.
 
     Motion (a shift) and slow size change leave small residuals; brightness jumps, popping objects and noise
@@ -158,7 +158,7 @@ def _consistency(f: np.ndarray) -> float:
     T, H, W, _ = f.shape
     s = max(2, math.ceil(0.6 * max(H, W) * TRAVEL["quickly"] / max(T - 1, 1)))
     core = (slice(s, H - s), slice(s, W - s))
-    energy = np.abs(f - _background(f)).mean(axis=(1, 2, 3))
+    energy = np.abs(f - bg).mean(axis=(1, 2, 3))
     worst = 0.0
     for t in range(T - 1):
         target = f[t + 1][core]
@@ -194,7 +194,8 @@ def score_scene(scene: Scene, video: Video) -> OracleScore:
         stray += s + sum(b.area for b in blobs if b.colour not in want)
         fg += int((labels >= 0).sum())
 
-    bg_seen = _nearest(BACKGROUND_RGB, _background(f))
+    bg = _background(f)
+    bg_seen = _nearest(BACKGROUND_RGB, bg)
     present = [np.mean([any(b.colour == c for b in bl) for bl in frames]) for c in want]
     dims = {"colour": float(np.mean([bg_seen == scene.background, *present]) * (1 - stray / max(fg, 1)))}
     dims["count"] = float(np.mean([all(len(a[c]) == n for c, n in want_count.items()) for a in assigned]))
@@ -207,7 +208,7 @@ def score_scene(scene: Scene, video: Video) -> OracleScore:
         dims["motion"] = 1.0 if scene.speed is None or speed == scene.speed else 0.5
     if scene.other is not None:
         dims["relation"] = float(np.mean([_relation_holds(scene, a, (W, H)) for a in assigned]))
-    dims["consistency"] = _consistency(f)
+    dims["consistency"] = _consistency(f, bg)
     seen = {"background": bg_seen, "motion": motion, "speed": speed,
             "objects": _describe_frame(frames[T // 2])}
     return OracleScore(dims, float(np.mean(list(dims.values()))), seen)
