@@ -58,3 +58,24 @@ def test_lora_cold_start_and_cli_eval(seed_file, tmp_path, capsys):
                  f"critic.path={out / 'final'}", "judging.num_votes=1"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["n"] == 2 and 0 <= res["position_bias"] <= 1 and "per_dimension" in res
+
+
+def test_caption_pretraining_cli_then_cold_start_from_it(seed_file, tmp_path):
+    from dualipo.critic_training import caption_examples
+    from dualipo.critics.evaluate import parse_description
+
+    videos = seed_file.parent
+    ex = caption_examples([videos])
+    assert len(ex) == 6 and all(len(e.videos) == 1 and "Prompt:" not in e.text for e in ex)
+    assert all(parse_description(e.target) is not None for e in ex)
+    out = tmp_path / "caption"
+    assert main(["critic", "caption", "--preset", "tiny", "--videos", str(videos), "--heldout", str(videos),
+                 "--out", str(out), "critic_train.num_steps=2"]) == 0
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert {"exact", "malformed", "objects_accuracy", "motion_accuracy", "steadiness_accuracy"} <= set(rows[-1])
+    assert rows[-1]["n"] == 2  # the tiny preset evaluates critic_train.eval_pairs videos
+    cold = tmp_path / "cold"
+    assert main(["critic", "cold-start", "--preset", "tiny", "--seed-file", str(seed_file), "--out", str(cold),
+                 f"critic.path={out / 'final'}", "critic_train.num_steps=1", "critic_train.eval_pairs=0"]) == 0
+    assert (cold / "final" / "model.safetensors").is_file()

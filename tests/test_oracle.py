@@ -94,3 +94,18 @@ def test_pointwise_labels():
     assert lab.label == "Bad" and lab.reason.startswith("The video shows")
     with pytest.raises(ValueError, match="noise_rate"):
         label_single(prompt, noise, "overall", rng, noise_rate=1.5)
+
+
+@pytest.mark.parametrize(("prompt", "layout"), [
+    ("a red circle to the left of a blue square, staying still, on a black background", "a red circle to the left of a blue square"),
+    ("a red circle to the right of a blue square, staying still, on a black background", "a blue square to the left of a red circle"),
+    ("a red circle below a blue square, staying still, on a gray background", "a blue square above a red circle"),
+])
+def test_description_places_two_objects_and_rates_steadiness(prompt, layout):
+    from dualipo.toy.corrupt import add_flicker
+    from dualipo.toy.seed_labels import describe
+
+    video = render(parse_prompt(prompt), 0, CFG)
+    assert describe(score(prompt, video)) == f"{layout} staying still on a {prompt.split()[-2]} background, steady"
+    flicker = describe(score(prompt, add_flicker(video, np.random.default_rng(0))))
+    assert flicker.endswith(("unsteady", "flickering"))

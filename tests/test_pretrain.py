@@ -53,3 +53,17 @@ def test_pretrain_refuses_to_resume_with_other_settings(tmp_path):
     assert pretrain(cfg, tmp_path, interrupt_after=1) is None
     with pytest.raises(ValueError, match="pretrain.steps"):
         pretrain(build_config("tiny", overrides=["pretrain.steps=5"]), tmp_path)
+
+
+def test_pretrain_from_another_pipelines_vae(tmp_path):
+    first = pretrain(build_config("tiny"), tmp_path / "first")
+    cfg = build_config("tiny", overrides=[f"pretrain.vae_from={first}", "pretrain.vae_steps=0"])
+    second = pretrain(cfg, tmp_path / "second")
+    a = load_file(str(first / "vae" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(second / "vae" / "diffusion_pytorch_model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert [s for s, _, _ in _losses(tmp_path / "second")] == ["transformer"] * cfg.pretrain.steps
+    with pytest.raises(ValueError, match="pretrain.vae_from"):
+        pretrain(build_config("tiny", overrides=[f"pretrain.vae_from={first}", "generator.latent_channels=8"]),
+                 tmp_path / "third")

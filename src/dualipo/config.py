@@ -105,6 +105,8 @@ class GeneratorConfig(_Section):
 class PretrainConfig(_Section):
     """`dualipo pretrain`: VAE, then transformer, from scratch on rendered shapes-world videos."""
     num_videos: int = opt(3000, ge=1, doc="rendered training videos (prompts from the world's train pool)")
+    vae_from: str = opt("", doc="start from the VAE of this pipeline directory ('shipped' = the small generator); "
+                        "with vae_steps=0 it is used as is and only the transformer trains")
     vae_steps: int = opt(1800, ge=0)
     vae_lr: float = opt(1e-3, gt=0)
     vae_batch_size: int = opt(8, ge=1)
@@ -228,7 +230,8 @@ class CriticTrainConfig(_Section):
     no_cot_fraction: float = opt(0.25, ge=0, le=1, doc="share of examples in the answer-only format")
     checkpoint_every: int = opt(150, ge=1)
     eval_every: int = opt(150, ge=1)
-    eval_pairs: int = opt(100, ge=0, doc="held-out pairs evaluated (greedy, both orders) at each eval; 0 = none")
+    eval_pairs: int = opt(100, ge=0, doc="held-out pairs (videos when captioning) evaluated greedily at each "
+                          "eval; 0 = none")
     num_threads: int = opt(0, ge=0, doc="torch threads (0 = leave torch's default)")
     seed_mix: float = opt(0.5, ge=0, le=1, doc="fraction of each refinement batch drawn from the seed set")
     beta: float = opt(0.1, gt=0)

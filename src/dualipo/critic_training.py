@@ -1,5 +1,6 @@
-"""Critic cold start: supervised fine-tuning on seed rationales + verdicts (full or LoRA), with progress,
-checkpoints and exact resume. `sft_loss` / `sft_examples` are reused by SRPO refinement.
+"""Critic training by supervised fine-tuning (full or LoRA), with progress, checkpoints and exact resume:
+- captioning pretraining (`caption_pretrain`): describe videos, no preference labels;
+- the cold start (`cold_start`): seed rationales + verdicts. `sft_loss` / `sft_examples` are reused by SRPO.
 
 One loop state unit per checkpoint (`ckpt/step_N/`, written by `dualipo.checkpoint`): trainable weights, AdamW
 state, torch RNG, step and losses. The data order is a pure function of (seed, epoch), so a resumed run sees the
@@ -89,21 +90,28 @@ def _apply_lora(model, cfg: RunConfig):
     return get_peft_model(model, lc)
 
 
-def cold_start(cfg: RunConfig, seed_path: str | Path, out: str | Path, heldout_path: str | Path | None = None,
-               resume: bool = True) -> Path:
-    """Fine-tune the critic on a seed set; writes `out/ckpt/`, `out/metrics.jsonl` and `out/final/`."""
-    from dualipo.critics.evaluate import evaluate_pairs
+def caption_examples(dirs: list[str | Path]) -> list[Example]:
+    """Captioning pretraining data: every video of the `prompts.jsonl` directories with its true description
+    (what the shapes-world oracle sees, the form the seed rationales use); no prompt, no preference labels."""
+    from dualipo.critics.seed import read_pool
+    from dualipo.toy.oracle import score
+    from dualipo.toy.seed_labels import describe
+    from dualipo.video import read_video
+
+    items = [(p, v) for d in dirs for p, vids in read_pool(Path(d)).items() for v in vids]
+    return [Example(prompts.caption_prompt(), (v,), prompts.caption_target(describe(score(p, read_video(v)))))
+            for p, v in tqdm(items, desc="describing videos", unit="video")]
+
+
+def _train_sft(cfg: RunConfig, examples: list[Example], out: Path, evaluate, resume: bool, desc: str) -> Path:
+    """The explicit SFT loop shared by captioning pretraining and the cold start: AdamW, warm-up + cosine,
+    clipping, checkpoints with exact resume, `evaluate(critic) -> dict` rows in OUT/metrics.jsonl."""
     from dualipo.critics.qwen_vl import QwenVLCritic, load_model, save_model
-    from dualipo.critics.seed import load_seed
 
     ct = cfg.critic_train
     if ct.num_threads:
         torch.set_num_threads(ct.num_threads)
-    out = Path(out)
     save_config(cfg, out / "config.json")
-    records = load_seed(seed_path)
-    heldout = load_seed(heldout_path)[:ct.eval_pairs] if heldout_path and ct.eval_pairs else []
-    examples = sft_examples(records, ct.both_orders, ct.no_cot_fraction, ct.seed)
     model, tok = load_model(cfg.critic)
     model = model.float()
     if ct.finetune == "lora":
@@ -119,7 +127,7 @@ def cold_start(cfg: RunConfig, seed_path: str | Path, out: str | Path, heldout_p
         losses = extra["losses"]
         log.info("resumed from %s at step %d", ckpt, step)
     metrics = out / "metrics.jsonl"
-    bar = tqdm(total=ct.num_steps, initial=step, desc="critic cold start", unit="step")
+    bar = tqdm(total=ct.num_steps, initial=step, desc=desc, unit="step")
     while step < ct.num_steps:
         model.train()
         lr = learning_rate(step, ct.learning_rate, ct.warmup_steps, ct.num_steps)
@@ -137,14 +145,41 @@ def cold_start(cfg: RunConfig, seed_path: str | Path, out: str | Path, heldout_p
         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
         if step % ct.checkpoint_every == 0 or step == ct.num_steps:
             save_checkpoint(ckpt_root, step, model, optim, extra={"losses": losses})
-        if heldout and (step % ct.eval_every == 0 or step == ct.num_steps):
+        if evaluate is not None and (step % ct.eval_every == 0 or step == ct.num_steps):
             model.eval()
-            res = evaluate_pairs(critic, heldout, num_votes=1, chain_of_thought=True)
-            row = {"step": step, "loss": float(np.mean(losses[-ct.eval_every:])), **res}
+            row = {"step": step, "loss": float(np.mean(losses[-ct.eval_every:])), **evaluate(critic)}
             with metrics.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            log.info("step %d: held-out accuracy %.3f", step, res["accuracy"])
+            log.info("step %d: %s", step, {k: v for k, v in row.items() if isinstance(v, float)})
     bar.close()
     model.eval()
     final = model.merge_and_unload() if ct.finetune == "lora" else model
     return save_model(final, tok, out / "final", dtype="float16")
+
+
+def cold_start(cfg: RunConfig, seed_path: str | Path, out: str | Path, heldout_path: str | Path | None = None,
+               resume: bool = True) -> Path:
+    """Fine-tune the critic on a seed set; writes `out/ckpt/`, `out/metrics.jsonl` and `out/final/`."""
+    from dualipo.critics.evaluate import evaluate_pairs
+    from dualipo.critics.seed import load_seed
+
+    ct = cfg.critic_train
+    records = load_seed(seed_path)
+    heldout = load_seed(heldout_path)[:ct.eval_pairs] if heldout_path and ct.eval_pairs else []
+    examples = sft_examples(records, ct.both_orders, ct.no_cot_fraction, ct.seed)
+    evaluate = (lambda critic: evaluate_pairs(critic, heldout, num_votes=1, chain_of_thought=True)) if heldout \
+        else None
+    return _train_sft(cfg, examples, Path(out), evaluate, resume, "critic cold start")
+
+
+def caption_pretrain(cfg: RunConfig, dirs: list[str | Path], out: str | Path,
+                     heldout_dirs: list[str | Path] | None = None, resume: bool = True) -> Path:
+    """Captioning pretraining (the analog of a real VLM's pretraining): learn to describe videos before the
+    cold start learns to judge them. Start the cold start from OUT/final with `critic.path=OUT/final`."""
+    from dualipo.critics.evaluate import evaluate_captions
+
+    ct = cfg.critic_train
+    examples = caption_examples(dirs)
+    heldout = caption_examples(heldout_dirs)[:ct.eval_pairs] if heldout_dirs and ct.eval_pairs else []
+    evaluate = (lambda critic: evaluate_captions(critic, heldout)) if heldout else None
+    return _train_sft(cfg, examples, Path(out), evaluate, resume, "critic captioning")

@@ -3,7 +3,8 @@
 Stages, each resumable from its own checkpoints in OUT/ckpt_{stage}/ (`dualipo.checkpoint`: weights, optimizer
 state, step):
 1. data: `num_videos` renders of train-pool prompts (`prompt_pools(world)[0]`), cached in OUT/data.safetensors;
-2. vae: the VAE alone (a random VAE is not an autoencoder), foreground-weighted MSE + KL, on random crops;
+2. vae: the VAE alone (a random VAE is not an autoencoder), foreground-weighted MSE + KL, on random crops
+   (or first copied from the pipeline named by `pretrain.vae_from`; with `vae_steps=0` used as is);
    then its latent statistics are written into its config so normalised latents are unit scale;
 3. transformer: the model's own denoising loss (`Generator.denoising_errors`) on cached latents, prompt
    dropout for classifier-free guidance, AdamW with warm-up and cosine decay;
@@ -130,7 +131,7 @@ def _run_stage(stage: str, cfg: RunConfig, out: Path, module: torch.nn.Module, p
         torch.nn.utils.clip_grad_norm_(params, p.max_grad_norm)
         opt.step()
         budget[0] -= 1
-        value = float(loss)
+        value = float(loss.detach())
         ema = value if ema is None else 0.98 * ema + 0.02 * value
         bar.set_postfix(loss=f"{ema:.4f}")
         if (step + 1) % p.log_every == 0 or step + 1 == total:
@@ -199,6 +200,8 @@ def pretrain(cfg: RunConfig, out: str | Path, interrupt_after: int | None = None
     save_config(cfg, out / "config.json")
     prompts, videos = render_dataset(cfg, out)
     gen = build_generator(cfg)
+    if p.vae_from:
+        _load_vae(gen, cfg)
     budget = [-1 if interrupt_after is None else interrupt_after]
     if not _train_vae(gen, cfg, out, videos, budget):
         return None
@@ -215,6 +218,16 @@ def pretrain(cfg: RunConfig, out: str | Path, interrupt_after: int | None = None
         (out / "eval.json").write_text(json.dumps(scores, indent=2) + "\n")
         log.info("held-out oracle scores: %s", scores)
     return target
+
+
+def _load_vae(gen: Generator, cfg: RunConfig) -> None:
+    """Copy the VAE weights of the `pretrain.vae_from` pipeline into the freshly built generator."""
+    src = build_generator(replace(cfg, generator=replace(cfg.generator, path=cfg.pretrain.vae_from)))
+    try:
+        gen.vae.load_state_dict(src.vae.float().state_dict())
+    except RuntimeError as e:
+        raise ValueError(f"pretrain.vae_from={cfg.pretrain.vae_from!r}: its VAE does not fit the configured "
+                         f"generator.vae_channels / latent_channels ({str(e).splitlines()[0]})") from e
 
 
 def _check_same_config(cfg: RunConfig, path: Path) -> None:

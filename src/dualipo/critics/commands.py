@@ -1,4 +1,4 @@
-"""`dualipo critic ...` subcommands (registered by cli.py): videos, seed, import, cold-start, eval."""
+"""`dualipo critic ...` subcommands (registered by cli.py): videos, seed, import, caption, cold-start, eval."""
 
 from __future__ import annotations
 
@@ -42,6 +42,13 @@ def cmd_cold_start(cfg: RunConfig, args: argparse.Namespace) -> None:
 
     final = cold_start(cfg, args.seed_file, args.out, args.heldout, resume=not args.no_resume)
     print(f"cold-started critic written to {final} (use critic.path={final})")
+
+
+def cmd_caption(cfg: RunConfig, args: argparse.Namespace) -> None:
+    from dualipo.critic_training import caption_pretrain
+
+    final = caption_pretrain(cfg, args.videos, args.out, args.heldout, resume=not args.no_resume)
+    print(f"captioning-pretrained critic written to {final} (cold-start from it with critic.path={final})")
 
 
 def cmd_eval(cfg: RunConfig, args: argparse.Namespace) -> None:
@@ -105,6 +112,16 @@ def add_critic_commands(sub, config_args: Callable, load: Callable) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--no-resume", action="store_true")
     p.set_defaults(func=_wrap(cmd_cold_start, load))
+
+    p = cs.add_parser("caption", help="captioning pretraining: describe videos (true descriptions from the "
+                      "shapes-world oracle, no preference labels) before the cold start (resumes from OUT/ckpt)")
+    config_args(p)
+    p.add_argument("--videos", nargs="+", required=True, help="directories with prompts.jsonl + videos")
+    p.add_argument("--heldout", nargs="+", default=None, help="directories of held-out videos evaluated every "
+                   "critic_train.eval_every steps (first critic_train.eval_pairs videos)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-resume", action="store_true")
+    p.set_defaults(func=_wrap(cmd_caption, load))
 
     p = cs.add_parser("eval", help="accuracy, tie, abstention and position-bias rates on a labelled pair set")
     config_args(p)

@@ -1,7 +1,9 @@
-"""Critic evaluation on a labelled pair set: accuracy, tie rate, abstention rate, position bias, per dimension."""
+"""Critic evaluation: on a labelled pair set (accuracy, tie rate, abstention rate, position bias, per dimension),
+and of captioning pretraining (per-attribute accuracy of greedy descriptions)."""
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 import numpy as np
@@ -54,3 +56,31 @@ def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_
         "per_dimension": {d: round(float(np.mean(h)), 4) for d, h in sorted(per_dim.items())},
         "label_counts": {k: int(v) for k, v in zip(*np.unique([r.label for r in pairs], return_counts=True))},
     }
+
+
+_DESCRIPTION_RE = re.compile(r"^The video shows (?P<objects>.+?)(?: (?P<motion>moving \w+|staying still|growing|"
+                             r"shrinking))? on a (?P<background>\w+) background, (?P<steadiness>\w+)\.$")
+CAPTION_FIELDS = ("objects", "motion", "background", "steadiness")
+
+
+def parse_description(text: str) -> dict[str, str] | None:
+    """Fields of a 'The video shows ... on a X background, steady.' caption, or None if malformed."""
+    m = _DESCRIPTION_RE.match(text.strip())
+    return None if m is None else {k: m.group(k) or "" for k in CAPTION_FIELDS}
+
+
+def evaluate_captions(critic, examples, batch_size: int = 32) -> dict:
+    """Greedy captions of held-out videos vs their true descriptions: exact-match rate and per-field accuracy
+    (objects = colours, shapes, count and layout; motion; background; steadiness)."""
+    outs = []
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i:i + batch_size]
+        outs += [g[0] for g in critic.generate([e.text for e in chunk],
+                                               [[critic.visual(v) for v in e.videos] for e in chunk], 1)]
+    got = [parse_description(o) for o in outs]
+    want = [parse_description(e.target) for e in examples]
+    res = {"n": len(examples), "exact": float(np.mean([o.strip() == e.target for o, e in zip(outs, examples)])),
+           "malformed": float(np.mean([g is None for g in got]))}
+    for k in CAPTION_FIELDS:
+        res[f"{k}_accuracy"] = float(np.mean([g is not None and g[k] == w[k] for g, w in zip(got, want)]))
+    return res

@@ -64,6 +64,15 @@ def point_prompt(prompt: str, dimension: str, chain_of_thought: bool = True) -> 
     return chat(f"Prompt: {prompt}\nVideo: {VIDEO_SLOT}\n{point_instruction(dimension, chain_of_thought)}")
 
 
+def caption_prompt() -> str:
+    """Captioning pretraining: the video alone, no text prompt (nothing to copy the answer from)."""
+    return chat(f"Video: {VIDEO_SLOT}\nDescribe the video.")
+
+
+def caption_target(description: str) -> str:
+    return f"The video shows {description}."
+
+
 def target_text(reason: str, verdict: str, chain_of_thought: bool = True) -> str:
     """The assistant answer the critic is trained to produce: rationale, then the final verdict line."""
     answer = f"Answer: {verdict}"

@@ -106,7 +106,7 @@ def import_seed(src: str | Path, out: str | Path) -> Path:
     return write_seed(load_seed(src), out)
 
 
-def _read_pool(directory: Path) -> dict[str, list[str]]:
+def read_pool(directory: Path) -> dict[str, list[str]]:
     """prompt -> video paths, from a `prompts.jsonl` directory (as written by `dualipo world sample`)."""
     jsonl = directory / "prompts.jsonl"
     if not jsonl.is_file():
@@ -133,7 +133,7 @@ def oracle_seed_set(dirs: list[str | Path], n_pairs: int, dimensions: tuple[str,
 
     pool: dict[str, list[str]] = {}
     for d in dirs:
-        for p, vids in _read_pool(Path(d)).items():
+        for p, vids in read_pool(Path(d)).items():
             pool.setdefault(p, []).extend(vids)
     prompts = [p for p, v in pool.items() if len(v) >= 2]
     if not prompts:

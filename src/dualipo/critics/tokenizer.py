@@ -24,7 +24,7 @@ def _corpus() -> list[str]:
 
     lines = []
     motions = ["moving left", "moving right", "moving up", "moving down", "staying still", "growing",
-               "shrinking", "slowly", "quickly", "no clear object"]
+               "shrinking", "slowly", "quickly", "no clear object", "steady", "unsteady", "flickering"]
     relations = ["to the left of", "to the right of", "above", "below"]
     for c, s, bg in itertools.product(COLOURS, SHAPES, BACKGROUNDS):
         lines.append(f"a {c} {s} and two {c} {s}s on a {bg} background")
@@ -37,7 +37,7 @@ def _corpus() -> list[str]:
             lines.append(f"Video A shows x. Video B shows y. The prompt asks for z. {v} on {d}.")
             lines.append(f"The video shows x. The prompt asks for z. {v} on {d}.")
     lines += [f"Answer: {v}" for v in ("A", "B", "tie", "Good", "Normal", "Bad")]
-    lines += ["Prompt: Video A: Video B: Video: user assistant system"]
+    lines += ["Prompt: Video A: Video B: Video: user assistant system", "Describe the video."]
     return lines * 4
 
 

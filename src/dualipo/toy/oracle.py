@@ -210,7 +210,7 @@ def score_scene(scene: Scene, video: Video) -> OracleScore:
         dims["relation"] = float(np.mean([_relation_holds(scene, a, (W, H)) for a in assigned]))
     dims["consistency"] = _consistency(f, bg)
     seen = {"background": bg_seen, "motion": motion, "speed": speed,
-            "objects": _describe_frame(frames[T // 2])}
+            "objects": _describe_frame(frames[T // 2]), "layout": _layout(frames[T // 2])}
     return OracleScore(dims, float(np.mean(list(dims.values()))), seen)
 
 
@@ -226,6 +226,21 @@ def _relation_holds(scene: Scene, assigned: dict[str, list[Blob]], size: tuple[i
 
 def _describe_frame(blobs: list[Blob]) -> list[str]:
     return [f"{b.colour} {_shape_of(b)}" for b in sorted(blobs, key=lambda b: b.centroid)]
+
+
+def _layout(blobs: list[Blob]) -> str | None:
+    """'red circle to the left of blue square' / '... above ...' for exactly two objects (dominant axis)."""
+    if len(blobs) != 2:
+        return None
+    a, b = blobs
+    dx, dy = b.centroid[0] - a.centroid[0], b.centroid[1] - a.centroid[1]
+    if abs(dx) >= abs(dy):
+        first, second = (a, b) if dx >= 0 else (b, a)
+        rel = "to the left of"
+    else:
+        first, second = (a, b) if dy >= 0 else (b, a)
+        rel = "above"
+    return f"{first.colour} {_shape_of(first)} {rel} a {second.colour} {_shape_of(second)}"
 
 
 def score(prompt: str, video: Video) -> OracleScore:

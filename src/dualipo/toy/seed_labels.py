@@ -31,13 +31,17 @@ class OracleLabel:
 
 
 def describe(s: OracleScore) -> str:
-    """What the oracle saw, in words: 'a red circle and a blue square moving left on a black background'."""
+    """What the oracle saw, in words: 'a red circle to the left of a blue square moving left on a black
+    background, steady' (two objects are placed relative to each other; the last word rates consistency)."""
     objects = s.seen.get("objects") or []
-    things = " and ".join(f"a {o}" for o in objects) if objects else "no clear object"
+    things = (f"a {s.seen['layout']}" if s.seen.get("layout") else
+              " and ".join(f"a {o}" for o in objects) if objects else "no clear object")
     motion = s.seen.get("motion")
     moving = {"static": "staying still", "none": "", "growing": "growing", "shrinking": "shrinking"}.get(
         motion, f"moving {motion}")
-    return " ".join(p for p in (things, moving, f"on a {s.seen.get('background')} background") if p)
+    c = s.dims.get("consistency", 1.0)
+    steady = "steady" if c >= 0.75 else "unsteady" if c >= 0.4 else "flickering"
+    return " ".join(p for p in (things, moving, f"on a {s.seen.get('background')} background,", steady) if p)
 
 
 def _noisy(clean: str, options: tuple[str, ...], rng: np.random.Generator, noise_rate: float) -> str:
