@@ -28,6 +28,7 @@ def _corpus() -> list[str]:
     relations = ["to the left of", "to the right of", "above", "below"]
     for c, s, bg in itertools.product(COLOURS, SHAPES, BACKGROUNDS):
         lines.append(f"a {c} {s} and two {c} {s}s on a {bg} background")
+        lines.append(f"a {c} blob, a {c} {s} and more")
     for m, r in itertools.product(motions, relations):
         lines.append(f"a red circle {r} a blue square, {m}, on a black background")
     for d in DIMENSIONS:

@@ -16,6 +16,7 @@ from dualipo.video import Video
 
 PAIR_LABELS = ("A", "B", "tie")
 POINT_LABELS = ("Good", "Normal", "Bad")
+MAX_LISTED = 3  # objects named in a description before it says "and more"
 
 
 @dataclass(frozen=True)
@@ -32,10 +33,15 @@ class OracleLabel:
 
 def describe(s: OracleScore) -> str:
     """What the oracle saw, in words: 'a red circle to the left of a blue square moving left on a black
-    background, steady' (two objects are placed relative to each other; the last word rates consistency)."""
+    background, steady' (two objects are placed relative to each other, more than three are cut to three
+    'and more'; the last word rates consistency)."""
     objects = s.seen.get("objects") or []
-    things = (f"a {s.seen['layout']}" if s.seen.get("layout") else
-              " and ".join(f"a {o}" for o in objects) if objects else "no clear object")
+    if s.seen.get("layout"):
+        things = f"a {s.seen['layout']}"
+    elif len(objects) > MAX_LISTED:  # a scatter of blobs: name a few, keep rationales short
+        things = ", ".join(f"a {o}" for o in objects[:MAX_LISTED]) + " and more"
+    else:
+        things = " and ".join(f"a {o}" for o in objects) if objects else "no clear object"
     motion = s.seen.get("motion")
     moving = {"static": "staying still", "none": "", "growing": "growing", "shrinking": "shrinking"}.get(
         motion, f"moving {motion}")
