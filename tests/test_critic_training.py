@@ -79,3 +79,15 @@ def test_caption_pretraining_cli_then_cold_start_from_it(seed_file, tmp_path):
     assert main(["critic", "cold-start", "--preset", "tiny", "--seed-file", str(seed_file), "--out", str(cold),
                  f"critic.path={out / 'final'}", "critic_train.num_steps=1", "critic_train.eval_pairs=0"]) == 0
     assert (cold / "final" / "model.safetensors").is_file()
+
+
+def test_parse_description_fields():
+    from dualipo.critics.evaluate import parse_description
+
+    got = parse_description("The video shows a red circle to the left of a blue square moving left on a black "
+                            "background, steady.")
+    assert got == {"objects": "a red circle to the left of a blue square", "motion": "moving left",
+                   "background": "black", "steadiness": "steady"}
+    assert parse_description("The video shows no clear object on a gray background, flickering.")["motion"] == ""
+    assert parse_description("The video shows a red circle growing on a black") is None  # truncated
+    assert parse_description("Answer: A") is None
