@@ -91,3 +91,35 @@ def test_parse_description_fields():
     assert parse_description("The video shows no clear object on a gray background, flickering.")["motion"] == ""
     assert parse_description("The video shows a red circle growing on a black") is None  # truncated
     assert parse_description("Answer: A") is None
+
+
+class _FixedCritic:
+    """Returns pre-set raw verdicts per order: the arithmetic of evaluate_pairs, checked by hand."""
+
+    def __init__(self, verdicts):
+        self.verdicts = verdicts  # per pair: (AB-order verdict, BA-order verdict as the model said it)
+
+    def judge_many(self, items, num_votes, chain_of_thought, both_orders):
+        from dualipo.critics.voting import judgment, make_sample
+
+        out = []
+        for (p, a, b, d), (ab, ba) in zip(items, self.verdicts[:len(items)]):
+            out.append(judgment(p, (a, b), d, "pairwise", [make_sample("AB", "", ab), make_sample("BA", "", ba)]))
+        self.verdicts = self.verdicts[len(items):]
+        return out
+
+
+def test_evaluate_pairs_by_hand():
+    from dualipo.critics.evaluate import evaluate_pairs
+    from dualipo.critics.seed import SeedRecord
+
+    labels = ["A", "B", "tie", "A"]
+    recs = [SeedRecord("p", ("a", "b"), "motion" if i < 2 else "colour", lab, "") for i, lab in enumerate(labels)]
+    # pair 0: both orders say A (BA-order "B" maps back to A) -> right; pair 1: position-biased "A" twice -> split;
+    # pair 2: tie in both -> right; pair 3: abstain + "A" -> A wins -> right
+    res = evaluate_pairs(_FixedCritic([("A", "B"), ("A", "A"), ("tie", "tie"), (None, "B")]), recs)
+    assert res["accuracy"] == 0.75 and res["accuracy_decisive"] == pytest.approx(2 / 3)
+    assert res["majority_baseline"] == 0.5 and res["undecided_rate"] == 0.25
+    assert res["position_bias"] == 0.5  # pairs 0 and 1 name a letter in both orders; pair 1 flips
+    assert res["abstention_rate"] == 1 / 8 and res["per_dimension"] == {"colour": 1.0, "motion": 0.5}
+    assert res["accuracy_ab"] == 0.5 and res["accuracy_ba"] == 1.0  # BA verdicts mapped back: A, B, tie, A

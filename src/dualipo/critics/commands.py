@@ -27,7 +27,8 @@ def cmd_seed(cfg: RunConfig, args: argparse.Namespace) -> None:
 
     n = args.pairs if args.pairs is not None else cfg.critic_train.seed_pairs
     noise = args.noise if args.noise is not None else cfg.critic_train.seed_noise
-    recs = oracle_seed_set(args.videos, n, tuple(args.dimensions), noise, args.seed, args.pointwise)
+    recs = oracle_seed_set(args.videos, n, tuple(args.dimensions), noise, args.seed, args.pointwise,
+                           tie_margin=args.tie_margin)
     print(f"wrote {len(recs)} seed records to {write_seed(recs, args.out)}")
 
 
@@ -95,6 +96,8 @@ def add_critic_commands(sub, config_args: Callable, load: Callable) -> None:
     p.add_argument("--pairs", type=int, default=None, help="default: critic_train.seed_pairs")
     p.add_argument("--noise", type=float, default=None, help="label noise; default: critic_train.seed_noise")
     p.add_argument("--pointwise", type=int, default=0, help="also this many pointwise records")
+    p.add_argument("--tie-margin", type=float, default=None,
+                   help="oracle scores closer than this are a tie (default: dualipo.toy.seed_labels.TIE_MARGIN)")
     p.add_argument("--dimensions", nargs="+", default=list(SEED_DIMENSIONS), choices=DIMENSIONS)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_wrap(cmd_seed, load))

@@ -17,7 +17,8 @@ def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_
                    batch_size: int = 16, progress: bool = False) -> dict:
     """Both presentation orders, K votes each, batched. Accuracy = majority verdict == label.
 
-    Also: `accuracy_ab` / `accuracy_ba` (single-order majorities), `tie_rate` (share of tie verdicts),
+    Also: `accuracy_decisive` (on pairs labelled A or B), `majority_baseline` (accuracy of always answering the
+    most common label), `accuracy_ab` / `accuracy_ba` (single-order majorities), `tie_rate` (share of tie verdicts),
     `undecided_rate` (no majority), `abstention_rate` (share of unparseable samples), `position_bias`
     (share of pairs whose A/B-order and B/A-order majorities name the same letter, among pairs where both
     name a letter) and `per_dimension` accuracy.
@@ -47,6 +48,8 @@ def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_
     return {
         "n": len(pairs), "num_votes": num_votes, "chain_of_thought": chain_of_thought,
         "accuracy": float(np.mean(hits)),
+        "accuracy_decisive": float(np.mean([h for h, r in zip(hits, pairs) if r.label != "tie"] or [0.0])),
+        "majority_baseline": float(max(np.mean([r.label == v for r in pairs]) for v in ("A", "B", "tie"))),
         "accuracy_ab": float(np.mean(order_hits["AB"])), "accuracy_ba": float(np.mean(order_hits["BA"])),
         "tie_rate": float(np.mean([v == "tie" for v in verdicts])),
         "undecided_rate": float(np.mean([v is None for v in verdicts])),

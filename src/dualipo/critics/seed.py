@@ -120,17 +120,20 @@ def read_pool(directory: Path) -> dict[str, list[str]]:
 
 
 def oracle_seed_set(dirs: list[str | Path], n_pairs: int, dimensions: tuple[str, ...], noise: float,
-                    seed: int = 0, pointwise: int = 0, focus: float = 0.8) -> list[SeedRecord]:
+                    seed: int = 0, pointwise: int = 0, focus: float = 0.8,
+                    tie_margin: float | None = None) -> list[SeedRecord]:
     """Pairs formed within a prompt from the video directories, labelled by the oracle with label noise.
 
-    With probability `focus` a pair is asked about a dimension on which its two videos differ (as an annotator
-    is asked about the defect they see); otherwise about a uniformly drawn one (often a tie).
+    With probability `focus` a pair is asked about a dimension on which its two videos differ by more than
+    `tie_margin` (as an annotator is asked about the defect they see); otherwise about a uniformly drawn one
+    (often a tie). Oracle scores closer than `tie_margin` are a tie: an annotator does not tell them apart.
 
     Records keep the oracle's noise-free verdict in `clean_label` (for held-out evaluation).
     """
-    from dualipo.toy.seed_labels import label_pair, label_single
+    from dualipo.toy.seed_labels import TIE_MARGIN, label_pair, label_single
     from dualipo.video import read_video
 
+    tie_margin = TIE_MARGIN if tie_margin is None else tie_margin
     pool: dict[str, list[str]] = {}
     for d in dirs:
         for p, vids in read_pool(Path(d)).items():
@@ -146,8 +149,8 @@ def oracle_seed_set(dirs: list[str | Path], n_pairs: int, dimensions: tuple[str,
         prompt = prompts[int(rng.integers(len(prompts)))]
         a, b = rng.choice(len(pool[prompt]), 2, replace=False)
         va, vb = pool[prompt][a], pool[prompt][b]
-        dim = _pick_dimension(prompt, video(va), video(vb), dimensions, rng, focus)
-        lab = label_pair(prompt, video(va), video(vb), dim, rng, noise)
+        dim = _pick_dimension(prompt, video(va), video(vb), dimensions, rng, focus, tie_margin)
+        lab = label_pair(prompt, video(va), video(vb), dim, rng, noise, tie_margin)
         out.append(SeedRecord(prompt, (va, vb), dim, lab.label, _short(lab.reason, prompt),
                               {"clean_label": lab.clean_label, "scores": list(lab.scores)}))
     for _ in range(pointwise):
@@ -160,7 +163,7 @@ def oracle_seed_set(dirs: list[str | Path], n_pairs: int, dimensions: tuple[str,
     return out
 
 
-def _pick_dimension(prompt, a, b, dimensions, rng, focus: float, margin: float = 0.05) -> str:
+def _pick_dimension(prompt, a, b, dimensions, rng, focus: float, margin: float) -> str:
     from dualipo.toy.oracle import score
 
     if rng.random() < focus:

@@ -16,6 +16,7 @@ from dualipo.video import Video
 
 PAIR_LABELS = ("A", "B", "tie")
 POINT_LABELS = ("Good", "Normal", "Bad")
+TIE_MARGIN = 0.15  # oracle scores closer than this are a tie: an annotator does not tell them apart
 MAX_LISTED = 3  # objects named in a description before it says "and more"
 
 
@@ -60,7 +61,7 @@ def _noisy(clean: str, options: tuple[str, ...], rng: np.random.Generator, noise
 
 
 def label_pair(prompt: str, a: Video, b: Video, dimension: str, rng: np.random.Generator,
-               noise_rate: float = 0.1, tie_margin: float = 0.05) -> OracleLabel:
+               noise_rate: float = 0.1, tie_margin: float = TIE_MARGIN) -> OracleLabel:
     """Pairwise label on `dimension` ('overall', 'alignment', 'motion', ...)."""
     sa, sb = score(prompt, a), score(prompt, b)
     va, vb = sa.get(dimension), sb.get(dimension)
