@@ -104,7 +104,7 @@ class GeneratorConfig(_Section):
 @dataclass(frozen=True)
 class PretrainConfig(_Section):
     """`dualipo pretrain`: VAE, then transformer, from scratch on rendered shapes-world videos."""
-    num_videos: int = opt(3000, ge=1, doc="rendered training videos (prompts from the world's train pool)")
+    num_videos: int = opt(6000, ge=1, doc="rendered training videos (prompts from the world's train pool)")
     vae_from: str = opt("", doc="start from the VAE of this pipeline directory ('shipped' = the small generator); "
                         "with vae_steps=0 it is used as is and only the transformer trains")
     vae_steps: int = opt(1800, ge=0)
@@ -113,7 +113,7 @@ class PretrainConfig(_Section):
     vae_crop: int = opt(32, ge=0, doc="random square crop for VAE training (0 = full frame); the VAE is conv")
     vae_fg_weight: float = opt(5.0, ge=1, doc="loss weight on pixels that differ from the background")
     vae_kl_weight: float = opt(3e-4, ge=0)
-    steps: int = opt(3000, ge=0, doc="transformer steps")
+    steps: int = opt(6000, ge=0, doc="transformer steps")
     lr: float = opt(7e-4, gt=0)
     batch_size: int = opt(32, ge=1)
     warmup_steps: int = opt(200, ge=0)
