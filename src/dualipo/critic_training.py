@@ -90,15 +90,16 @@ def _apply_lora(model, cfg: RunConfig):
     return get_peft_model(model, lc)
 
 
-def caption_examples(dirs: list[str | Path]) -> list[Example]:
-    """Captioning pretraining data: every video of the `prompts.jsonl` directories with its true description
-    (what the shapes-world oracle sees, the form the seed rationales use); no prompt, no preference labels."""
+def caption_examples(dirs: list[str | Path], limit: int | None = None) -> list[Example]:
+    """Captioning pretraining data: every video (or the first `limit`) of the `prompts.jsonl` directories with
+    its true description (what the shapes-world oracle sees, the form the seed rationales use); no prompt, no
+    preference labels."""
     from dualipo.critics.seed import read_pool
     from dualipo.toy.oracle import score
     from dualipo.toy.seed_labels import describe
     from dualipo.video import read_video
 
-    items = [(p, v) for d in dirs for p, vids in read_pool(Path(d)).items() for v in vids]
+    items = [(p, v) for d in dirs for p, vids in read_pool(Path(d)).items() for v in vids][:limit]
     return [Example(prompts.caption_prompt(), (v,), prompts.caption_target(describe(score(p, read_video(v)))))
             for p, v in tqdm(items, desc="describing videos", unit="video")]
 
@@ -180,6 +181,6 @@ def caption_pretrain(cfg: RunConfig, dirs: list[str | Path], out: str | Path,
 
     ct = cfg.critic_train
     examples = caption_examples(dirs)
-    heldout = caption_examples(heldout_dirs)[:ct.eval_pairs] if heldout_dirs and ct.eval_pairs else []
+    heldout = caption_examples(heldout_dirs, ct.eval_pairs) if heldout_dirs and ct.eval_pairs else []
     evaluate = (lambda critic: evaluate_captions(critic, heldout)) if heldout else None
     return _train_sft(cfg, examples, Path(out), evaluate, resume, "critic captioning")

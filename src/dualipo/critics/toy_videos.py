@@ -4,13 +4,13 @@ the `prompts.jsonl` layout of `dualipo world sample` (several videos per prompt,
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from dualipo.config import WorldConfig
+from dualipo.jsonl import write_jsonl
 from dualipo.toy.corrupt import add_flicker, applicable, corrupt_scene, noise_video
 from dualipo.toy.world import parse_prompt, prompt_pools, render
 from dualipo.video import write_video
@@ -47,9 +47,7 @@ def write_variants(cfg: WorldConfig, out: str | Path, n_prompts: int, per_prompt
             rel = f"videos/{i:04d}_{j}.mp4"
             write_video(out / rel, video)
             recs.append({"id": f"{i:04d}_{j}", "prompt": prompt, "seed": vs, "path": rel, "variant": detail})
-    jsonl = out / "prompts.jsonl"
-    jsonl.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    return jsonl
+    return write_jsonl(out / "prompts.jsonl", recs)
 
 
 def write_generator_samples(cfg, out: str | Path, n_prompts: int, per_prompt: int = 4, split: str = "train",
@@ -70,6 +68,4 @@ def write_generator_samples(cfg, out: str | Path, n_prompts: int, per_prompt: in
         rel = f"videos/{i // per_prompt:04d}_{i % per_prompt}.mp4"
         write_video(out / rel, v)
         recs.append({"id": Path(rel).stem, "prompt": p, "seed": s, "path": rel, "variant": "generator"})
-    jsonl = out / "prompts.jsonl"
-    jsonl.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    return jsonl
+    return write_jsonl(out / "prompts.jsonl", recs)

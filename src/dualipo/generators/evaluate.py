@@ -28,10 +28,10 @@ def evaluate_generator(gen, cfg: RunConfig, num_prompts: int, seeds: tuple[int, 
 def write_samples(cfg: RunConfig, out, prompts: list[str], seeds: list[int]) -> "Path":
     """Sample every prompt with every seed; write mp4 + PNG strip per video and samples.jsonl (with oracle
     scores when the prompt is in the shapes-world grammar)."""
-    import json
     from pathlib import Path
 
     from dualipo.generators import build_generator
+    from dualipo.jsonl import write_jsonl
     from dualipo.video import write_png_strip, write_video
 
     out = Path(out)
@@ -52,6 +52,4 @@ def write_samples(cfg: RunConfig, out, prompts: list[str], seeds: list[int]) -> 
         except ValueError:  # not a shapes-world prompt: nothing to score
             oracle = None
         rows.append({"file": f"{name}.mp4", "prompt": prompt, "seed": seed, "oracle": oracle})
-    path = out / "samples.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return write_jsonl(out / "samples.jsonl", rows)

@@ -229,7 +229,7 @@ def _describe_frame(blobs: list[Blob]) -> list[str]:
 
 
 def _layout(blobs: list[Blob]) -> str | None:
-    """'red circle to the left of blue square' / '... above ...' for exactly two objects (dominant axis)."""
+    """'red circle to the left of a blue square' / '... above ...' for exactly two objects (dominant axis)."""
     if len(blobs) != 2:
         return None
     a, b = blobs
