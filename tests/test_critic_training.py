@@ -6,7 +6,7 @@ import pytest
 
 from dualipo.cli import main
 from dualipo.config import build_config
-from dualipo.critic_training import batch_indices, cold_start, learning_rate, sft_examples
+from dualipo.critic_training import batch_indices, cold_start, learning_rate, mixed_batch, sft_examples
 from dualipo.checkpoint import latest_checkpoint
 from dualipo.critics.seed import load_seed
 
@@ -35,6 +35,14 @@ def test_schedule_and_data_order_are_pure():
     assert learning_rate(0, 1.0, 2, 10) == 0.5 and abs(learning_rate(10, 1.0, 2, 10) - 0.1) < 1e-9
 
 
+def test_mixed_batch_takes_its_share_from_aux():
+    main_, aux = list("abcdef"), ["x", "y"]
+    b = mixed_batch(0, main_, aux, 0.25, 8, 0)  # round(0.25 * 8) = 2 captioning items, 6 seed items
+    assert sorted(b[:6]) == main_ and sorted(b[6:]) == aux
+    assert mixed_batch(5, main_, aux, 0.25, 8, 0) == mixed_batch(5, main_, aux, 0.25, 8, 0)
+    assert mixed_batch(1, main_, [], 0.5, 4, 0) == [main_[i] for i in batch_indices(1, 6, 4, 0)]
+
+
 def test_resume_equals_uninterrupted(seed_file, tmp_path):
     over = ["critic_train.num_steps=4", "critic_train.checkpoint_every=2", "critic_train.eval_pairs=0"]
     full = cold_start(build_config("tiny", overrides=over), seed_file, tmp_path / "full")
@@ -60,7 +68,7 @@ def test_lora_cold_start_and_cli_eval(seed_file, tmp_path, capsys):
     assert res["n"] == 2 and 0 <= res["position_bias"] <= 1 and "per_dimension" in res
 
 
-def test_caption_pretraining_cli_then_cold_start_from_it(seed_file, tmp_path):
+def test_caption_pretraining_cli_then_cold_start_from_it(seed_file, tmp_path, capsys):
     from dualipo.critic_training import caption_examples
     from dualipo.critics.evaluate import parse_description
 
@@ -76,8 +84,15 @@ def test_caption_pretraining_cli_then_cold_start_from_it(seed_file, tmp_path):
     assert {"exact", "malformed", "objects_accuracy", "motion_accuracy", "steadiness_accuracy"} <= set(rows[-1])
     assert rows[-1]["n"] == 2  # the tiny preset evaluates critic_train.eval_pairs videos
     cold = tmp_path / "cold"
-    assert main(["critic", "cold-start", "--preset", "tiny", "--seed-file", str(seed_file), "--out", str(cold),
-                 f"critic.path={out / 'final'}", "critic_train.num_steps=1", "critic_train.eval_pairs=0"]) == 0
+    args = ["critic", "cold-start", "--preset", "tiny", "--seed-file", str(seed_file), "--caption-videos",
+            str(videos), "--out", str(cold), f"critic.path={out / 'final'}", "critic_train.num_steps=1",
+            "critic_train.eval_pairs=0"]
+    assert main(args) == 2  # captioning videos without a share of the batch for them
+    assert "critic_train.caption_mix > 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # an override swallowed by the directory list is named, not read as a path
+        main([*args[:8], "critic_train.caption_mix=0.5", *args[8:]])
+    assert "put KEY=VALUE overrides" in capsys.readouterr().err
+    assert main([*args, "critic_train.caption_mix=0.5"]) == 0
     assert (cold / "final" / "model.safetensors").is_file()
 
 

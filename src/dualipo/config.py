@@ -229,6 +229,8 @@ class CriticTrainConfig(_Section):
     batch_size: int = opt(16, ge=1)
     both_orders: bool = opt(True, doc="train every pair in both presentation orders (position-bias control)")
     no_cot_fraction: float = opt(0.25, ge=0, le=1, doc="share of examples in the answer-only format")
+    caption_mix: float = opt(0.0, ge=0, le=0.9, doc="share of each cold-start batch drawn from captioning "
+                             "examples (`--caption-videos`), against memorising the seed set")
     checkpoint_every: int = opt(150, ge=1)
     eval_every: int = opt(150, ge=1)
     eval_pairs: int = opt(100, ge=0, doc="held-out pairs (videos when captioning) evaluated greedily at each "

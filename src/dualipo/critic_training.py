@@ -81,6 +81,13 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
     return out
 
 
+def mixed_batch(step: int, main: list, aux: list, share: float, batch_size: int, seed: int) -> list:
+    """Batch `step` with round(share * batch_size) items from `aux` (each list in its own pure epoch order)."""
+    n_aux = round(share * batch_size) if aux else 0
+    picked = [main[i] for i in batch_indices(step, len(main), batch_size - n_aux, seed)]
+    return picked + ([aux[i] for i in batch_indices(step, len(aux), n_aux, seed + 1)] if n_aux else [])
+
+
 def _apply_lora(model, cfg: RunConfig):
     from peft import LoraConfig, get_peft_model
 
@@ -104,9 +111,11 @@ def caption_examples(dirs: list[str | Path], limit: int | None = None) -> list[E
             for p, v in tqdm(items, desc="describing videos", unit="video")]
 
 
-def _train_sft(cfg: RunConfig, examples: list[Example], out: Path, evaluate, resume: bool, desc: str) -> Path:
+def _train_sft(cfg: RunConfig, examples: list[Example], out: Path, evaluate, resume: bool, desc: str,
+               aux: list[Example] | None = None, aux_share: float = 0.0) -> Path:
     """The explicit SFT loop shared by captioning pretraining and the cold start: AdamW, warm-up + cosine,
-    clipping, checkpoints with exact resume, `evaluate(critic) -> dict` rows in OUT/metrics.jsonl."""
+    clipping, checkpoints with exact resume, `evaluate(critic) -> dict` rows in OUT/metrics.jsonl. With `aux`,
+    `aux_share` of every batch comes from it (`mixed_batch`)."""
     from dualipo.critics.qwen_vl import QwenVLCritic, load_model, save_model
 
     ct = cfg.critic_train
@@ -134,7 +143,7 @@ def _train_sft(cfg: RunConfig, examples: list[Example], out: Path, evaluate, res
         lr = learning_rate(step, ct.learning_rate, ct.warmup_steps, ct.num_steps)
         for g in optim.param_groups:
             g["lr"] = lr
-        batch = [examples[i] for i in batch_indices(step, len(examples), ct.batch_size, ct.seed)]
+        batch = mixed_batch(step, examples, aux or [], aux_share, ct.batch_size, ct.seed)
         loss = sft_loss(critic, batch)
         optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -159,18 +168,23 @@ def _train_sft(cfg: RunConfig, examples: list[Example], out: Path, evaluate, res
 
 
 def cold_start(cfg: RunConfig, seed_path: str | Path, out: str | Path, heldout_path: str | Path | None = None,
-               resume: bool = True) -> Path:
-    """Fine-tune the critic on a seed set; writes `out/ckpt/`, `out/metrics.jsonl` and `out/final/`."""
+               resume: bool = True, caption_dirs: list[str | Path] | None = None) -> Path:
+    """Fine-tune the critic on a seed set; writes `out/ckpt/`, `out/metrics.jsonl` and `out/final/`. With
+    `caption_dirs` (shapes world), `critic_train.caption_mix` of every batch is captioning examples of them."""
     from dualipo.critics.evaluate import evaluate_pairs
     from dualipo.critics.seed import load_seed
 
     ct = cfg.critic_train
+    if bool(caption_dirs) != (ct.caption_mix > 0):
+        raise ValueError("captioning examples in the cold start need both --caption-videos and "
+                         f"critic_train.caption_mix > 0 (got {caption_dirs or 'no videos'}, {ct.caption_mix})")
     records = load_seed(seed_path)
     heldout = load_seed(heldout_path)[:ct.eval_pairs] if heldout_path and ct.eval_pairs else []
     examples = sft_examples(records, ct.both_orders, ct.no_cot_fraction, ct.seed)
     evaluate = (lambda critic: evaluate_pairs(critic, heldout, num_votes=1, chain_of_thought=True)) if heldout \
         else None
-    return _train_sft(cfg, examples, Path(out), evaluate, resume, "critic cold start")
+    aux = caption_examples(caption_dirs) if caption_dirs else None
+    return _train_sft(cfg, examples, Path(out), evaluate, resume, "critic cold start", aux, ct.caption_mix)
 
 
 def caption_pretrain(cfg: RunConfig, dirs: list[str | Path], out: str | Path,

@@ -41,7 +41,8 @@ def cmd_import(cfg: RunConfig, args: argparse.Namespace) -> None:
 def cmd_cold_start(cfg: RunConfig, args: argparse.Namespace) -> None:
     from dualipo.critic_training import cold_start
 
-    final = cold_start(cfg, args.seed_file, args.out, args.heldout, resume=not args.no_resume)
+    final = cold_start(cfg, args.seed_file, args.out, args.heldout, resume=not args.no_resume,
+                       caption_dirs=args.caption_videos)
     print(f"cold-started critic written to {final} (use critic.path={final})")
 
 
@@ -70,6 +71,14 @@ def cmd_eval(cfg: RunConfig, args: argparse.Namespace) -> None:
     print(json.dumps(res, indent=2))
 
 
+def video_dir(value: str) -> str:
+    """argparse type of the video-directory lists: a clear error when a KEY=VALUE override lands in one."""
+    if not Path(value).is_dir():
+        hint = " (put KEY=VALUE overrides before the list options or after --out)" if "=" in value else ""
+        raise argparse.ArgumentTypeError(f"not a directory: {value}{hint}")
+    return value
+
+
 def _wrap(fn: Callable, load: Callable) -> Callable:
     return lambda args: fn(load(args), args)
 
@@ -91,7 +100,7 @@ def add_critic_commands(sub, config_args: Callable, load: Callable) -> None:
 
     p = cs.add_parser("seed", help="oracle-labelled seed set (JSONL) from prompts.jsonl video directories")
     config_args(p)
-    p.add_argument("--videos", nargs="+", required=True, help="directories with prompts.jsonl + videos")
+    p.add_argument("--videos", nargs="+", type=video_dir, required=True, help="directories with prompts.jsonl + videos")
     p.add_argument("--out", required=True, help="seed JSONL to write")
     p.add_argument("--pairs", type=int, default=None, help="default: critic_train.seed_pairs")
     p.add_argument("--noise", type=float, default=None, help="label noise; default: critic_train.seed_noise")
@@ -112,6 +121,8 @@ def add_critic_commands(sub, config_args: Callable, load: Callable) -> None:
     config_args(p)
     p.add_argument("--seed-file", required=True)
     p.add_argument("--heldout", default=None, help="labelled pairs evaluated every critic_train.eval_every steps")
+    p.add_argument("--caption-videos", nargs="+", type=video_dir, default=None, help="shapes-world video directories whose "
+                   "captioning examples make up critic_train.caption_mix of every batch")
     p.add_argument("--out", required=True)
     p.add_argument("--no-resume", action="store_true")
     p.set_defaults(func=_wrap(cmd_cold_start, load))
@@ -119,8 +130,8 @@ def add_critic_commands(sub, config_args: Callable, load: Callable) -> None:
     p = cs.add_parser("caption", help="captioning pretraining: describe videos (true descriptions from the "
                       "shapes-world oracle, no preference labels) before the cold start (resumes from OUT/ckpt)")
     config_args(p)
-    p.add_argument("--videos", nargs="+", required=True, help="directories with prompts.jsonl + videos")
-    p.add_argument("--heldout", nargs="+", default=None, help="directories of held-out videos evaluated every "
+    p.add_argument("--videos", nargs="+", type=video_dir, required=True, help="directories with prompts.jsonl + videos")
+    p.add_argument("--heldout", nargs="+", type=video_dir, default=None, help="directories of held-out videos evaluated every "
                    "critic_train.eval_every steps (first critic_train.eval_pairs videos)")
     p.add_argument("--out", required=True)
     p.add_argument("--no-resume", action="store_true")
