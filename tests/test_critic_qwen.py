@@ -95,7 +95,7 @@ def test_oracle_backend(cfg, videos):
 def test_shipped_small_critic_answers_in_format(videos):
     cfg = build_config("small", overrides=["critic.max_new_tokens=48"])
     critic = build_critic(cfg)  # critic.path=shipped: the package's cold-started weights
-    assert critic.model.config.vision_config.temporal_patch_size == 8
+    assert critic.model.config.vision_config.temporal_patch_size == 2
     j = critic.judge_many([(PROMPT, videos[0], videos[1], "alignment")], num_votes=1)[0]
     assert len(j.samples) == 2 and j.abstentions == 0  # trained: both answers end in `Answer: X`
     assert all(s.text.startswith("Video A shows") for s in j.samples)
