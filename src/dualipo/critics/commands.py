@@ -121,8 +121,8 @@ def add_critic_commands(sub, config_args: Callable, load: Callable) -> None:
     config_args(p)
     p.add_argument("--seed-file", required=True)
     p.add_argument("--heldout", default=None, help="labelled pairs evaluated every critic_train.eval_every steps")
-    p.add_argument("--caption-videos", nargs="+", type=video_dir, default=None, help="shapes-world video directories whose "
-                   "captioning examples make up critic_train.caption_mix of every batch")
+    p.add_argument("--caption-videos", nargs="+", type=video_dir, default=None, help="shapes-world video "
+                   "directories whose captioning examples make up critic_train.caption_mix of every batch")
     p.add_argument("--out", required=True)
     p.add_argument("--no-resume", action="store_true")
     p.set_defaults(func=_wrap(cmd_cold_start, load))
@@ -131,8 +131,8 @@ def add_critic_commands(sub, config_args: Callable, load: Callable) -> None:
                       "shapes-world oracle, no preference labels) before the cold start (resumes from OUT/ckpt)")
     config_args(p)
     p.add_argument("--videos", nargs="+", type=video_dir, required=True, help="directories with prompts.jsonl + videos")
-    p.add_argument("--heldout", nargs="+", type=video_dir, default=None, help="directories of held-out videos evaluated every "
-                   "critic_train.eval_every steps (first critic_train.eval_pairs videos)")
+    p.add_argument("--heldout", nargs="+", type=video_dir, default=None, help="directories of held-out videos "
+                   "evaluated every critic_train.eval_every steps (first critic_train.eval_pairs videos)")
     p.add_argument("--out", required=True)
     p.add_argument("--no-resume", action="store_true")
     p.set_defaults(func=_wrap(cmd_caption, load))
