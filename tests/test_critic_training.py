@@ -76,12 +76,6 @@ def test_caption_pretraining_cli_then_cold_start_from_it(seed_file, tmp_path, ca
     ex = caption_examples([videos])
     assert len(ex) == 6 and all(len(e.videos) == 1 and "Prompt:" not in e.text for e in ex)
     assert all(parse_description(e.target) is not None for e in ex)
-    paired = caption_examples([videos], pairs=True)  # 2 prompts x 3 videos: 2 consecutive pairs each, both orders
-    assert paired[:6] == ex and len(paired) == 6 + 2 * 2 * 2
-    first, swapped = paired[6], paired[7]
-    assert first.videos == (ex[0].videos[0], ex[1].videos[0]) and swapped.videos == first.videos[::-1]
-    desc = [e.target.removeprefix("The video shows ") for e in ex[:2]]  # "<description>."
-    assert first.target == f"Video A shows {desc[0]} Video B shows {desc[1]}" and "Prompt:" not in first.text
     out = tmp_path / "caption"
     assert main(["critic", "caption", "--preset", "tiny", "--videos", str(videos), "--heldout", str(videos),
                  "--out", str(out), "critic_train.num_steps=2"]) == 0
@@ -98,7 +92,7 @@ def test_caption_pretraining_cli_then_cold_start_from_it(seed_file, tmp_path, ca
     with pytest.raises(SystemExit):  # an override swallowed by the directory list is named, not read as a path
         main([*args[:8], "critic_train.caption_mix=0.5", *args[8:]])
     assert "put KEY=VALUE overrides" in capsys.readouterr().err
-    assert main([*args, "critic_train.caption_mix=0.5", "critic_train.caption_pairs=true"]) == 0
+    assert main([*args, "critic_train.caption_mix=0.5"]) == 0
     assert (cold / "final" / "model.safetensors").is_file()
 
 

@@ -231,8 +231,6 @@ class CriticTrainConfig(_Section):
     no_cot_fraction: float = opt(0.25, ge=0, le=1, doc="share of examples in the answer-only format")
     caption_mix: float = opt(0.0, ge=0, le=0.9, doc="share of each cold-start batch drawn from captioning "
                              "examples (`--caption-videos`), against memorising the seed set")
-    caption_pairs: bool = opt(False, doc="those examples also caption two videos of one prompt at once (Video A "
-                              "/ Video B, no prompt text), against copying the prompt into both descriptions")
     checkpoint_every: int = opt(150, ge=1)
     eval_every: int = opt(150, ge=1)
     eval_pairs: int = opt(100, ge=0, doc="held-out pairs (videos when captioning) evaluated greedily at each "

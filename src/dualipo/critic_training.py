@@ -97,24 +97,18 @@ def _apply_lora(model, cfg: RunConfig):
     return get_peft_model(model, lc)
 
 
-def caption_examples(dirs: list[str | Path], limit: int | None = None, pairs: bool = False) -> list[Example]:
+def caption_examples(dirs: list[str | Path], limit: int | None = None) -> list[Example]:
     """Captioning pretraining data: every video (or the first `limit`) of the `prompts.jsonl` directories with
     its true description (what the shapes-world oracle sees, the form the seed rationales use); no prompt, no
-    preference labels. With `pairs`, also consecutive videos of one prompt captioned together as Video A /
-    Video B (in both orders), the pair layout the critic judges in, without the prompt to copy from."""
+    preference labels."""
     from dualipo.critics.seed import read_pool
     from dualipo.toy.oracle import score
     from dualipo.toy.seed_labels import describe
     from dualipo.video import read_video
 
     items = [(p, v) for d in dirs for p, vids in read_pool(Path(d)).items() for v in vids][:limit]
-    desc = [describe(score(p, read_video(v))) for p, v in tqdm(items, desc="describing videos", unit="video")]
-    out = [Example(prompts.caption_prompt(), (v,), prompts.caption_target(d)) for (_, v), d in zip(items, desc)]
-    if pairs:
-        same = [(i, i + 1) for i in range(len(items) - 1) if items[i][0] == items[i + 1][0]]
-        out += [Example(prompts.pair_caption_prompt(), (items[a][1], items[b][1]),
-                        prompts.pair_caption_target(desc[a], desc[b])) for i, j in same for a, b in ((i, j), (j, i))]
-    return out
+    return [Example(prompts.caption_prompt(), (v,), prompts.caption_target(describe(score(p, read_video(v)))))
+            for p, v in tqdm(items, desc="describing videos", unit="video")]
 
 
 def _train_sft(cfg: RunConfig, examples: list[Example], out: Path, evaluate, resume: bool, desc: str,
@@ -189,7 +183,7 @@ def cold_start(cfg: RunConfig, seed_path: str | Path, out: str | Path, heldout_p
     examples = sft_examples(records, ct.both_orders, ct.no_cot_fraction, ct.seed)
     evaluate = (lambda critic: evaluate_pairs(critic, heldout, num_votes=1, chain_of_thought=True)) if heldout \
         else None
-    aux = caption_examples(caption_dirs, pairs=ct.caption_pairs) if caption_dirs else None
+    aux = caption_examples(caption_dirs) if caption_dirs else None
     return _train_sft(cfg, examples, Path(out), evaluate, resume, "critic cold start", aux, ct.caption_mix)
 
 

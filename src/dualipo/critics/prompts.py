@@ -73,15 +73,6 @@ def caption_target(description: str) -> str:
     return f"The video shows {description}."
 
 
-def pair_caption_prompt() -> str:
-    """Captioning two videos of one prompt at once, without the prompt: each description from its own video."""
-    return chat(f"Video A: {VIDEO_SLOT}\nVideo B: {VIDEO_SLOT}\nDescribe both videos.")
-
-
-def pair_caption_target(description_a: str, description_b: str) -> str:
-    return f"Video A shows {description_a}. Video B shows {description_b}."
-
-
 def target_text(reason: str, verdict: str, chain_of_thought: bool = True) -> str:
     """The assistant answer the critic is trained to produce: rationale, then the final verdict line."""
     answer = f"Answer: {verdict}"
