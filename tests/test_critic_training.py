@@ -1,6 +1,7 @@
 """Cold start on a tiny critic: loss goes down, checkpoint + resume equals an uninterrupted run, CLI."""
 
 import json
+import os
 
 import pytest
 
@@ -83,6 +84,13 @@ def test_caption_pretraining_cli_then_cold_start_from_it(seed_file, tmp_path, ca
     assert [r["step"] for r in rows] == [1, 2]
     assert {"exact", "malformed", "objects_accuracy", "motion_accuracy", "steadiness_accuracy"} <= set(rows[-1])
     assert rows[-1]["n"] == 2  # the tiny preset evaluates critic_train.eval_pairs videos
+    cache = out / "caption_examples.jsonl"  # descriptions kept for a resume
+    lines = cache.read_text().splitlines()
+    assert caption_examples([videos], cache=cache) == ex
+    cache.write_text("".join(x.replace("The video shows", "CACHED") + "\n" for x in lines))
+    assert all(e.target.startswith("CACHED") for e in caption_examples([videos], cache=cache))
+    os.utime(ex[0].videos[0], ns=(0, 0))  # a changed video invalidates the cache
+    assert caption_examples([videos], cache=cache) == ex and "CACHED" not in cache.read_text()
     cold = tmp_path / "cold"
     args = ["critic", "cold-start", "--preset", "tiny", "--seed-file", str(seed_file), "--caption-videos",
             str(videos), "--out", str(cold), f"critic.path={out / 'final'}", "critic_train.num_steps=1",

@@ -97,18 +97,29 @@ def _apply_lora(model, cfg: RunConfig):
     return get_peft_model(model, lc)
 
 
-def caption_examples(dirs: list[str | Path], limit: int | None = None) -> list[Example]:
+def caption_examples(dirs: list[str | Path], limit: int | None = None,
+                     cache: Path | None = None) -> list[Example]:
     """Captioning pretraining data: every video (or the first `limit`) of the `prompts.jsonl` directories with
     its true description (what the shapes-world oracle sees, the form the seed rationales use); no prompt, no
-    preference labels."""
+    preference labels. With `cache` (a JSONL in the run directory), a resumed run reuses the descriptions of
+    unchanged videos (same paths, sizes and modification times) instead of describing them again."""
     from dualipo.critics.seed import read_pool
+    from dualipo.jsonl import read_jsonl, write_jsonl
     from dualipo.toy.oracle import score
     from dualipo.toy.seed_labels import describe
     from dualipo.video import read_video
 
     items = [(p, v) for d in dirs for p, vids in read_pool(Path(d)).items() for v in vids][:limit]
-    return [Example(prompts.caption_prompt(), (v,), prompts.caption_target(describe(score(p, read_video(v)))))
-            for p, v in tqdm(items, desc="describing videos", unit="video")]
+    stamps = [[str(v), Path(v).stat().st_size, Path(v).stat().st_mtime_ns] for _, v in items]
+    if cache is not None and cache.is_file():
+        rows = [r for _, r in read_jsonl(cache, "caption cache")]
+        if [r["stamp"] for r in rows] == stamps:
+            return [Example(prompts.caption_prompt(), (v,), r["target"]) for (_, v), r in zip(items, rows)]
+    out = [Example(prompts.caption_prompt(), (v,), prompts.caption_target(describe(score(p, read_video(v)))))
+           for p, v in tqdm(items, desc="describing videos", unit="video")]
+    if cache is not None:
+        write_jsonl(cache, ({"stamp": st, "target": e.target} for st, e in zip(stamps, out)))
+    return out
 
 
 def _train_sft(cfg: RunConfig, examples: list[Example], out: Path, evaluate, resume: bool, desc: str,
@@ -183,7 +194,7 @@ def cold_start(cfg: RunConfig, seed_path: str | Path, out: str | Path, heldout_p
     examples = sft_examples(records, ct.both_orders, ct.no_cot_fraction, ct.seed)
     evaluate = (lambda critic: evaluate_pairs(critic, heldout, num_votes=1, chain_of_thought=True)) if heldout \
         else None
-    aux = caption_examples(caption_dirs) if caption_dirs else None
+    aux = caption_examples(caption_dirs, cache=Path(out) / "caption_examples.jsonl") if caption_dirs else None
     return _train_sft(cfg, examples, Path(out), evaluate, resume, "critic cold start", aux, ct.caption_mix)
 
 
@@ -194,7 +205,7 @@ def caption_pretrain(cfg: RunConfig, dirs: list[str | Path], out: str | Path,
     from dualipo.critics.evaluate import evaluate_captions
 
     ct = cfg.critic_train
-    examples = caption_examples(dirs)
+    examples = caption_examples(dirs, cache=Path(out) / "caption_examples.jsonl")
     heldout = caption_examples(heldout_dirs, ct.eval_pairs) if heldout_dirs and ct.eval_pairs else []
     evaluate = (lambda critic: evaluate_captions(critic, heldout)) if heldout else None
     return _train_sft(cfg, examples, Path(out), evaluate, resume, "critic captioning")
