@@ -2,7 +2,7 @@
 # Reproduce the shipped shapes-world critic (src/dualipo/assets/critic_small) from scratch on a CPU:
 # videos -> oracle seed set -> captioning pretraining -> cold start -> held-out evaluation.
 #     scripts/critic_small.sh [WORKDIR]        (default: runs/critic_small_repro; resumes where it stopped)
-# About 1 h 30 min on a 2-core CPU (captioning 35 min, cold start 30 min). Weights: WORKDIR/cold/final/
+# Estimated 1 h 30 min on a 2-core CPU (captioning ~30 min, cold start ~30 min). Weights: WORKDIR/cold/final/
 set -euo pipefail
 W=${1:-runs/critic_small_repro}
 D=${DUALIPO:-dualipo}

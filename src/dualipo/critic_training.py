@@ -110,7 +110,8 @@ def caption_examples(dirs: list[str | Path], limit: int | None = None,
     from dualipo.video import read_video
 
     items = [(p, v) for d in dirs for p, vids in read_pool(Path(d)).items() for v in vids][:limit]
-    stamps = [[str(v), Path(v).stat().st_size, Path(v).stat().st_mtime_ns] for _, v in items]
+    stats = [Path(v).stat() for _, v in items]
+    stamps = [[str(v), st.st_size, st.st_mtime_ns] for (_, v), st in zip(items, stats)]
     if cache is not None and cache.is_file():
         rows = [r for _, r in read_jsonl(cache, "caption cache")]
         if [r["stamp"] for r in rows] == stamps:
