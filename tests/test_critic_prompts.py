@@ -64,3 +64,11 @@ def test_target_and_swap():
     assert rationale_claim(reason) == "A" and rationale_agrees(reason, "A") and not rationale_agrees(reason, "B")
     assert rationale_claim("Both are equally good on motion.") == "tie"
     assert rationale_agrees("no claim here", "B") and not rationale_agrees("no claim", None)
+
+
+def test_two_step_rationale_start():
+    assert prompts.caption_description(" The video shows a red circle moving left.\n") == "a red circle moving left"
+    assert prompts.caption_description("a blue blob") == "a blue blob"  # free-form caption kept
+    assert prompts.caption_description(" . ") == "nothing recognisable"
+    assert prompts.described(["x", "y"]) == "Video A shows x. Video B shows y."
+    assert prompts.described(["x"]) == "The video shows x."

@@ -1,6 +1,7 @@
 """Tiny real Qwen2-VL / Qwen2.5-VL critics built from config: judging, voting in one generate call, I/O."""
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -56,6 +57,35 @@ def test_judge_votes_in_one_generate_call(critic, videos, cfg):
     assert j.prompt == PROMPT and j.dimension == "motion" and j.mode == "pairwise"
     assert j.abstentions + sum(j.votes.values()) == 2 * k  # a random model mostly abstains
     assert 0.0 <= j.certainty <= 1.0
+
+
+def test_two_step_judging_describes_each_video_without_the_prompt(cfg, videos):
+    """describe_first: one call describes every distinct video K times (caption prompt, no text prompt), one call
+    writes the verdicts; path j of both orders starts from the same j-th descriptions, in slot order."""
+    two_step = dataclasses.replace(cfg, judging=dataclasses.replace(cfg.judging, describe_first=True))
+    critic = build_critic(two_step)
+    k, calls = cfg.judging.num_votes, []
+    original = critic.generate
+
+    def recording(texts, vids, n, **kw):
+        calls.append((texts, n))
+        return original(texts, vids, n, **kw)
+
+    critic.generate = recording
+    try:
+        j = critic.judge(PROMPT, videos[0], videos[1], "motion")
+    finally:
+        critic.generate = original
+    (captions, k1), (verdicts, k2) = calls
+    assert (len(captions), k1) == (2, k) and all(PROMPT not in t and "Describe" in t for t in captions)
+    assert (len(verdicts), k2) == (2 * k, 1) and all(PROMPT in t for t in verdicts)
+    desc = [re.match(r"Video A shows (.*)\. Video B shows (.*)\.", s.text, re.S) for s in j.samples]
+    assert all(desc)
+    ab = [d.groups() for d, s in zip(desc, j.samples) if s.order == "AB"]
+    ba = [d.groups()[::-1] for d, s in zip(desc, j.samples) if s.order == "BA"]
+    assert len(ab) == k and ab == ba  # the same descriptions, swapped with the videos
+    no_cot = critic.judge_many([(PROMPT, videos[0], videos[1], "motion")], chain_of_thought=False)[0]
+    assert not any(s.text.startswith("Video A shows") for s in no_cot.samples)  # answer-only: one step
 
 
 def test_single_vote_no_cot_and_pointwise(critic, videos):

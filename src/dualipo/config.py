@@ -179,6 +179,8 @@ class JudgingConfig(_Section):
     num_votes: int = opt(8, ge=1, doc="K sampled reasoning paths per order; 1 = the single-vote ablation")
     both_orders: bool = opt(True, doc="judge (a, b) and (b, a) to cancel position bias")
     chain_of_thought: bool = opt(True, doc="False = answer-only ablation")
+    describe_first: bool = opt(False, doc="two-step judging (CoT only): describe each video without the prompt, "
+                               "then the rationale starts from those descriptions (against copying the prompt)")
     temperature: float = opt(0.8, ge=0)
     top_p: float = opt(1.0, gt=0, le=1)
     certainty: str = opt("vote", choices=("vote", "pce"))
@@ -231,6 +233,10 @@ class CriticTrainConfig(_Section):
     no_cot_fraction: float = opt(0.25, ge=0, le=1, doc="share of examples in the answer-only format")
     caption_mix: float = opt(0.0, ge=0, le=0.9, doc="share of each cold-start batch drawn from captioning "
                              "examples (`--caption-videos`), against memorising the seed set")
+    reasoning_mix: float = opt(0.0, ge=0, le=0.9, doc="share of each cold-start batch drawn from text-only "
+                               "comparison examples built from the clean renders of `--caption-videos` (the "
+                               "shapes world's stand-in for a pretrained language model's reasoning)")
+    reasoning_examples: int = opt(20000, ge=1, doc="how many comparison examples to build")
     checkpoint_every: int = opt(150, ge=1)
     eval_every: int = opt(150, ge=1)
     eval_pairs: int = opt(100, ge=0, doc="held-out pairs (videos when captioning) evaluated greedily at each "

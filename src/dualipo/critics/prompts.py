@@ -25,6 +25,7 @@ QUESTIONS = {
     "consistency": "visual quality and consistency",
 }
 VIDEO_SLOT = "<|vision_start|><|video_pad|><|vision_end|>"  # expanded to the video's token count later
+CLAIMS = {"A": "Video A is better", "B": "Video B is better", "tie": "Both are equally good"}  # a rationale's claim
 ANSWER_RE = re.compile(r"^\s*Answer:\s*(\S+?)\s*\.?\s*$")
 ANY_ANSWER_RE = re.compile(r"Answer:\s*(\S+)", re.IGNORECASE)
 
@@ -54,10 +55,11 @@ def chat(user: str) -> str:
     return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def pair_prompt(prompt: str, dimension: str, chain_of_thought: bool = True) -> str:
-    """Both videos in one prompt, labelled Video A and Video B (in the order the videos are passed)."""
-    return chat(f"Prompt: {prompt}\nVideo A: {VIDEO_SLOT}\nVideo B: {VIDEO_SLOT}\n"
-                f"{pair_instruction(dimension, chain_of_thought)}")
+def pair_prompt(prompt: str, dimension: str, chain_of_thought: bool = True, videos: bool = True) -> str:
+    """Both videos in one prompt, labelled Video A and Video B (in the order the videos are passed); with
+    `videos=False` the labels stay and the videos are left out (text-only comparison examples)."""
+    slot = VIDEO_SLOT if videos else ""
+    return chat(f"Prompt: {prompt}\nVideo A: {slot}\nVideo B: {slot}\n{pair_instruction(dimension, chain_of_thought)}")
 
 
 def point_prompt(prompt: str, dimension: str, chain_of_thought: bool = True) -> str:
@@ -71,6 +73,23 @@ def caption_prompt() -> str:
 
 def caption_target(description: str) -> str:
     return f"The video shows {description}."
+
+
+def caption_description(caption: str) -> str:
+    """The description in a caption: 'The video shows X.' -> 'X' (a free-form caption is kept as it is)."""
+    text = " ".join(caption.split()).rstrip(".")
+    return text.removeprefix("The video shows ").strip() or "nothing recognisable"
+
+
+def described(descriptions: list[str]) -> str:
+    """The start of a rationale that restates descriptions made before the prompt was seen (two-step judging):
+    'Video A shows X. Video B shows Y.' for a pair, 'The video shows X.' for one video, the form the seed
+    rationales begin with, so the critic goes on with the comparison and the verdict. No trailing space: the
+    next word's token carries its own leading space, as in training."""
+    if len(descriptions) == 1:
+        return f"The video shows {descriptions[0]}."
+    a, b = descriptions
+    return f"Video A shows {a}. Video B shows {b}."
 
 
 def target_text(reason: str, verdict: str, chain_of_thought: bool = True) -> str:

@@ -3,7 +3,8 @@
 Loaded from a local directory (`from_pretrained`, `trust_remote_code` off), from the package's shipped small
 critic (`path: shipped`), or built with random weights from the architecture fields of `CriticConfig` plus an
 offline tokenizer. A pair goes into one prompt (Video A, Video B); K reasoning paths for both presentation
-orders, and for many judgments at once, come out of ONE batched `generate` call.
+orders, and for many judgments at once, come out of ONE batched `generate` call (two with two-step judging:
+describe each video without the prompt, then compare).
 """
 
 from __future__ import annotations
@@ -127,21 +128,17 @@ class QwenVLCritic:
     def judge_many(self, items: Sequence[tuple[str, VideoLike, VideoLike, str]],
                    num_votes: int | None = None, chain_of_thought: bool | None = None,
                    both_orders: bool | None = None) -> list[Judgment]:
-        """Pairwise judgments of many (prompt, a, b, dimension) in one batched generate call."""
+        """Pairwise judgments of many (prompt, a, b, dimension), batched (see `answers`)."""
         k = num_votes or self.judging.num_votes
         cot = self.judging.chain_of_thought if chain_of_thought is None else chain_of_thought
         both = self.judging.both_orders if both_orders is None else both_orders
-        orders = ("AB", "BA") if both else ("AB",)
-        texts, vids, keys = [], [], []
+        rows, keys = [], []
         for i, (prompt, a, b, dim) in enumerate(items):
-            va, vb = self.visual(a), self.visual(b)
-            for order in orders:
-                texts.append(prompts.pair_prompt(prompt, dim, cot))
-                vids.append([va, vb] if order == "AB" else [vb, va])
+            for order in ("AB", "BA") if both else ("AB",):
+                rows.append((prompts.pair_prompt(prompt, dim, cot), (a, b) if order == "AB" else (b, a)))
                 keys.append((i, order))
-        outs = self.generate(texts, vids, k)
         per_item: list[list] = [[] for _ in items]
-        for (i, order), group in zip(keys, outs):
+        for (i, order), group in zip(keys, self.answers(rows, k, cot)):
             per_item[i] += [make_sample(order, t, prompts.parse_verdict(t, "pairwise")) for t in group]
         return [judgment(p, (_name(a), _name(b)), d, "pairwise", s) for (p, a, b, d), s in zip(items, per_item)]
 
@@ -149,17 +146,36 @@ class QwenVLCritic:
                    chain_of_thought: bool | None = None) -> list[Judgment]:
         k = num_votes or self.judging.num_votes
         cot = self.judging.chain_of_thought if chain_of_thought is None else chain_of_thought
-        texts = [prompts.point_prompt(p, d, cot) for p, _, d in items]
-        outs = self.generate(texts, [[self.visual(v)] for _, v, _ in items], k)
+        outs = self.answers([(prompts.point_prompt(p, d, cot), (v,)) for p, v, d in items], k, cot)
         return [judgment(p, (_name(v),), d, "pointwise",
                          [make_sample("", t, prompts.parse_verdict(t, "pointwise")) for t in group])
                 for (p, v, d), group in zip(items, outs)]
 
+    def answers(self, rows: Sequence[tuple[str, Sequence[VideoLike]]], k: int, cot: bool) -> list[list[str]]:
+        """K answers per (chat text, videos in slot order), all rows in ONE batched `generate` call.
+
+        Two-step judging (`judging.describe_first`, CoT only): first every distinct video is described K times
+        without the prompt (one more batched call), then reasoning path j of a row starts with the j-th
+        descriptions of its videos (`prompts.described`) and the critic writes the comparison and verdict. The
+        prompt is not in view while the videos are described, so it cannot be copied into the descriptions.
+        """
+        if not (cot and self.judging.describe_first):
+            return self.generate([t for t, _ in rows], [[self.visual(v) for v in vs] for _, vs in rows], k)
+        distinct = {_key(v): v for _, vs in rows for v in vs}
+        captions = self.generate([prompts.caption_prompt()] * len(distinct),
+                                 [[self.visual(v)] for v in distinct.values()], k)
+        desc = {key: [prompts.caption_description(c) for c in group] for key, group in zip(distinct, captions)}
+        starts = [prompts.described([desc[_key(v)][j] for v in vs]) for _, vs in rows for j in range(k)]
+        outs = self.generate([t + s for (t, _), s in zip(_repeat(rows, k), starts)],
+                             [[self.visual(v) for v in vs] for _, vs in _repeat(rows, k)], 1, do_sample=k > 1)
+        texts = [s + o[0] for s, o in zip(starts, outs)]
+        return [texts[i * k:(i + 1) * k] for i in range(len(rows))]
+
     @torch.no_grad()
     def generate(self, texts: list[str], videos: list[list], k: int, do_sample: bool | None = None) -> list[list[str]]:
         """K answers per text from ONE `generate` call (greedy by default when K == 1, or temperature 0)."""
-        batch = encode(self.tokenizer, self.model.config, self.spec, texts, videos)
-        batch["pixel_values_videos"] = batch["pixel_values_videos"].to(next(self.model.parameters()).dtype)
+        batch = encode(self.tokenizer, self.model.config, self.spec, texts, videos,
+                       dtype=next(self.model.parameters()).dtype)
         sample = (k > 1 if do_sample is None else do_sample) and self.judging.temperature > 0
         gen = dict(max_new_tokens=self.cfg.max_new_tokens, num_return_sequences=k, do_sample=sample,
                    pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
@@ -168,6 +184,14 @@ class QwenVLCritic:
         out = self.model.generate(**batch, **gen)
         decoded = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
         return [decoded[i * k:(i + 1) * k] for i in range(len(texts))]
+
+
+def _repeat(items: Sequence, k: int) -> list:
+    return [x for x in items for _ in range(k)]
+
+
+def _key(video: VideoLike) -> str | int:
+    return str(video) if not isinstance(video, Video) else id(video)
 
 
 def _name(video: VideoLike) -> str:

@@ -93,11 +93,13 @@ def expand_slots(text: str, grids: list[torch.Tensor], merge: int) -> str:
 
 
 def encode(tokenizer, model_config, spec: VisionSpec, texts: list[str], videos: list[list[torch.Tensor]],
-           targets: list[str] | None = None, fps: float = 8.0) -> dict[str, torch.Tensor]:
+           targets: list[str] | None = None, fps: float = 8.0,
+           dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """Batch of chat texts (with video slots) and their videos (patchified tensors) -> model inputs.
 
     `videos[i]` holds the (patches, grid) pairs of text i, in slot order. With `targets`, the batch is
-    right-padded and `labels` cover the target tokens only (plus EOS); without, it is left-padded.
+    right-padded and `labels` cover the target tokens only (plus EOS); without, it is left-padded. Patches
+    are cast to `dtype` (the model's); a batch of text-only rows has no video inputs.
     """
     patches, grids, ids, n_prompt = [], [], [], []
     for text, vids in zip(texts, videos):
@@ -120,9 +122,10 @@ def encode(tokenizer, model_config, spec: VisionSpec, texts: list[str], videos: 
         if targets is not None:
             labels[i, n_prompt[i]:len(x)] = input_ids[i, n_prompt[i]:len(x)]
     batch = dict(input_ids=input_ids, attention_mask=attention,
-                 pixel_values_videos=torch.cat(patches), video_grid_thw=torch.cat(grids),
                  mm_token_type_ids=(input_ids == model_config.video_token_id).long() * 2)
-    if model_config.model_type == "qwen2_5_vl":
+    if patches:
+        batch.update(pixel_values_videos=torch.cat(patches).to(dtype), video_grid_thw=torch.cat(grids))
+    if patches and model_config.model_type == "qwen2_5_vl":
         batch["second_per_grid_ts"] = torch.full((len(grids),), spec.temporal_patch_size / fps)
     if targets is not None:
         batch["labels"] = labels

@@ -1,0 +1,48 @@
+"""Text-only comparison examples (the shapes world's stand-in for a language model's reasoning)."""
+
+import numpy as np
+import pytest
+
+from dualipo.toy.reasoning import Described, comparisons, values, vary
+
+PROMPT = "a red circle moving left on a black background"
+REF = "a red circle moving left on a black background, steady"
+
+
+def test_describe_fields_roundtrip_and_values_by_hand():
+    ref = Described.parse(REF)
+    assert ref == Described("a red circle", "moving left", "black", "steady") and ref.text() == REF
+    assert Described.parse("no clear object on a gray background, flickering").motion == ""
+    assert Described.parse("a red circle moving left") is None
+    wrong = Described("a red square", "moving right", "black", "unsteady")
+    assert values(ref, ref, "moving left") == {"motion": 1.0, "alignment": 2.0, "consistency": 1.0, "overall": 4.0}
+    # motion 0, objects wrong + background right = 1, unsteady = 1/2, overall 0 + 1 + 0.5
+    assert values(wrong, ref, "moving left") == {"motion": 0.0, "alignment": 1.0, "consistency": 0.5,
+                                                 "overall": 1.5}
+
+
+def test_vary_changes_each_field_at_its_rate():
+    ref = Described.parse(REF)
+    rng = np.random.default_rng(0)
+    assert all(vary(ref, rng, 0.0) == ref for _ in range(20))
+    changed = [vary(ref, rng, 1.0) for _ in range(20)]
+    for d in changed:
+        assert d.motion != ref.motion and d.background != ref.background and d.steadiness != ref.steadiness
+        assert d.objects != ref.objects and len(d.objects.split()) == 3  # one colour or shape word replaced
+
+
+def test_comparisons_follow_the_rule_and_skip_bad_references():
+    refs = [(PROMPT, REF), ("two red circles moving left on a black background", REF),  # objects not as asked
+            ("a blue circle moving up on a navy background", "a blue circle moving up on a black background, "
+             "steady")]  # background not as asked
+    out = comparisons(refs, 300, ("motion", "alignment", "consistency", "overall"), seed=1)
+    assert len(out) == 300 and {p for p, *_ in out} == {PROMPT}
+    ref = Described.parse(REF)
+    for _, a, b, dim, verdict in out:
+        va, vb = (values(Described.parse(x), ref, "moving left")[dim] for x in (a, b))
+        assert verdict == ("tie" if va == vb else "A" if va > vb else "B")
+    assert {v for *_, v in out} == {"A", "B", "tie"} and {d for *_, d, _ in out} == {"motion", "alignment",
+                                                                                     "consistency", "overall"}
+    assert comparisons(refs, 50, ("motion",), seed=1) == comparisons(refs, 50, ("motion",), seed=1)
+    with pytest.raises(ValueError, match="nothing to build comparisons from"):
+        comparisons(refs[1:], 5, ("motion",))
