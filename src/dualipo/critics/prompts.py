@@ -25,7 +25,6 @@ QUESTIONS = {
     "consistency": "visual quality and consistency",
 }
 VIDEO_SLOT = "<|vision_start|><|video_pad|><|vision_end|>"  # expanded to the video's token count later
-CLAIMS = {"A": "Video A is better", "B": "Video B is better", "tie": "Both are equally good"}  # a rationale's claim
 ANSWER_RE = re.compile(r"^\s*Answer:\s*(\S+?)\s*\.?\s*$")
 ANY_ANSWER_RE = re.compile(r"Answer:\s*(\S+)", re.IGNORECASE)
 
@@ -55,11 +54,10 @@ def chat(user: str) -> str:
     return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def pair_prompt(prompt: str, dimension: str, chain_of_thought: bool = True, videos: bool = True) -> str:
-    """Both videos in one prompt, labelled Video A and Video B (in the order the videos are passed); with
-    `videos=False` the labels stay and the videos are left out (text-only comparison examples)."""
-    slot = VIDEO_SLOT if videos else ""
-    return chat(f"Prompt: {prompt}\nVideo A: {slot}\nVideo B: {slot}\n{pair_instruction(dimension, chain_of_thought)}")
+def pair_prompt(prompt: str, dimension: str, chain_of_thought: bool = True) -> str:
+    """Both videos in one prompt, labelled Video A and Video B (in the order the videos are passed)."""
+    return chat(f"Prompt: {prompt}\nVideo A: {VIDEO_SLOT}\nVideo B: {VIDEO_SLOT}\n"
+                f"{pair_instruction(dimension, chain_of_thought)}")
 
 
 def point_prompt(prompt: str, dimension: str, chain_of_thought: bool = True) -> str:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dualipo.critics.prompts import CLAIMS
 from dualipo.toy.oracle import OracleScore, score
 from dualipo.video import Video
 
@@ -68,7 +67,7 @@ def label_pair(prompt: str, a: Video, b: Video, dimension: str, rng: np.random.G
     va, vb = sa.get(dimension), sb.get(dimension)
     clean = "tie" if abs(va - vb) <= tie_margin else ("A" if va > vb else "B")
     label = _noisy(clean, PAIR_LABELS, rng, noise_rate)
-    verdict = CLAIMS[label]
+    verdict = {"A": "Video A is better", "B": "Video B is better", "tie": "Both are equally good"}[label]
     reason = (f"Video A shows {describe(sa)}. Video B shows {describe(sb)}. "
               f"The prompt asks for {prompt}. {verdict} on {dimension}.")
     return OracleLabel(label, reason, clean, (va, vb))
