@@ -67,6 +67,16 @@ def test_lora_cold_start_and_cli_eval(seed_file, tmp_path, capsys):
                  f"critic.path={out / 'final'}", "judging.num_votes=1"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["n"] == 2 and 0 <= res["position_bias"] <= 1 and "per_dimension" in res
+    runs = {}  # sampled votes (K = 2) are reproducible per --seed, and every judgment can be written out
+    for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
+        assert main(["critic", "eval", "--preset", "tiny", "--pairs", str(seed_file), "--limit", "2", "--seed",
+                     seed, "--judgments", str(tmp_path / f"{name}.jsonl"), f"critic.path={out / 'final'}",
+                     "judging.num_votes=2"]) == 0
+        runs[name] = [json.loads(x) for x in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+    labels = [r.label for r in load_seed(seed_file)[:2]]
+    assert [j["label"] for j in runs["a"]] == labels and all(len(j["samples"]) == 4 for j in runs["a"])
+    texts = {k: [s["text"] for j in v for s in j["samples"]] for k, v in runs.items()}
+    assert texts["a"] == texts["b"] and texts["a"] != texts["c"]
 
 
 def test_caption_pretraining_cli_then_cold_start_from_it(seed_file, tmp_path, capsys):

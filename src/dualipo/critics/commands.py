@@ -66,8 +66,10 @@ def cmd_eval(cfg: RunConfig, args: argparse.Namespace) -> None:
         torch.set_num_threads(cfg.critic_train.num_threads)
     records = load_seed(args.pairs)[: args.limit or None]
     critic = build_critic(cfg)
+    torch.manual_seed(args.seed)  # sampled votes are reproducible
     res = evaluate_pairs(critic, records, num_votes=cfg.judging.num_votes,
-                         chain_of_thought=cfg.judging.chain_of_thought, progress=True)
+                         chain_of_thought=cfg.judging.chain_of_thought, progress=True,
+                         judgments_out=args.judgments)
     print(json.dumps(res, indent=2))
 
 
@@ -141,4 +143,6 @@ def add_critic_commands(sub, config_args: Callable, load: Callable) -> None:
     config_args(p)
     p.add_argument("--pairs", required=True, help="seed-format JSONL / CSV of labelled pairs")
     p.add_argument("--limit", type=int, default=0, help="evaluate the first N pairs only")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled votes")
+    p.add_argument("--judgments", default=None, help="also write every judgment (rationales, votes) as JSONL")
     p.set_defaults(func=_wrap(cmd_eval, load))

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from dualipo.critics.seed import SeedRecord
 from dualipo.critics.voting import majority, position_flip, tally
+from dualipo.jsonl import write_jsonl
 
 
 def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_of_thought: bool = True,
-                   batch_size: int = 16, progress: bool = False) -> dict:
-    """Both presentation orders, K votes each, batched. Accuracy = majority verdict == label.
+                   batch_size: int = 16, progress: bool = False, judgments_out: str | Path | None = None) -> dict:
+    """Both presentation orders, K votes each, batched. Accuracy = majority verdict == label. With
+    `judgments_out`, every judgment (rationales, votes, verdict) is written there as JSONL beside its label.
 
     Also: `accuracy_decisive` (on pairs labelled A or B), `majority_baseline` (accuracy of always answering the
     most common label), `accuracy_ab` / `accuracy_ba` (single-order majorities), `tie_rate` (share of tie verdicts),
@@ -31,6 +34,8 @@ def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_
         chunk = pairs[i:i + batch_size]
         judgments += critic.judge_many([(r.prompt, r.videos[0], r.videos[1], r.dimension) for r in chunk],
                                        num_votes=num_votes, chain_of_thought=chain_of_thought, both_orders=True)
+    if judgments_out is not None:
+        write_jsonl(judgments_out, ({"label": r.label, **j.to_dict()} for r, j in zip(pairs, judgments)))
     hits, per_dim, flips, order_hits = [], defaultdict(list), [], defaultdict(list)
     samples = abstained = 0
     for r, j in zip(pairs, judgments):
