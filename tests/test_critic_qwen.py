@@ -86,6 +86,8 @@ def test_two_step_judging_describes_each_video_without_the_prompt(cfg, videos):
     assert len(ab) == k and ab == ba  # the same descriptions, swapped with the videos
     no_cot = critic.judge_many([(PROMPT, videos[0], videos[1], "motion")], chain_of_thought=False)[0]
     assert not any(s.text.startswith("Video A shows") for s in no_cot.samples)  # answer-only: one step
+    point = critic.score(PROMPT, videos[0], "motion")  # pointwise: the seed rationales' 'The video shows X.'
+    assert len(point.samples) == k and all(re.match(r"The video shows .*\.", s.text) for s in point.samples)
 
 
 def test_single_vote_no_cot_and_pointwise(critic, videos):
