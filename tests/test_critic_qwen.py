@@ -90,6 +90,21 @@ def test_two_step_judging_describes_each_video_without_the_prompt(cfg, videos):
     assert len(point.samples) == k and all(re.match(r"The video shows .*\.", s.text) for s in point.samples)
 
 
+def test_critic_device(cfg):
+    from dualipo.critics.qwen_vl import device_of
+
+    on = lambda d: dataclasses.replace(cfg.critic, device=d)  # noqa: E731
+    assert device_of(on("cpu")) == torch.device("cpu")
+    assert device_of(on("auto")).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="is not a torch device"):
+        device_of(on("gpu0"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            device_of(on("cuda"))
+    model, _ = load_model(on("cpu"))
+    assert next(model.parameters()).device.type == "cpu"
+
+
 def test_single_vote_no_cot_and_pointwise(critic, videos):
     many = critic.judge_many([(PROMPT, videos[0], videos[1], "alignment")] * 3, num_votes=1,
                              chain_of_thought=False, both_orders=False)

@@ -144,6 +144,7 @@ class CriticConfig(_Section):
     max_new_tokens: int = opt(64, ge=1)
     oracle_noise: float = opt(0.0, ge=0, le=1, doc="label-noise rate of the oracle critic")
     dtype: str = opt("float32", choices=("float32", "bfloat16", "float16"))
+    device: str = opt("auto", doc="torch device of the critic: 'auto' = cuda when available, else cpu")
     vocab_size: int = opt(600, ge=64, doc="size of the offline byte-level BPE built with a random model")
     hidden_size: int = opt(128, ge=8)
     intermediate_size: int = opt(384, ge=8)

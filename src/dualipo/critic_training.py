@@ -55,9 +55,10 @@ def sft_loss(critic, examples: list[Example]) -> torch.Tensor:
     """Mean token cross-entropy of the targets (the loss covers the answer tokens only)."""
     from dualipo.critics.vision_inputs import encode
 
+    param = next(critic.model.parameters())
     batch = encode(critic.tokenizer, critic.model.config, critic.spec, [e.text for e in examples],
                    [[critic.visual(v) for v in e.videos] for e in examples], [e.target for e in examples],
-                   dtype=next(critic.model.parameters()).dtype)
+                   dtype=param.dtype, device=param.device)
     return critic.model(**batch).loss
 
 

@@ -71,10 +71,26 @@ def build_random(cfg: CriticConfig):
     return model_cls(mc).to(DTYPES[cfg.dtype]).eval(), tok
 
 
+def device_of(cfg: CriticConfig) -> torch.device:
+    """`critic.device` as a torch device ('auto' = cuda when available)."""
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(cfg.device)
+    except RuntimeError as e:
+        raise ValueError(f"critic.device: {cfg.device!r} is not a torch device ({e})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"critic.device: {cfg.device!r} but CUDA is not available here")
+    return device
+
+
 def load_model(cfg: CriticConfig):
-    """(model, tokenizer) as `cfg.path` says: '' random from config, 'shipped', or a local directory."""
+    """(model, tokenizer) as `cfg.path` says: '' random from config, 'shipped', or a local directory; on
+    `critic.device`."""
+    device = device_of(cfg)
     if cfg.path == "":
-        return build_random(cfg)
+        model, tok = build_random(cfg)
+        return model.to(device), tok
     from transformers import AutoConfig, AutoTokenizer
 
     path = SHIPPED if cfg.path == "shipped" else Path(cfg.path)
@@ -84,7 +100,7 @@ def load_model(cfg: CriticConfig):
     if arch not in ("qwen2_vl", "qwen2_5_vl"):
         raise ValueError(f"critic.path: {path} holds a {arch!r} model; expected qwen2_vl or qwen2_5_vl")
     _, model_cls = _model_class(arch)
-    model = model_cls.from_pretrained(path, dtype=DTYPES[cfg.dtype], trust_remote_code=False).eval()
+    model = model_cls.from_pretrained(path, dtype=DTYPES[cfg.dtype], trust_remote_code=False).to(device).eval()
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     tok.padding_side = "left"
     return model, tok
@@ -174,8 +190,9 @@ class QwenVLCritic:
     @torch.no_grad()
     def generate(self, texts: list[str], videos: list[list], k: int, do_sample: bool | None = None) -> list[list[str]]:
         """K answers per text from ONE `generate` call (greedy by default when K == 1, or temperature 0)."""
-        batch = encode(self.tokenizer, self.model.config, self.spec, texts, videos,
-                       dtype=next(self.model.parameters()).dtype)
+        param = next(self.model.parameters())
+        batch = encode(self.tokenizer, self.model.config, self.spec, texts, videos, dtype=param.dtype,
+                       device=param.device)
         sample = (k > 1 if do_sample is None else do_sample) and self.judging.temperature > 0
         gen = dict(max_new_tokens=self.cfg.max_new_tokens, num_return_sequences=k, do_sample=sample,
                    pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)

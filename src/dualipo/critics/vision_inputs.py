@@ -94,12 +94,12 @@ def expand_slots(text: str, grids: list[torch.Tensor], merge: int) -> str:
 
 def encode(tokenizer, model_config, spec: VisionSpec, texts: list[str], videos: list[list[torch.Tensor]],
            targets: list[str] | None = None, fps: float = 8.0,
-           dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+           dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """Batch of chat texts (with video slots) and their videos (patchified tensors) -> model inputs.
 
     `videos[i]` holds the (patches, grid) pairs of text i, in slot order. With `targets`, the batch is
     right-padded and `labels` cover the target tokens only (plus EOS); without, it is left-padded. Patches
-    are cast to `dtype` (the model's).
+    are cast to `dtype` and every tensor is put on `device` (the model's).
     """
     patches, grids, ids, n_prompt = [], [], [], []
     for text, vids in zip(texts, videos):
@@ -128,4 +128,4 @@ def encode(tokenizer, model_config, spec: VisionSpec, texts: list[str], videos: 
         batch["second_per_grid_ts"] = torch.full((len(grids),), spec.temporal_patch_size / fps)
     if targets is not None:
         batch["labels"] = labels
-    return batch
+    return {k: v.to(device) for k, v in batch.items()}
