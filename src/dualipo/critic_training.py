@@ -53,12 +53,8 @@ def sft_examples(records: list[SeedRecord], both_orders: bool, no_cot_fraction: 
 
 def sft_loss(critic, examples: list[Example]) -> torch.Tensor:
     """Mean token cross-entropy of the targets (the loss covers the answer tokens only)."""
-    from dualipo.critics.vision_inputs import encode
-
-    param = next(critic.model.parameters())
-    batch = encode(critic.tokenizer, critic.model.config, critic.spec, [e.text for e in examples],
-                   [[critic.visual(v) for v in e.videos] for e in examples], [e.target for e in examples],
-                   dtype=param.dtype, device=param.device)
+    batch = critic.inputs([e.text for e in examples], [[critic.visual(v) for v in e.videos] for e in examples],
+                          [e.target for e in examples])
     return critic.model(**batch).loss
 
 

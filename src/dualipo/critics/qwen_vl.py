@@ -182,17 +182,22 @@ class QwenVLCritic:
                                  [[self.visual(v)] for v in distinct.values()], k)
         desc = {key: [prompts.caption_description(c) for c in group] for key, group in zip(distinct, captions)}
         starts = [prompts.described([desc[_key(v)][j] for v in vs]) for _, vs in rows for j in range(k)]
-        outs = self.generate([t + s for (t, _), s in zip(_repeat(rows, k), starts)],
-                             [[self.visual(v) for v in vs] for _, vs in _repeat(rows, k)], 1, do_sample=k > 1)
+        paths = [row for row in rows for _ in range(k)]  # one row per reasoning path
+        outs = self.generate([t + s for (t, _), s in zip(paths, starts)],
+                             [[self.visual(v) for v in vs] for _, vs in paths], 1, do_sample=k > 1)
         texts = [s + o[0] for s, o in zip(starts, outs)]
         return [texts[i * k:(i + 1) * k] for i in range(len(rows))]
+
+    def inputs(self, texts: list[str], videos: list[list], targets: list[str] | None = None) -> dict:
+        """Model inputs (`vision_inputs.encode`) in the model's dtype and on its device."""
+        param = next(self.model.parameters())
+        return encode(self.tokenizer, self.model.config, self.spec, texts, videos, targets, dtype=param.dtype,
+                      device=param.device)
 
     @torch.no_grad()
     def generate(self, texts: list[str], videos: list[list], k: int, do_sample: bool | None = None) -> list[list[str]]:
         """K answers per text from ONE `generate` call (greedy by default when K == 1, or temperature 0)."""
-        param = next(self.model.parameters())
-        batch = encode(self.tokenizer, self.model.config, self.spec, texts, videos, dtype=param.dtype,
-                       device=param.device)
+        batch = self.inputs(texts, videos)
         sample = (k > 1 if do_sample is None else do_sample) and self.judging.temperature > 0
         gen = dict(max_new_tokens=self.cfg.max_new_tokens, num_return_sequences=k, do_sample=sample,
                    pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
@@ -201,10 +206,6 @@ class QwenVLCritic:
         out = self.model.generate(**batch, **gen)
         decoded = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
         return [decoded[i * k:(i + 1) * k] for i in range(len(texts))]
-
-
-def _repeat(items: Sequence, k: int) -> list:
-    return [x for x in items for _ in range(k)]
 
 
 def _key(video: VideoLike) -> str | int:
