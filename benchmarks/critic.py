@@ -1,5 +1,6 @@
 """Critic judging cost: K = 8 votes in one batched `generate` call vs 8 separate calls, seconds per judgment
-(both orders, K votes), batched judgments, peak memory. Prints one JSON object.
+(both orders, K votes), batched judgments, peak memory (and peak CUDA memory on a GPU, `critic.device`). Prints
+one JSON object.
 
     python benchmarks/critic.py [--preset small] [--threads 1] [--repeats 3] [KEY=VALUE ...]
 """
@@ -41,6 +42,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = build_config(args.preset, overrides=args.overrides)
     critic = build_critic(cfg)
+    device = next(critic.model.parameters()).device
     prompt = prompt_pools(cfg.world)[1][0]
     a, b = render_prompt(prompt, 0, cfg.world), render_prompt(prompt, 1, cfg.world)
     text, vids = pair_prompt(prompt, "alignment"), [critic.visual(a), critic.visual(b)]
@@ -64,6 +66,8 @@ def main() -> None:
         "s_per_judgment_batched_16": round(batched, 4),
         "mean_answer_tokens": round(sum(lengths) / len(lengths), 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "device": str(device),
+        **({"peak_cuda_mb": round(torch.cuda.max_memory_allocated(device) / 2**20)} if device.type == "cuda" else {}),
     }))
 
 
