@@ -183,7 +183,7 @@ def cold_start(cfg: RunConfig, seed_path: str | Path, out: str | Path, heldout_p
                resume: bool = True, caption_dirs: list[str | Path] | None = None) -> Path:
     """Fine-tune the critic on a seed set; writes `out/ckpt/`, `out/metrics.jsonl` and `out/final/`. With
     `caption_dirs` (shapes world), `critic_train.caption_mix` of every batch is captioning examples of them and
-    `critic_train.reasoning_mix` text-only comparison examples built from their clean renders."""
+    `critic_train.reasoning_mix` text-only comparison examples built from their true descriptions."""
     from dualipo.critics.evaluate import evaluate_pairs
     from dualipo.critics.seed import load_seed
 
