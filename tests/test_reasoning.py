@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dualipo.toy.reasoning import Described, asked_for, comparisons, rationale_steps, values, vary
+from dualipo.toy.reasoning import Described, comparisons, rationale_steps, values, vary
 
 PROMPT = "a red circle moving left on a black background"
 REF = "a red circle moving left on a black background, steady"
@@ -48,13 +48,10 @@ def test_comparisons_follow_the_rule_and_skip_bad_references():
         comparisons(refs[1:], 5, ("motion",))
 
 
-def test_asked_for_and_rationale_steps_by_hand():
-    p = "a blue square below a yellow circle, shrinking, on a black background"
-    assert asked_for(p, "motion") == "shrinking"
-    assert asked_for(p, "alignment") == "a blue square below a yellow circle on a black background"
-    assert asked_for(p, "overall") == p and asked_for(p, "consistency") is None
-    assert rationale_steps(PROMPT, "consistency", [REF, REF]) == ""
-    assert rationale_steps(PROMPT, "alignment", [REF, REF]) == " The prompt asks for a red circle on a black background."
+def test_rationale_steps_by_hand():
+    for dim in ("consistency", "alignment", "overall"):
+        assert rationale_steps(PROMPT, dim, [REF, REF]) == ""
+    assert rationale_steps("a red circle on a black background", "motion", [REF, REF]) == ""
     other = "a red circle growing on a gray background, steady"
     assert rationale_steps(PROMPT, "motion", [REF, other]) == (" The prompt asks for moving left. Video A is moving "
                                                                "left: good. Video B is growing: no.")

@@ -122,31 +122,20 @@ def comparisons(references: list[tuple[str, str]], n: int, dimensions: tuple[str
     return out
 
 
-def asked_for(prompt: str, dimension: str) -> str | None:
-    """What `prompt` asks for on `dimension`, as it is written there (None: nothing to copy): the motion, the
-    objects and background without the motion (alignment), the whole prompt (overall)."""
-    m = _ASKED_MOTION_RE.search(prompt)
-    if dimension == "motion":
-        return m.group(1) if m else None
-    if dimension == "alignment":
-        head, _, background = prompt.partition(" on a ")
-        head = re.sub(r"[ ,]+", " ", head.replace(m.group(1), "") if m else head).strip()
-        return f"{head} on a {background}" if background else head
-    return prompt if dimension == "overall" else None
-
-
 def rationale_steps(prompt: str, dimension: str, descriptions: list[str]) -> str:
-    """The steps between a rationale's descriptions and its claim. They first copy out what the prompt asks for
-    (' The prompt asks for moving left.'). On motion they then name each video's motion and whether it is the
-    asked one (' Video A is moving left: good. Video B is growing: no.'; one video: ' The video is ...'). Each
-    step only copies or compares neighbouring words, which a small language model learns where it does not learn
-    the comparison in one jump (assets/critic_small/README.md)."""
-    asked = asked_for(prompt, dimension)
-    if asked is None:
+    """The steps between a motion rationale's descriptions and its claim: copy out the asked motion, then name
+    each video's motion and whether it is the asked one (' The prompt asks for moving left. Video A is moving
+    left: good. Video B is growing: no.'; one video: ' The video is ...'). Each step only copies or compares
+    neighbouring words, which a small language model learns where it does not learn the comparison in one jump
+    (assets/critic_small/README.md). Other dimensions get no steps: copying the prompt into their rationales
+    made the small critic's alignment and overall verdicts worse (0.55 -> 0.29, 0.45 -> 0.31 with true
+    descriptions prefilled)."""
+    m = _ASKED_MOTION_RE.search(prompt)
+    if dimension != "motion" or m is None:
         return ""
+    asked, parsed = m.group(1), [Described.parse(d) for d in descriptions]
     steps = f" The prompt asks for {asked}."
-    parsed = [Described.parse(d) for d in descriptions]
-    if dimension == "motion" and all(parsed):
+    if all(parsed):
         names = ("Video A", "Video B") if len(parsed) == 2 else ("The video",)
         steps += "".join(f" {name} is {d.motion or 'no motion'}: {'good' if d.motion == asked else 'no'}."
                          for name, d in zip(names, parsed))
