@@ -145,14 +145,16 @@ class _FixedCritic:
     """Returns pre-set raw verdicts per order: the arithmetic of evaluate_pairs, checked by hand."""
 
     def __init__(self, verdicts):
-        self.verdicts = verdicts  # per pair: (AB-order verdict, BA-order verdict as the model said it)
+        self.verdicts = verdicts  # per pair: (AB-order verdicts, BA-order verdicts as the model said them)
 
     def judge_many(self, items, num_votes, chain_of_thought, both_orders):
         from dualipo.critics.voting import judgment, make_sample
 
         out = []
         for (p, a, b, d), (ab, ba) in zip(items, self.verdicts[:len(items)]):
-            out.append(judgment(p, (a, b), d, "pairwise", [make_sample("AB", "", ab), make_sample("BA", "", ba)]))
+            ab, ba = ([v] if v is None or isinstance(v, str) else v for v in (ab, ba))  # one vote, or a list
+            out.append(judgment(p, (a, b), d, "pairwise", [make_sample("AB", "", v) for v in ab] +
+                                [make_sample("BA", "", v) for v in ba]))
         self.verdicts = self.verdicts[len(items):]
         return out
 
@@ -171,3 +173,22 @@ def test_evaluate_pairs_by_hand():
     assert res["position_bias"] == 0.5  # pairs 0 and 1 name a letter in both orders; pair 1 flips
     assert res["abstention_rate"] == 1 / 8 and res["per_dimension"] == {"colour": 1.0, "motion": 0.5}
     assert res["accuracy_ab"] == 0.5 and res["accuracy_ba"] == 1.0  # BA verdicts mapped back: A, B, tie, A
+    assert res["kept_share"] == 0.5 and res["kept_accuracy"] == 1.0 and res["kept_reversed"] == 0.0  # pairs 0, 3
+
+
+def test_evaluate_pairs_reports_what_the_loop_would_keep():
+    from dualipo.critics.evaluate import evaluate_pairs
+    from dualipo.critics.seed import SeedRecord
+
+    recs = [SeedRecord("p", ("a", "b"), "motion", lab, "") for lab in ("A", "B", "tie", "A", "B")]
+    votes = [(["A", "A"], ["B", "B"]),  # A 4/4 -> kept, right
+             (["A", "A"], ["B", "A"]),  # A 3/4 -> kept, reversed (the label is B)
+             (["B", "B"], ["A", "tie"]),  # B 3/4 -> kept, wrong on a tie (not reversed)
+             (["A", "B"], ["B", "tie"]),  # A 2/4 -> kept at 0.5 only
+             (["tie", "tie"], ["tie", "B"])]  # tie -> never kept
+    res = evaluate_pairs(_FixedCritic(list(votes)), recs, certainty_threshold=0.5)
+    assert res["kept_share"] == 0.8 and res["kept_accuracy"] == 0.5 and res["kept_reversed"] == 0.25
+    res = evaluate_pairs(_FixedCritic(list(votes)), recs, certainty_threshold=0.75)
+    assert res["kept_share"] == 0.6 and res["kept_accuracy"] == pytest.approx(1 / 3)
+    assert res["kept_reversed"] == pytest.approx(1 / 3)
+    assert evaluate_pairs(_FixedCritic(list(votes)), recs, certainty_threshold=1.0)["kept_share"] == 0.2

@@ -49,18 +49,24 @@ class PreferenceStats:
         return asdict(self)
 
 
+def drop_reason(j: Judgment, threshold: float) -> str | None:
+    """Why a judgment makes no preference data ("no_verdict", "tie", "uncertain"), or None if it is kept."""
+    if j.verdict is None:
+        return "no_verdict"
+    if j.verdict == "tie":
+        return "tie"
+    return "uncertain" if j.certainty < threshold else None
+
+
 def _confident(judgments: Iterable[Judgment], threshold: float, stats: PreferenceStats) -> list[Judgment]:
     out = []
     for j in judgments:
         stats.judgments += 1
-        if j.verdict is None:
-            stats.dropped["no_verdict"] += 1
-        elif j.verdict == "tie":
-            stats.dropped["tie"] += 1
-        elif j.certainty < threshold:
-            stats.dropped["uncertain"] += 1
-        else:
+        reason = drop_reason(j, threshold)
+        if reason is None:
             out.append(j)
+        else:
+            stats.dropped[reason] += 1
     stats.kept = len(out)
     return out
 

@@ -69,7 +69,7 @@ def cmd_eval(cfg: RunConfig, args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)  # sampled votes are reproducible
     res = evaluate_pairs(critic, records, num_votes=cfg.judging.num_votes,
                          chain_of_thought=cfg.judging.chain_of_thought, progress=True,
-                         judgments_out=args.judgments)
+                         judgments_out=args.judgments, certainty_threshold=cfg.judging.certainty_threshold)
     print(json.dumps(res, indent=2))
 
 

@@ -13,10 +13,12 @@ from tqdm import tqdm
 from dualipo.critics.seed import SeedRecord
 from dualipo.critics.voting import majority, position_flip, tally
 from dualipo.jsonl import write_jsonl
+from dualipo.preferences import drop_reason
 
 
 def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_of_thought: bool = True,
-                   batch_size: int = 16, progress: bool = False, judgments_out: str | Path | None = None) -> dict:
+                   batch_size: int = 16, progress: bool = False, judgments_out: str | Path | None = None,
+                   certainty_threshold: float = 0.5) -> dict:
     """Both presentation orders, K votes each, batched. Accuracy = majority verdict == label. With
     `judgments_out`, every judgment (rationales, votes, verdict) is written there as JSONL beside its label.
 
@@ -25,6 +27,10 @@ def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_
     `undecided_rate` (no majority), `abstention_rate` (share of unparseable samples), `position_bias`
     (share of pairs whose A/B-order and B/A-order majorities name the same letter, among pairs where both
     name a letter) and `per_dimension` accuracy.
+
+    And what the round loop would learn from (`dualipo.preferences`: a verdict A or B with certainty at least
+    `certainty_threshold`): `kept_share` (share of pairs kept), `kept_accuracy` (share of the kept whose verdict is
+    the label) and `kept_reversed` (share of the kept whose label is the other video: a preference the wrong way).
     """
     pairs = [r for r in records if r.mode == "pairwise"]
     if not pairs:
@@ -50,6 +56,7 @@ def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_
         samples += len(j.samples)
         abstained += j.abstentions
     verdicts = [j.verdict for j in judgments]
+    kept = [(j.verdict, r.label) for r, j in zip(pairs, judgments) if drop_reason(j, certainty_threshold) is None]
     return {
         "n": len(pairs), "num_votes": num_votes, "chain_of_thought": chain_of_thought,
         "accuracy": float(np.mean(hits)),
@@ -61,6 +68,9 @@ def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_
         "abstention_rate": abstained / max(samples, 1),
         "position_bias": float(np.mean(flips)) if flips else 0.0,
         "mean_certainty": float(np.mean([j.certainty for j in judgments])),
+        "kept_share": len(kept) / len(pairs),
+        "kept_accuracy": float(np.mean([v == label for v, label in kept])) if kept else 0.0,
+        "kept_reversed": float(np.mean([label not in (v, "tie") for v, label in kept])) if kept else 0.0,
         "per_dimension": {d: round(float(np.mean(h)), 4) for d, h in sorted(per_dim.items())},
         "label_counts": {k: int(v) for k, v in zip(*np.unique([r.label for r in pairs], return_counts=True))},
     }
