@@ -60,6 +60,11 @@ def test_target_and_swap():
     swapped = swap_reason(reason)
     assert swapped == "Video A shows a blue circle. Video B shows a red circle. Video B is better on colour."
     assert swap_reason("Video A is better: it moves left.") == "Video B is better: it moves left."
+    steps = ("Video A shows a red circle moving left. Video B shows a red circle growing. The prompt asks for growing. "
+             "Video A is moving left: no. Video B is growing: good. Video B is better on motion.")
+    assert swap_reason(steps) == ("Video A shows a red circle growing. Video B shows a red circle moving left. The "
+                                  "prompt asks for growing. Video A is growing: good. Video B is moving left: no. "
+                                  "Video A is better on motion.")
     assert prompts.swap_verdict("A") == "B" and prompts.swap_verdict("tie") == "tie"
     assert rationale_claim(reason) == "A" and rationale_agrees(reason, "A") and not rationale_agrees(reason, "B")
     assert rationale_claim("Both are equally good on motion.") == "tie"

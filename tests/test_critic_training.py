@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 
@@ -9,6 +10,7 @@ from dualipo.cli import main
 from dualipo.config import build_config
 from dualipo.critic_training import batch_indices, cold_start, learning_rate, mixed_batch, sft_examples
 from dualipo.checkpoint import latest_checkpoint
+from dualipo.critics.prompts import CLAIMS
 from dualipo.critics.seed import load_seed
 
 
@@ -37,11 +39,13 @@ def test_schedule_and_data_order_are_pure():
 
 
 def test_mixed_batch_takes_its_share_from_aux():
-    main_, aux = list("abcdef"), ["x", "y"]
-    b = mixed_batch(0, main_, aux, 0.25, 8, 0)  # round(0.25 * 8) = 2 captioning items, 6 seed items
+    main_, aux, aux2 = list("abcdef"), ["x", "y"], ["p", "q", "r", "s"]
+    b = mixed_batch(0, main_, [(aux, 0.25)], 8, 0)  # round(0.25 * 8) = 2 captioning items, 6 seed items
     assert sorted(b[:6]) == main_ and sorted(b[6:]) == aux
-    assert mixed_batch(5, main_, aux, 0.25, 8, 0) == mixed_batch(5, main_, aux, 0.25, 8, 0)
-    assert mixed_batch(1, main_, [], 0.5, 4, 0) == [main_[i] for i in batch_indices(1, 6, 4, 0)]
+    assert mixed_batch(5, main_, [(aux, 0.25)], 8, 0) == mixed_batch(5, main_, [(aux, 0.25)], 8, 0)
+    assert mixed_batch(1, main_, [([], 0.5), (aux, 0.0)], 4, 0) == [main_[i] for i in batch_indices(1, 6, 4, 0)]
+    two = mixed_batch(0, main_, [(aux, 0.25), (aux2, 0.5)], 8, 0)  # 2 seed, 2 captioning, 4 comparison items
+    assert set(two[:2]) <= set(main_) and sorted(two[2:4]) == aux and sorted(two[4:]) == aux2
 
 
 def test_resume_equals_uninterrupted(seed_file, tmp_path):
@@ -80,7 +84,7 @@ def test_lora_cold_start_and_cli_eval(seed_file, tmp_path, capsys):
 
 
 def test_caption_pretraining_cli_then_cold_start_from_it(seed_file, tmp_path, capsys):
-    from dualipo.critic_training import caption_examples
+    from dualipo.critic_training import caption_examples, comparison_examples
     from dualipo.critics.evaluate import parse_description
 
     videos = seed_file.parent
@@ -106,12 +110,23 @@ def test_caption_pretraining_cli_then_cold_start_from_it(seed_file, tmp_path, ca
             str(videos), "--out", str(cold), f"critic.path={out / 'final'}", "critic_train.num_steps=1",
             "critic_train.eval_pairs=0"]
     assert main(args) == 2  # captioning videos without a share of the batch for them
-    assert "critic_train.caption_mix > 0" in capsys.readouterr().err
+    assert "critic_train.caption_mix or reasoning_mix > 0" in capsys.readouterr().err
+    assert main([*args, "critic_train.caption_mix=0.5", "critic_train.reasoning_mix=0.5"]) == 2
+    assert "leaves no room for the seed set" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # an override swallowed by the directory list is named, not read as a path
         main([*args[:8], "critic_train.caption_mix=0.5", *args[8:]])
     assert "put KEY=VALUE overrides" in capsys.readouterr().err
-    assert main([*args, "critic_train.caption_mix=0.5"]) == 0
+    assert main([*args, "critic_train.caption_mix=0.25", "critic_train.reasoning_mix=0.25"]) == 0
     assert (cold / "final" / "model.safetensors").is_file()
+    comparisons = comparison_examples([videos], ex, 8, ("motion",))
+    assert len(comparisons) == 8 and all(c.videos == () and "<|video_pad|>" not in c.text for c in comparisons)
+    assert all(c.text.endswith(".") and "Video B shows" in c.text and "Prompt:" in c.text for c in comparisons)
+    for c in comparisons:  # the steps copy the asked motion, rate each video, and the verdict follows from them
+        m = re.fullmatch(r" The prompt asks for (.+?)\. Video A is (.+?): (good|no)\. Video B is (.+?): (good|no)\. "
+                         r"(.+) on motion\.\nAnswer: (A|B|tie)", c.target)
+        assert m, c.target
+        want = {("good", "no"): "A", ("no", "good"): "B"}.get((m[3], m[5]), "tie")
+        assert m[1] in c.text and m[7] == want and m[6] == CLAIMS[want]
 
 
 def test_parse_description_fields():

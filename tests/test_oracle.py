@@ -82,6 +82,10 @@ def test_seed_labels_honour_the_noise_rate():
     assert all(lab.reason.endswith(f"on alignment.") for lab in labels)
     assert "Video A is better" in next(lab.reason for lab in labels if lab.label == "A")
     assert all(label_pair(prompt, good, bad, "overall", rng, noise_rate=0).label == "A" for _ in range(5))
+    reversed_ = render(parse_prompt("a yellow circle shrinking on a navy background"), 0, CFG)
+    motion = label_pair(prompt, good, reversed_, "motion", rng, noise_rate=0)  # the steps between the descriptions
+    assert motion.reason.endswith(". The prompt asks for growing. Video A is growing: good. Video B is shrinking: "
+                                  "no. Video A is better on motion.") and motion.label == "A"
 
 
 def test_pointwise_labels():
@@ -92,6 +96,7 @@ def test_pointwise_labels():
     noise = noise_video(CFG, rng)
     lab = label_single(prompt, noise, "overall", rng, noise_rate=0)
     assert lab.label == "Bad" and lab.reason.startswith("The video shows")
+    assert lab.reason.endswith("flickering. Bad on overall.")  # no steps outside motion
     with pytest.raises(ValueError, match="noise_rate"):
         label_single(prompt, noise, "overall", rng, noise_rate=1.5)
 

@@ -234,6 +234,16 @@ class CriticTrainConfig(_Section):
     no_cot_fraction: float = opt(0.25, ge=0, le=1, doc="share of examples in the answer-only format")
     caption_mix: float = opt(0.0, ge=0, le=0.9, doc="share of each cold-start batch drawn from captioning "
                              "examples (`--caption-videos`), against memorising the seed set")
+    reasoning_mix: float = opt(0.0, ge=0, le=0.9, doc="share of each cold-start batch drawn from text-only "
+                               "comparison examples built from the true descriptions of `--caption-videos` (the "
+                               "shapes world's stand-in for a pretrained language model's reasoning)")
+    reasoning_examples: int = opt(20000, ge=1, doc="how many comparison examples to build")
+    reasoning_sample_share: float = opt(0.5, ge=0, le=1, doc="share of compared descriptions taken from the "
+                                        "true descriptions of generator samples among `--caption-videos` (the "
+                                        "rest: varied descriptions of clean renders)")
+    reasoning_dimensions: tuple[str, ...] = opt((), choices=DIMENSIONS, doc="dimensions of the comparison "
+                                                "examples, drawn uniformly (repeat one to weight it); empty = "
+                                                "the seed set's pairwise dimensions")
     checkpoint_every: int = opt(150, ge=1)
     eval_every: int = opt(150, ge=1)
     eval_pairs: int = opt(100, ge=0, doc="held-out pairs (videos when captioning) evaluated greedily at each "

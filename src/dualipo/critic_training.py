@@ -78,11 +78,14 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
     return out
 
 
-def mixed_batch(step: int, main: list, aux: list, share: float, batch_size: int, seed: int) -> list:
-    """Batch `step` with round(share * batch_size) items from `aux` (each list in its own pure epoch order)."""
-    n_aux = round(share * batch_size) if aux else 0
-    picked = [main[i] for i in batch_indices(step, len(main), batch_size - n_aux, seed)]
-    return picked + ([aux[i] for i in batch_indices(step, len(aux), n_aux, seed + 1)] if n_aux else [])
+def mixed_batch(step: int, main: list, aux: list[tuple[list, float]], batch_size: int, seed: int) -> list:
+    """Batch `step`: round(share * batch_size) items from each (items, share) of `aux`, the rest from `main`
+    (each list in its own pure epoch order)."""
+    takes = [(items, round(share * batch_size)) for items, share in aux if items and share > 0]
+    picked = [main[i] for i in batch_indices(step, len(main), batch_size - sum(n for _, n in takes), seed)]
+    for j, (items, n) in enumerate(takes):
+        picked += [items[i] for i in batch_indices(step, len(items), n, seed + 1 + j)]
+    return picked
 
 
 def _apply_lora(model, cfg: RunConfig):
@@ -121,10 +124,10 @@ def caption_examples(dirs: list[str | Path], limit: int | None = None,
 
 
 def _train_sft(cfg: RunConfig, examples: list[Example], out: Path, evaluate, resume: bool, desc: str,
-               aux: list[Example] | None = None, aux_share: float = 0.0) -> Path:
+               aux: list[tuple[list[Example], float]] = ()) -> Path:
     """The explicit SFT loop shared by captioning pretraining and the cold start: AdamW, warm-up + cosine,
-    clipping, checkpoints with exact resume, `evaluate(critic) -> dict` rows in OUT/metrics.jsonl. With `aux`,
-    `aux_share` of every batch comes from it (`mixed_batch`)."""
+    clipping, checkpoints with exact resume, `evaluate(critic) -> dict` rows in OUT/metrics.jsonl. Each
+    (examples, share) of `aux` makes up that share of every batch (`mixed_batch`)."""
     from dualipo.critics.qwen_vl import QwenVLCritic, load_model, save_model
 
     ct = cfg.critic_train
@@ -152,7 +155,7 @@ def _train_sft(cfg: RunConfig, examples: list[Example], out: Path, evaluate, res
         lr = learning_rate(step, ct.learning_rate, ct.warmup_steps, ct.num_steps)
         for g in optim.param_groups:
             g["lr"] = lr
-        batch = mixed_batch(step, examples, aux or [], aux_share, ct.batch_size, ct.seed)
+        batch = mixed_batch(step, examples, list(aux), ct.batch_size, ct.seed)
         loss = sft_loss(critic, batch)
         optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -179,21 +182,55 @@ def _train_sft(cfg: RunConfig, examples: list[Example], out: Path, evaluate, res
 def cold_start(cfg: RunConfig, seed_path: str | Path, out: str | Path, heldout_path: str | Path | None = None,
                resume: bool = True, caption_dirs: list[str | Path] | None = None) -> Path:
     """Fine-tune the critic on a seed set; writes `out/ckpt/`, `out/metrics.jsonl` and `out/final/`. With
-    `caption_dirs` (shapes world), `critic_train.caption_mix` of every batch is captioning examples of them."""
+    `caption_dirs` (shapes world), `critic_train.caption_mix` of every batch is captioning examples of them and
+    `critic_train.reasoning_mix` text-only comparison examples built from their true descriptions."""
     from dualipo.critics.evaluate import evaluate_pairs
     from dualipo.critics.seed import load_seed
 
     ct = cfg.critic_train
-    if bool(caption_dirs) != (ct.caption_mix > 0):
-        raise ValueError("captioning examples in the cold start need both --caption-videos and "
-                         f"critic_train.caption_mix > 0 (got {caption_dirs or 'no videos'}, {ct.caption_mix})")
+    mixes = ct.caption_mix + ct.reasoning_mix
+    if bool(caption_dirs) != (mixes > 0):
+        raise ValueError("captioning or comparison examples in the cold start need both --caption-videos and "
+                         f"critic_train.caption_mix or reasoning_mix > 0 (got {caption_dirs or 'no videos'}, "
+                         f"{ct.caption_mix}, {ct.reasoning_mix})")
+    if mixes > 0.9:
+        raise ValueError(f"critic_train.caption_mix + reasoning_mix = {mixes:g} leaves no room for the seed set "
+                         "(at most 0.9)")
     records = load_seed(seed_path)
     heldout = load_seed(heldout_path)[:ct.eval_pairs] if heldout_path and ct.eval_pairs else []
     examples = sft_examples(records, ct.both_orders, ct.no_cot_fraction, ct.seed)
     evaluate = (lambda critic: evaluate_pairs(critic, heldout, num_votes=1, chain_of_thought=True)) if heldout \
         else None
-    aux = caption_examples(caption_dirs, cache=Path(out) / "caption_examples.jsonl") if caption_dirs else None
-    return _train_sft(cfg, examples, Path(out), evaluate, resume, "critic cold start", aux, ct.caption_mix)
+    aux = []
+    if caption_dirs:
+        captions = caption_examples(caption_dirs, cache=Path(out) / "caption_examples.jsonl")
+        dims = ct.reasoning_dimensions or tuple(sorted({r.dimension for r in records if r.mode == "pairwise"}))
+        aux = [(captions, ct.caption_mix),
+               (comparison_examples(caption_dirs, captions, ct.reasoning_examples, dims, ct.seed,
+                                    ct.reasoning_sample_share) if ct.reasoning_mix > 0 else [], ct.reasoning_mix)]
+    return _train_sft(cfg, examples, Path(out), evaluate, resume, "critic cold start", aux)
+
+
+def comparison_examples(dirs: list[str | Path], captions: list[Example], n: int, dimensions: tuple[str, ...],
+                        seed: int = 0, sample_share: float = 0.0) -> list[Example]:
+    """`n` text-only comparison examples (`dualipo.toy.reasoning`) built from the true descriptions that
+    `captions` (the `caption_examples` of the same directories) hold: of the clean renders of `dirs`, and with
+    `sample_share` of the generator samples among them."""
+    from dualipo.jsonl import read_jsonl
+    from dualipo.toy.reasoning import comparisons, rationale_steps
+
+    described = {e.videos[0]: prompts.caption_description(e.target) for e in captions}
+    refs, samples = [], {}
+    for d in dirs:
+        for _, r in read_jsonl(Path(d) / "prompts.jsonl"):
+            text = described[str(Path(d) / r["path"])]
+            if r.get("variant") == "clean":
+                refs.append((r["prompt"], text))
+            elif r.get("variant") == "generator":
+                samples.setdefault(r["prompt"], []).append(text)
+    return [Example(prompts.pair_prompt(p, dim, videos=False) + prompts.described([a, b]), (),
+                    f"{rationale_steps(p, dim, [a, b])} {prompts.CLAIMS[v]} on {dim}.\nAnswer: {v}")
+            for p, a, b, dim, v in comparisons(refs, n, dimensions, seed, samples=samples, sample_share=sample_share)]
 
 
 def caption_pretrain(cfg: RunConfig, dirs: list[str | Path], out: str | Path,

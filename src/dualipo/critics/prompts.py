@@ -25,6 +25,7 @@ QUESTIONS = {
     "consistency": "visual quality and consistency",
 }
 VIDEO_SLOT = "<|vision_start|><|video_pad|><|vision_end|>"  # expanded to the video's token count later
+CLAIMS = {"A": "Video A is better", "B": "Video B is better", "tie": "Both are equally good"}  # a rationale's claim
 ANSWER_RE = re.compile(r"^\s*Answer:\s*(\S+?)\s*\.?\s*$")
 ANY_ANSWER_RE = re.compile(r"Answer:\s*(\S+)", re.IGNORECASE)
 
@@ -54,10 +55,11 @@ def chat(user: str) -> str:
     return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def pair_prompt(prompt: str, dimension: str, chain_of_thought: bool = True) -> str:
-    """Both videos in one prompt, labelled Video A and Video B (in the order the videos are passed)."""
-    return chat(f"Prompt: {prompt}\nVideo A: {VIDEO_SLOT}\nVideo B: {VIDEO_SLOT}\n"
-                f"{pair_instruction(dimension, chain_of_thought)}")
+def pair_prompt(prompt: str, dimension: str, chain_of_thought: bool = True, videos: bool = True) -> str:
+    """Both videos in one prompt, labelled Video A and Video B (in the order the videos are passed); with
+    `videos=False` the labels stay and the videos are left out (text-only comparison examples)."""
+    slot = VIDEO_SLOT if videos else ""
+    return chat(f"Prompt: {prompt}\nVideo A: {slot}\nVideo B: {slot}\n{pair_instruction(dimension, chain_of_thought)}")
 
 
 def point_prompt(prompt: str, dimension: str, chain_of_thought: bool = True) -> str:
@@ -127,19 +129,23 @@ def swap_verdict(verdict: str | None) -> str | None:
 
 
 _SENTENCE_RE = re.compile(r"[^.!?]*[.!?]+(?:\s+|$)|[^.!?]+$")
-_DESCRIBES_RE = re.compile(r"^\s*Video ([AB]) shows\b")
+_DESCRIBES_RE = re.compile(r"^\s*Video ([AB]) (shows|is)\b(?! better\b)")  # a description, or a step
 
 
 def swap_reason(reason: str) -> str:
-    """The same rationale for the swapped order: 'Video A' and 'Video B' exchanged, and sentences that describe
-    one video ('Video B shows ...') put back in A-then-B order, so the rationale's structure does not depend on
-    the presentation order (only its content does)."""
+    """The same rationale for the swapped order: 'Video A' and 'Video B' exchanged, and the sentences about one
+    video ('Video B shows ...', and the steps 'Video B is growing: good.') put back in A-then-B order, each kind
+    in its own places, so the rationale's structure does not depend on the presentation order (only its content
+    does). The claim ('Video B is better ...') stays where it is."""
     swapped = re.sub(r"\bVideo ([AB])\b", lambda m: "Video " + ("B" if m.group(1) == "A" else "A"), reason)
     sentences = _SENTENCE_RE.findall(swapped)
-    slots = [i for i, t in enumerate(sentences) if _DESCRIBES_RE.match(t)]
-    ordered = sorted((sentences[i] for i in slots), key=lambda t: _DESCRIBES_RE.match(t).group(1))
-    for i, t in zip(slots, ordered):
-        sentences[i] = t
+    slots = []
+    for kind in ("shows", "is"):
+        mine = [i for i, t in enumerate(sentences) if (m := _DESCRIBES_RE.match(t)) and m.group(2) == kind]
+        ordered = sorted((sentences[i] for i in mine), key=lambda t: _DESCRIBES_RE.match(t).group(1))
+        for i, t in zip(mine, ordered):
+            sentences[i] = t
+        slots += mine
     out = "".join(sentences)
     if slots and not out.endswith(swapped[len(swapped.rstrip()):]):
         out = out.rstrip() + swapped[len(swapped.rstrip()):]

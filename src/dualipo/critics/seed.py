@@ -151,14 +151,14 @@ def oracle_seed_set(dirs: list[str | Path], n_pairs: int, dimensions: tuple[str,
         va, vb = pool[prompt][a], pool[prompt][b]
         dim = _pick_dimension(prompt, video(va), video(vb), dimensions, rng, focus, tie_margin)
         lab = label_pair(prompt, video(va), video(vb), dim, rng, noise, tie_margin)
-        out.append(SeedRecord(prompt, (va, vb), dim, lab.label, _short(lab.reason, prompt),
+        out.append(SeedRecord(prompt, (va, vb), dim, lab.label, lab.reason,
                               {"clean_label": lab.clean_label, "scores": list(lab.scores)}))
     for _ in range(pointwise):
         prompt = prompts[int(rng.integers(len(prompts)))]
         v = pool[prompt][int(rng.integers(len(pool[prompt])))]
         dim = dimensions[int(rng.integers(len(dimensions)))]
         lab = label_single(prompt, video(v), dim, rng, noise)
-        out.append(SeedRecord(prompt, (v,), dim, lab.label, _short(lab.reason, prompt),
+        out.append(SeedRecord(prompt, (v,), dim, lab.label, lab.reason,
                               {"clean_label": lab.clean_label, "scores": list(lab.scores)}))
     return out
 
@@ -172,8 +172,3 @@ def _pick_dimension(prompt, a, b, dimensions, rng, focus: float, margin: float) 
         if differ:
             return differ[int(rng.integers(len(differ)))]
     return dimensions[int(rng.integers(len(dimensions)))]
-
-
-def _short(reason: str, prompt: str) -> str:
-    """Drop the templated echo of the prompt (the critic sees the prompt already; shorter targets train faster)."""
-    return reason.replace(f" The prompt asks for {prompt}.", "")

@@ -99,7 +99,8 @@ def encode(tokenizer, model_config, spec: VisionSpec, texts: list[str], videos: 
 
     `videos[i]` holds the (patches, grid) pairs of text i, in slot order. With `targets`, the batch is
     right-padded and `labels` cover the target tokens only (plus EOS); without, it is left-padded. Patches
-    are cast to `dtype` and every tensor is put on `device` (the model's).
+    are cast to `dtype` and every tensor is put on `device` (the model's); a batch of text-only rows has no video
+    inputs.
     """
     patches, grids, ids, n_prompt = [], [], [], []
     for text, vids in zip(texts, videos):
@@ -122,9 +123,10 @@ def encode(tokenizer, model_config, spec: VisionSpec, texts: list[str], videos: 
         if targets is not None:
             labels[i, n_prompt[i]:len(x)] = input_ids[i, n_prompt[i]:len(x)]
     batch = dict(input_ids=input_ids, attention_mask=attention,
-                 pixel_values_videos=torch.cat(patches).to(dtype), video_grid_thw=torch.cat(grids),
                  mm_token_type_ids=(input_ids == model_config.video_token_id).long() * 2)
-    if model_config.model_type == "qwen2_5_vl":
+    if patches:
+        batch.update(pixel_values_videos=torch.cat(patches).to(dtype), video_grid_thw=torch.cat(grids))
+    if patches and model_config.model_type == "qwen2_5_vl":
         batch["second_per_grid_ts"] = torch.full((len(grids),), spec.temporal_patch_size / fps)
     if targets is not None:
         batch["labels"] = labels

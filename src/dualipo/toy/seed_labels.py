@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dualipo.critics.prompts import CLAIMS
 from dualipo.toy.oracle import OracleScore, score
+from dualipo.toy.reasoning import rationale_steps
 from dualipo.video import Video
 
 PAIR_LABELS = ("A", "B", "tie")
@@ -67,9 +69,10 @@ def label_pair(prompt: str, a: Video, b: Video, dimension: str, rng: np.random.G
     va, vb = sa.get(dimension), sb.get(dimension)
     clean = "tie" if abs(va - vb) <= tie_margin else ("A" if va > vb else "B")
     label = _noisy(clean, PAIR_LABELS, rng, noise_rate)
-    verdict = {"A": "Video A is better", "B": "Video B is better", "tie": "Both are equally good"}[label]
-    reason = (f"Video A shows {describe(sa)}. Video B shows {describe(sb)}. "
-              f"The prompt asks for {prompt}. {verdict} on {dimension}.")
+    verdict = CLAIMS[label]
+    da, db = describe(sa), describe(sb)
+    reason = f"Video A shows {da}. Video B shows {db}.{rationale_steps(prompt, dimension, [da, db])} {verdict} on " \
+             f"{dimension}."
     return OracleLabel(label, reason, clean, (va, vb))
 
 
@@ -80,5 +83,6 @@ def label_single(prompt: str, video: Video, dimension: str, rng: np.random.Gener
     v = s.get(dimension)
     clean = "Good" if v >= good else ("Bad" if v < bad else "Normal")
     label = _noisy(clean, POINT_LABELS, rng, noise_rate)
-    reason = f"The video shows {describe(s)}. The prompt asks for {prompt}. {label} on {dimension}."
+    d = describe(s)
+    reason = f"The video shows {d}.{rationale_steps(prompt, dimension, [d])} {label} on {dimension}."
     return OracleLabel(label, reason, clean, (v,))
