@@ -58,6 +58,7 @@ def main() -> None:
     print(json.dumps({
         "preset": args.preset, "critic_path": cfg.critic.path or "random", "threads": args.threads,
         "params": sum(p.numel() for p in critic.model.parameters()), "k": k,
+        "two_step": cfg.judging.describe_first,
         "k_votes_one_call_s": round(one_call, 4),
         "k_separate_calls_s": round(separate, 4),
         "one_call_over_separate_ratio": round(one_call / separate, 3),
