@@ -3,7 +3,6 @@ and of captioning pretraining (per-attribute accuracy of greedy descriptions).""
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -76,15 +75,17 @@ def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_
     }
 
 
-_DESCRIPTION_RE = re.compile(r"^The video shows (?P<objects>.+?)(?: (?P<motion>moving \w+|staying still|growing|"
-                             r"shrinking))? on a (?P<background>\w+) background, (?P<steadiness>\w+)\.$")
 CAPTION_FIELDS = ("objects", "motion", "background", "steadiness")
+_CAPTION_PREFIX = "The video shows "
 
 
 def parse_description(text: str) -> dict[str, str] | None:
     """Fields of a 'The video shows ... on a X background, steady.' caption, or None if malformed."""
-    m = _DESCRIPTION_RE.match(text.strip())
-    return None if m is None else {k: m.group(k) or "" for k in CAPTION_FIELDS}
+    from dualipo.toy.reasoning import Described
+
+    t = text.strip()
+    d = Described.parse(t[len(_CAPTION_PREFIX):]) if t.startswith(_CAPTION_PREFIX) and t.endswith(".") else None
+    return None if d is None else {k: getattr(d, k) for k in CAPTION_FIELDS}
 
 
 def evaluate_captions(critic, examples, batch_size: int = 32) -> dict:
