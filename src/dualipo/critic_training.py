@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
     return out
 
 
-def mixed_batch(step: int, main: list, aux: list[tuple[list, float]], batch_size: int, seed: int) -> list:
+def mixed_batch(step: int, main: list, aux: Sequence[tuple[list, float]], batch_size: int, seed: int) -> list:
     """Batch `step`: round(share * batch_size) items from each (items, share) of `aux`, the rest from `main`
     (each list in its own pure epoch order)."""
     takes = [(items, round(share * batch_size)) for items, share in aux if items and share > 0]
@@ -155,7 +156,7 @@ def _train_sft(cfg: RunConfig, examples: list[Example], out: Path, evaluate, res
         lr = learning_rate(step, ct.learning_rate, ct.warmup_steps, ct.num_steps)
         for g in optim.param_groups:
             g["lr"] = lr
-        batch = mixed_batch(step, examples, list(aux), ct.batch_size, ct.seed)
+        batch = mixed_batch(step, examples, aux, ct.batch_size, ct.seed)
         loss = sft_loss(critic, batch)
         optim.zero_grad(set_to_none=True)
         loss.backward()

@@ -31,7 +31,7 @@ MOTIONS = tuple(f"moving {d}" for d in DIRECTIONS) + ("staying still", "growing"
 STEADINESS = {"steady": 2, "unsteady": 1, "flickering": 0}
 _DESCRIPTION_RE = re.compile(r"^(?P<objects>.+?)(?: (?P<motion>moving \w+|staying still|growing|shrinking))? "
                              r"on a (?P<background>\w+) background, (?P<steadiness>\w+)$")
-_ASKED_MOTION_RE = re.compile(r"\b(moving (?:left|right|up|down)|staying still|growing|shrinking)\b")
+_ASKED_MOTION_RE = re.compile(r"\b(" + "|".join(MOTIONS) + r")\b")
 _WORDS = re.compile(r"\b(" + "|".join(COLOURS + SHAPES) + r")\b")
 
 
@@ -127,9 +127,8 @@ def rationale_steps(prompt: str, dimension: str, descriptions: list[str]) -> str
     each video's motion and whether it is the asked one (' The prompt asks for moving left. Video A is moving
     left: good. Video B is growing: no.'; one video: ' The video is ...'). Each step only copies or compares
     neighbouring words, which a small language model learns where it does not learn the comparison in one jump
-    (assets/critic_small/README.md). Other dimensions get no steps: copying the prompt into their rationales
-    made the small critic's alignment and overall verdicts worse (0.55 -> 0.29, 0.45 -> 0.31 with true
-    descriptions prefilled)."""
+    (assets/critic_small/README.md). Other dimensions get no steps: copying the prompt into their rationales did
+    not help the small critic's alignment and overall verdicts (measured with true descriptions prefilled)."""
     m = _ASKED_MOTION_RE.search(prompt)
     if dimension != "motion" or m is None:
         return ""
