@@ -1,5 +1,6 @@
-"""Generator benchmark: prints JSON with seconds per video and peak RSS for the tiny and small presets at the
-world's default size, and pretraining steps per second (VAE and transformer) for both.
+"""Generator benchmark: prints JSON for the tiny and small presets at the world's default size: seconds per video
+at the preset's sampling batch size and at batch 1 (with the largest uint8 difference between the two: the cost
+and the effect of batch-invariant sampling), peak RSS, and pretraining steps per second (VAE and transformer).
 
     python benchmarks/generator.py [--threads 1] [--videos 8] [--steps 5]
 
@@ -15,6 +16,8 @@ import resource
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 
 def _rss_mb() -> float:
@@ -37,13 +40,18 @@ def measure(preset: str, threads: int, n_videos: int, n_steps: int) -> dict:
     gen = build_generator(cfg)
     w, g = cfg.world, cfg.generator
     prompts = prompt_pools(w)[1][:n_videos]
-    kw = dict(num_frames=w.num_frames, height=w.height, width=w.width, batch_size=cfg.sampling.batch_size,
-              progress=False)
+    kw = dict(num_frames=w.num_frames, height=w.height, width=w.width, progress=False)
     gen.sample(prompts[:1], [0], **kw)  # warm-up
+    seeds = list(range(len(prompts)))
     t0 = time.perf_counter()
-    gen.sample(prompts, list(range(len(prompts))), **kw)
+    batched = gen.sample(prompts, seeds, batch_size=cfg.sampling.batch_size, **kw)
     per_video = (time.perf_counter() - t0) / len(prompts)
     rss_sampling = _rss_mb()
+    # the cost of batch-invariant bit-identity (one video per forward pass) and the rounding it would remove
+    t0 = time.perf_counter()
+    alone = gen.sample(prompts, seeds, batch_size=1, **kw)
+    per_video_alone = (time.perf_counter() - t0) / len(prompts)
+    max_diff = max(int(np.abs(a.frames.astype(int) - b.frames.astype(int)).max()) for a, b in zip(batched, alone))
 
     p, rng = cfg.pretrain, torch.Generator().manual_seed(0)
     crop = p.vae_crop or w.height
@@ -68,7 +76,9 @@ def measure(preset: str, threads: int, n_videos: int, n_steps: int) -> dict:
             "guidance_scale": g.guidance_scale, "threads": threads,
             "transformer_params_M": round(sum(q.numel() for q in gen.transformer.parameters()) / 1e6, 3),
             "vae_params_M": round(sum(q.numel() for q in gen.vae.parameters()) / 1e6, 3),
-            "seconds_per_video": round(per_video, 4), "peak_rss_mb_sampling": rss_sampling,
+            "seconds_per_video": round(per_video, 4), "sampling_batch_size": cfg.sampling.batch_size,
+            "seconds_per_video_batch_1": round(per_video_alone, 4),
+            "max_uint8_diff_batch_1_vs_batched": max_diff, "peak_rss_mb_sampling": rss_sampling,
             "pretrain_vae_steps_per_s": round(1 / vae_s, 3), "vae_batch": p.vae_batch_size, "vae_crop": crop,
             "pretrain_transformer_steps_per_s": round(1 / tr_s, 3), "transformer_batch": p.batch_size,
             "peak_rss_mb": _rss_mb()}

@@ -23,7 +23,20 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 class Generator(Protocol):
-    """What the round loop and the trainer use. All latents are normalised `latents_BCFHW`."""
+    """What the round loop and the trainer use. All latents are normalised `latents_BCFHW`.
+
+    Reproducibility contract of `sample` (measured in `benchmarks/generator.py`):
+
+    - **Exact**: the same items (prompt, seed) in the same order with the same `batch_size`, on the same machine,
+      torch build and thread count, give bit-identical frames. Batches are formed from fixed item indices
+      (`fixed_batches`: items [i*B, (i+1)*B)), and each item's noise comes from its own seed only, so a run
+      that resumes sampling at a batch boundary rebuilds exactly the batches of an uninterrupted run.
+    - **Approximate**: the same (prompt, seed) in another batch, at another position of a batch, or under
+      another thread count gives the same video up to floating-point rounding: at most 2 uint8 levels per pixel
+      (measured: 1). Batched matrix products round differently for different batch shapes and thread splits.
+      Bit-identity across batchings would need one video per forward pass: about 2x the time per video on the
+      small preset at 2 threads (0.84 s vs 0.37 s at batch 8), so it is not promised.
+    """
 
     def sample(self, prompts: Sequence[str], seeds: Sequence[int], *, num_frames: int, height: int, width: int,
                num_inference_steps: int | None = None, guidance_scale: float | None = None,

@@ -25,6 +25,14 @@ log = logging.getLogger(__name__)
 LORA_FILE = "generator_lora.safetensors"
 
 
+def fixed_batches(n_items: int, batch_size: int) -> list[range]:
+    """Item indices per batch: [0, B), [B, 2B), ... A resumed run that restarts at a batch boundary rebuilds the
+    same batches, so its videos are bit-identical to an uninterrupted run's (the sampling contract)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return [range(s, min(s + batch_size, n_items)) for s in range(0, n_items, batch_size)]
+
+
 class DiffusersGenerator:
     """A diffusers text-to-video pipeline plus the methods training needs. Subclasses set `pipeline_class`."""
 
@@ -69,18 +77,19 @@ class DiffusersGenerator:
     def sample(self, prompts: Sequence[str], seeds: Sequence[int], *, num_frames: int, height: int, width: int,
                num_inference_steps: int | None = None, guidance_scale: float | None = None,
                batch_size: int = 8, progress: bool = True) -> list[Video]:
-        """One video per (prompt, seed) item; the same seed gives the same video whatever the batching.
+        """One video per (prompt, seed) item, in batches of fixed item indices (`fixed_batches`).
 
-        For N videos per prompt, repeat the prompt N times with N seeds.
+        For N videos per prompt, repeat the prompt N times with N seeds. The reproducibility contract (exact for
+        the same items and batch size, within 2 uint8 levels across batchings) is in the `Generator` protocol.
         """
         if len(prompts) != len(seeds):
             raise ValueError(f"sample: got {len(prompts)} prompts but {len(seeds)} seeds; pass one seed per video")
         steps = num_inference_steps or self.cfg.num_inference_steps
         cfg_scale = self.cfg.guidance_scale if guidance_scale is None else guidance_scale
         videos: list[Video] = []
-        starts = range(0, len(prompts), batch_size)
-        for s in tqdm(starts, desc="sampling", unit="batch", disable=not progress or len(starts) < 2):
-            batch_p, batch_s = list(prompts[s:s + batch_size]), seeds[s:s + batch_size]
+        batches = fixed_batches(len(prompts), batch_size)
+        for b in tqdm(batches, desc="sampling", unit="batch", disable=not progress or len(batches) < 2):
+            batch_p, batch_s = [prompts[i] for i in b], [seeds[i] for i in b]
             gens = [torch.Generator().manual_seed(int(x)) for x in batch_s]
             frames = self.pipe(prompt=batch_p, negative_prompt=[""] * len(batch_p), num_frames=num_frames,
                                height=height, width=width, num_inference_steps=steps, guidance_scale=cfg_scale,
