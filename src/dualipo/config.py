@@ -219,7 +219,8 @@ class TrainConfig(_Section):
 @dataclass(frozen=True)
 class CriticTrainConfig(_Section):
     """Cold start and step 6 (SRPO): critic refinement on its own confident, self-consistent judgments."""
-    refine: bool = opt(True, doc="False = IPO (frozen critic), the main ablation")
+    refine: bool = opt(True, doc="False = IPO (frozen critic), the main ablation. The SRPO update is not implemented "
+                       "yet: in `dualipo run` the refine stage is a logged no-op, so the critic stays frozen either way")
     method: str = opt("sft", choices=("sft", "dpo"))
     finetune: str = opt("full", choices=("full", "lora"), doc="train all weights or a LoRA on the language model")
     lora_rank: int = opt(16, ge=1)
@@ -260,10 +261,17 @@ class CriticTrainConfig(_Section):
 
 @dataclass(frozen=True)
 class RoundsConfig(_Section):
-    """The outer loop."""
+    """The outer loop (`dualipo run`): R rounds of sample -> judge -> pairs -> train -> refine -> evaluate."""
     num_rounds: int = opt(3, ge=1)
-    order: str = opt("critic_first", choices=("critic_first", "generator_first"))
-    reference: str = opt("previous", choices=("previous", "base"))
+    order: str = opt("critic_first", choices=("critic_first", "generator_first"),
+                     doc="within a round: refine the critic before training the generator, or after")
+    reference: str = opt("previous", choices=("previous", "base"),
+                         doc="reference policy of round k: the merged previous round, or the original base")
+    prompt_file: str = opt("", doc="JSONL ({'prompt', 'id'}) or text (one prompt per line) the rounds draw their "
+                           "prompts from, in order; '' = the shapes world's training prompts")
+    tracker: str = opt("none", choices=("none", "tensorboard", "wandb"),
+                       doc="also send metrics to TensorBoard / Weights & Biases (extra 'tracking'); the ledger "
+                       "and metrics.jsonl always get them")
 
 
 @dataclass(frozen=True)
