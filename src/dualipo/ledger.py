@@ -50,8 +50,8 @@ CREATE TABLE IF NOT EXISTS points (
   desirable INTEGER NOT NULL, certainty REAL NOT NULL, votes TEXT NOT NULL, generator TEXT NOT NULL,
   PRIMARY KEY (round, video, dimension));
 CREATE TABLE IF NOT EXISTS checkpoints (
-  round INTEGER NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL, step INTEGER NOT NULL,
-  PRIMARY KEY (round, kind));
+  round INTEGER NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL, weights_sha256 TEXT NOT NULL,
+  step INTEGER NOT NULL, PRIMARY KEY (round, kind));
 CREATE TABLE IF NOT EXISTS metrics (
   round INTEGER NOT NULL, stage TEXT NOT NULL, name TEXT NOT NULL, value REAL,
   PRIMARY KEY (round, stage, name));
@@ -99,6 +99,18 @@ def sha256_file(path: str | Path) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
+    return h.hexdigest()
+
+
+def weights_sha256(path: str | Path) -> str:
+    """Hash of a safetensors file's tensors (names, dtypes, shapes, values), independent of its metadata."""
+    import torch
+    from safetensors.torch import load_file
+
+    h = hashlib.sha256()
+    for name, t in sorted(load_file(str(path)).items()):
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -251,9 +263,12 @@ class Ledger:
         where, args = ("WHERE round = ?", (rnd,)) if rnd is not None else ("", ())
         return self.rows(f"SELECT * FROM {table} {where} ORDER BY round, prompt_id", *args)
 
-    def add_checkpoint(self, rnd: int, kind: str, path: str, sha256: str, step: int) -> None:
+    def add_checkpoint(self, rnd: int, kind: str, path: str, sha256: str, weights_sha256: str, step: int) -> None:
+        """`sha256`: the file (integrity); `weights_sha256`: its tensors (identity: safetensors metadata such as
+        peft's unordered target-module list may differ between byte-different files of the same weights)."""
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?)", (rnd, kind, path, sha256, step))
+            db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)",
+                       (rnd, kind, path, sha256, weights_sha256, step))
 
     def checkpoints(self, kind: str) -> list[sqlite3.Row]:
         return self.rows("SELECT * FROM checkpoints WHERE kind = ? ORDER BY round", kind)

@@ -67,7 +67,7 @@ def recorded_config(run_dir: str | Path) -> RunConfig:
 
 
 def _open_run(run_dir: Path, cfg: RunConfig, pool: list, base_id: str, resume: bool) -> Ledger:
-    config = to_dict(cfg)
+    config = json.loads(json.dumps(to_dict(cfg)))  # as stored: tuples become lists
     if resume:
         ledger = Ledger.open(run_dir)
         meta = ledger.meta()
@@ -83,7 +83,10 @@ def _open_run(run_dir: Path, cfg: RunConfig, pool: list, base_id: str, resume: b
         if problem:
             ledger.close()
             raise ValueError(f"refusing to resume {run_dir}: {problem}")
-        log.info("resuming %s", run_dir)
+        stale = [p for p in run_dir.rglob(".*.tmp*") if p.is_file()]
+        for p in stale:  # temporary files of writes a crash interrupted; never recorded
+            p.unlink()
+        log.info("resuming %s%s", run_dir, f" (removed {len(stale)} unfinished temporary files)" if stale else "")
     else:
         if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
             hint = "pass --resume to continue it" if (run_dir / LEDGER).is_file() else "choose a new --out"

@@ -180,16 +180,17 @@ def base_generator_id(cfg: RunConfig) -> str:
     return h.hexdigest()
 
 
-def adapters_through(ctx: RunContext, k: int) -> list[tuple[int, str, str]]:
-    """(round, run-relative path, sha256) of the generator adapters trained in rounds 1..k."""
+def adapters_through(ctx: RunContext, k: int) -> list[tuple[int, str, str, str]]:
+    """(round, run-relative path, file sha256, weights sha256) of the generator adapters of rounds 1..k."""
     def compute():
-        return [(r["round"], r["path"], r["sha256"]) for r in ctx.ledger.checkpoints(ADAPTER_KIND) if r["round"] <= k]
+        return [(r["round"], r["path"], r["sha256"], r["weights_sha256"]) for r in ctx.ledger.checkpoints(ADAPTER_KIND)
+                if r["round"] <= k]
     return from_main(ctx, compute)
 
 
-def generator_id(ctx: RunContext, adapters: list[tuple[int, str, str]]) -> str:
+def generator_id(ctx: RunContext, adapters: list[tuple[int, str, str, str]]) -> str:
     """Identity of the generator that is the base plus these adapters (provenance of sampled videos)."""
-    chain = [ctx.base_id, ctx.cfg.rounds.reference] + [sha for _, _, sha in adapters]
+    chain = [ctx.base_id, ctx.cfg.rounds.reference] + [w for *_, w in adapters]
     return hashlib.sha256("|".join(chain).encode()).hexdigest()
 
 
@@ -202,7 +203,7 @@ def generator_after(ctx: RunContext, k: int):
 
     adapters = adapters_through(ctx, k)
     gen = build_generator(ctx.cfg)
-    for _, rel, sha in adapters if ctx.cfg.rounds.reference == "previous" else adapters[-1:]:
+    for _, rel, sha, _ in adapters if ctx.cfg.rounds.reference == "previous" else adapters[-1:]:
         path = ctx.abs(rel)
         if not path.is_file() or sha256_file(path) != sha:
             raise ValueError(f"generator adapter {path} is missing or differs from the one the ledger recorded "

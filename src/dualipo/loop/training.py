@@ -16,7 +16,7 @@ import logging
 import shutil
 from dataclasses import replace
 
-from dualipo.ledger import atomic_path, sha256_file
+from dualipo.ledger import atomic_path, sha256_file, weights_sha256
 from dualipo.loop.context import ADAPTER_KIND, RunContext, from_main, generator_after
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ def train_stage(ctx: RunContext, k: int) -> tuple[str, str]:
     final = ctx.round_dir(k) / "generator_lora.safetensors"
     with atomic_path(final) as tmp:
         shutil.copyfile(out / "generator_lora.safetensors", tmp)
-    ctx.ledger.add_checkpoint(k, ADAPTER_KIND, ctx.rel(final), sha256_file(final), train_cfg.num_steps)
+    ctx.ledger.add_checkpoint(k, ADAPTER_KIND, ctx.rel(final), sha256_file(final), weights_sha256(final),
+                             train_cfg.num_steps)
     ctx.metrics.log(k, "train", _train_summary(out / "metrics.jsonl", len(rows)))
     return "done", f"{train_cfg.num_steps} steps on {len(rows)} items; adapter {ctx.rel(final)}"
 
