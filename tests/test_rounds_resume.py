@@ -84,12 +84,17 @@ def test_sigkill_and_resume_equal_an_uninterrupted_run(tmp_path):
 @pytest.mark.slow
 def test_two_processes_shard_the_loop_and_one_writes_the_ledger(tmp_path):
     args = [*TINY, "rounds.num_rounds=2", "train.batch_size=2"]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    # `--cpu` would start ONE process (accelerate's CPU launcher needs MPI for more); `--multi_gpu` starts two
+    # through torchrun, and without CUDA the loop's Accelerator joins them in a gloo CPU group
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "-m", "dualipo.cli", "run", *args, "--out", "two"]
+              "-m", "dualipo.cli", "-v", "run", *args, "--out", "two"]
     p = subprocess.run(launch, cwd=tmp_path, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-4000:]
     assert p.stdout.count("| base |") == 1  # one table: only the main process reports
+    # sharded: of round 1's 3 sampling batches and 2 prompts to judge, the second process did 1 each
+    assert "round 1 sampling: process 1 of 2 did 1 of 3 units" in p.stderr
+    assert "round 1 judging: process 1 of 2 did 1 of 2 units" in p.stderr
     run = tmp_path / "two"
     assert_complete(run, rounds=2)
     assert snapshot(run)["checkpoints"], "round 1 trained"

@@ -129,8 +129,11 @@ def run_rounds(cfg: RunConfig, out: str | Path, resume: bool = False) -> str:
     from dualipo.critics import build_critic
     from dualipo.generators import build_generator
 
+    import torch
+
     run_dir = Path(out)
-    acc = Accelerator(mixed_precision=cfg.train.mixed_precision)
+    # without CUDA, processes started by `accelerate launch --multi_gpu` (torchrun) join a gloo CPU group
+    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision)
     check_run_config(cfg, acc.num_processes)
     pool = load_prompt_pool(cfg)
     if cfg.sampling.prompts_per_round > len(pool):

@@ -79,7 +79,9 @@ def run_sharded(ctx: RunContext, units: Sequence[Any], work: Callable[[Any], lis
     results are gathered on the main process, which commits them in order. Only the main process shows progress."""
     p, r = ctx.acc.num_processes, ctx.acc.process_index
     bar = tqdm(total=len(units), desc=desc, unit=unit, disable=not ctx.main or not units)
+    mine = 0
     for start in range(0, len(units), p):
+        mine += start + r < len(units)
         results = work(units[start + r]) if start + r < len(units) else []
         if p > 1:
             from accelerate.utils import gather_object
@@ -90,6 +92,8 @@ def run_sharded(ctx: RunContext, units: Sequence[Any], work: Callable[[Any], lis
                 commit(res)
         bar.update(min(p, len(units) - start))
     bar.close()
+    if p > 1:
+        log.debug("%s: process %d of %d did %d of %d units (%s)", desc, r, p, mine, len(units), unit)
     ctx.acc.wait_for_everyone()
 
 
