@@ -102,3 +102,32 @@ def test_a_full_disk_stops_the_run_and_resume_completes_it(tmp_path, capsys, mon
     rc, out = _run(capsys, "--out", str(run), "--resume")
     assert rc == 0
     assert_complete(run, rounds=1)
+
+
+def test_resume_refuses_a_changed_prompt_file_or_base_generator(tmp_path):
+    from dualipo.config import build_config
+    from dualipo.loop.context import base_generator_id, load_prompt_pool
+    from dualipo.rounds import _open_run
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle moving left on a black background\n# a comment\na blue square growing\n")
+    cfg = build_config("tiny", overrides=[f"rounds.prompt_file={prompts}"])
+    pool = load_prompt_pool(cfg)
+    assert pool == [("f00001", "a red circle moving left on a black background"), ("f00003", "a blue square growing")]
+    run = tmp_path / "run"
+    _open_run(run, cfg, pool, base_generator_id(cfg), resume=False).close()
+    _open_run(run, cfg, pool, base_generator_id(cfg), resume=True).close()  # the same: accepted
+    prompts.write_text("a red circle moving left on a black background\n")
+    with pytest.raises(ValueError, match="prompt pool changed"):
+        _open_run(run, cfg, load_prompt_pool(cfg), base_generator_id(cfg), resume=True)
+    with pytest.raises(ValueError, match="base generator's weights changed"):
+        _open_run(run, cfg, pool, "another base", resume=True)
+
+
+def test_a_tracker_that_is_not_installed_fails_before_anything_is_written(tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed here")
+    rc, out = _run(capsys, "--preset", "tiny", "rounds.tracker=tensorboard", "--out", str(tmp_path / "run"))
+    assert rc == 2 and "pip install 'dualipo[tracking]'" in out.err and not (tmp_path / "run").exists()

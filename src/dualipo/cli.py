@@ -69,8 +69,21 @@ def cmd_sample(args: argparse.Namespace) -> None:
     print(f"wrote {len(prompts) * len(args.seeds)} videos and {path}")
 
 
+def _quiet_model_loaders() -> None:
+    """Keep the loop's own progress bars and log lines; drop the loaders' bars and notices (shown with -v)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for lib in (diffusers_logging, transformers_logging):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from dualipo.rounds import recorded_config, run_rounds
+
+    if not args.verbose:
+        _quiet_model_loaders()
 
     if args.resume and args.preset is None and args.config_file is None and not args.overrides:
         cfg = recorded_config(args.out)  # resume with the config the run was started with

@@ -269,6 +269,8 @@ class RoundsConfig(_Section):
                          doc="reference policy of round k: the merged previous round, or the original base")
     prompt_file: str = opt("", doc="JSONL ({'prompt', 'id'}) or text (one prompt per line) the rounds draw their "
                            "prompts from, in order; '' = the shapes world's training prompts")
+    threads: int = opt(0, ge=0, doc="torch threads per process (0 = torch's default); the stage table reports CPU "
+                       "seconds beside wall seconds")
     tracker: str = opt("none", choices=("none", "tensorboard", "wandb"),
                        doc="also send metrics to TensorBoard / Weights & Biases (extra 'tracking'); the ledger "
                        "and metrics.jsonl always get them")
@@ -302,9 +304,13 @@ class RunConfig(_Section):
 
 def preset_small() -> RunConfig:
     """The CPU demo on the shapes world: the defaults, with the shipped small critic judging in two steps (its
-    measured best mode; its rationales need up to 96 tokens)."""
+    measured best mode; its rationales need up to 96 tokens), and loop sizes that fit 3 rounds of `dualipo run` in
+    about 20 minutes on a 2-core CPU (32 prompts x 4 videos a round = 192 judgments; 32 held-out prompts x 2
+    seeds)."""
     c = RunConfig()
-    return replace(c, critic=replace(c.critic, max_new_tokens=96), judging=replace(c.judging, describe_first=True))
+    return replace(c, critic=replace(c.critic, max_new_tokens=96), judging=replace(c.judging, describe_first=True),
+                   sampling=replace(c.sampling, prompts_per_round=32, videos_per_prompt=4),
+                   eval=replace(c.eval, num_prompts=32))
 
 
 def preset_tiny() -> RunConfig:

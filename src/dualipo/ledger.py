@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS prompts (prompt_id TEXT PRIMARY KEY, position INTEGER NOT NULL, prompt TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS stages (
   round INTEGER NOT NULL, stage TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN ('running','done','skipped')),
-  started REAL NOT NULL, finished REAL, wall_s REAL NOT NULL DEFAULT 0, note TEXT NOT NULL DEFAULT '',
+  started REAL NOT NULL, finished REAL, wall_s REAL NOT NULL DEFAULT 0, cpu_s REAL NOT NULL DEFAULT 0,
+  note TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (round, stage));
 CREATE TABLE IF NOT EXISTS videos (
   round INTEGER NOT NULL, split TEXT NOT NULL CHECK (split IN ('train','eval')), prompt_id TEXT NOT NULL,
@@ -217,12 +218,14 @@ class Ledger:
                        "ON CONFLICT (round, stage) DO UPDATE SET status = 'running', started = excluded.started",
                        (rnd, stage, time.time()))
 
-    def finish_stage(self, rnd: int, stage: str, status: str = "done", note: str = "") -> None:
+    def finish_stage(self, rnd: int, stage: str, status: str = "done", note: str = "", cpu_s: float = 0.0) -> None:
+        """Mark a stage done or skipped; its wall time (and the main process's CPU time) add to earlier attempts'."""
         assert status in STATUSES[1:], status
         now = time.time()
         with self.transaction() as db:
-            db.execute("UPDATE stages SET status = ?, finished = ?, wall_s = wall_s + (? - started), note = ? "
-                       "WHERE round = ? AND stage = ?", (status, now, now, note, rnd, stage))
+            db.execute("UPDATE stages SET status = ?, finished = ?, wall_s = wall_s + (? - started), "
+                       "cpu_s = cpu_s + ?, note = ? WHERE round = ? AND stage = ?",
+                       (status, now, now, cpu_s, note, rnd, stage))
 
     def stages(self) -> list[sqlite3.Row]:
         return self.rows("SELECT * FROM stages ORDER BY round, started")

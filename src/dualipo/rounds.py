@@ -74,8 +74,9 @@ def _open_run(run_dir: Path, cfg: RunConfig, pool: list, base_id: str, resume: b
         diffs = config_differences(ledger.config(), config)
         problem = None
         if diffs:
-            problem = (f"its config differs in {len(diffs)} key(s): {'; '.join(diffs)}. Resume with the same preset, "
-                       f"config file and overrides (or `dualipo run --out {run_dir} --resume` alone), or use a new --out")
+            problem = (f"its config differs in {len(diffs)} key(s): {'; '.join(diffs)}. Resume with the same "
+                       f"preset, config file and overrides (or `dualipo run --out {run_dir} --resume` alone), or "
+                       f"use a new --out")
         elif meta["prompts_sha256"] != pool_hash(pool):
             problem = f"its prompt pool changed (rounds.prompt_file={cfg.rounds.prompt_file!r} was edited)"
         elif meta["generator_base"] != base_id:
@@ -114,12 +115,14 @@ def _run_stage(ctx: RunContext, k: int, name: str) -> None:
     if ctx.main:
         log.info("round %d/%d: %s", k, ctx.cfg.rounds.num_rounds, name)
         ctx.ledger.start_stage(k, name)
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     result, note = stage_function(name)(ctx, k)
     ctx.acc.wait_for_everyone()
     if ctx.main:
-        ctx.ledger.finish_stage(k, name, result, note)
-        log.info("round %d %s %s in %.1f s%s", k, name, result, time.time() - t0, f": {note}" if note else "")
+        cpu = time.process_time() - c0
+        ctx.ledger.finish_stage(k, name, result, note, cpu_s=cpu)
+        log.info("round %d %s %s in %.1f s (CPU %.1f s)%s", k, name, result, time.time() - t0, cpu,
+                 f": {note}" if note else "")
 
 
 def run_rounds(cfg: RunConfig, out: str | Path, resume: bool = False) -> str:
@@ -135,6 +138,8 @@ def run_rounds(cfg: RunConfig, out: str | Path, resume: bool = False) -> str:
     # without CUDA, processes started by `accelerate launch --multi_gpu` (torchrun) join a gloo CPU group
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision)
     check_run_config(cfg, acc.num_processes)
+    if cfg.rounds.threads:
+        torch.set_num_threads(cfg.rounds.threads)
     pool = load_prompt_pool(cfg)
     if cfg.sampling.prompts_per_round > len(pool):
         raise ValueError(f"sampling.prompts_per_round={cfg.sampling.prompts_per_round} but the prompt pool holds "

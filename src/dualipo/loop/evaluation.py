@@ -101,10 +101,11 @@ def _pair_accuracy(ctx: RunContext, k: int, score_of) -> dict:
     prompts = dict(ctx.pool)
     gaps = []
     for r in ctx.ledger.preferences("pairs", k):
+        prompt = prompts[r["prompt_id"]]
         try:
-            c, w = (np.mean([score_of(prompts[r["prompt_id"]], v).get(d) for d in dims]) for v in (r["chosen"], r["rejected"]))
-        except ValueError:
+            chosen, rejected = ([score_of(prompt, v).get(d) for d in dims] for v in (r["chosen"], r["rejected"]))
+        except ValueError:  # not a shapes-world prompt
             continue
-        gaps.append(float(c - w))
+        gaps.append(float(np.mean(chosen) - np.mean(rejected)))
     return {"critic_pair_accuracy": float(np.mean([g > 0 for g in gaps])) if gaps else None,
             "pair_oracle_gap": float(np.mean(gaps)) if gaps else None}

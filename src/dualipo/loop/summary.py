@@ -37,11 +37,11 @@ def round_rows(ledger: Ledger) -> list[dict]:
     return rows
 
 
-def stage_times(ledger: Ledger) -> dict[str, list[float]]:
-    """Wall seconds per stage name, one entry per round that ran it."""
+def stage_times(ledger: Ledger, column: str = "wall_s") -> dict[str, list[float]]:
+    """Seconds per stage name (`wall_s` or the main process's `cpu_s`), one entry per round that ran it."""
     out: dict[str, list[float]] = {}
     for s in ledger.stages():
-        out.setdefault(s["stage"], []).append(round(s["wall_s"], 1))
+        out.setdefault(s["stage"], []).append(round(s[column], 1))
     return out
 
 
@@ -66,7 +66,9 @@ def format_table(ledger: Ledger, run_dir: Path) -> str:
     lines += ["", "oracle: held-out oracle score (evaluation only; the loop never sees it). critic acc: the critic's "
               "majority verdicts vs the oracle on the round's judgments; kept acc: on the confident ones; pair acc: "
               "share of the round's pairs whose chosen video the oracle scores higher.",
-              "stage wall time (s, per round): " + ", ".join(f"{k} {v}" for k, v in stage_times(ledger).items())]
+              "stage wall time (s, per round): " + ", ".join(f"{k} {v}" for k, v in stage_times(ledger).items()),
+              "stage CPU time (s, main process): " + ", ".join(f"{k} {v}" for k, v in
+                                                              stage_times(ledger, "cpu_s").items())]
     notes = [f"round {s['round']} {s['stage']}: {s['note']}" for s in ledger.stages()
              if s["status"] == "skipped" and s["stage"] == "train"]
     refine = [s["note"] for s in ledger.stages() if s["stage"] == "refine"]
