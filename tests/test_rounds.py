@@ -16,7 +16,7 @@ def test_tiny_two_rounds_through_the_cli(tmp_path):
     p = cli(["run", *TINY, "rounds.num_rounds=2", "--out", "run"], tmp_path)
     run = tmp_path / "run"
     assert "| base |" in p.stdout and "| 1 |" in p.stdout and "| 2 |" in p.stdout
-    assert f"ledger: run/ledger.sqlite" in p.stdout and "round_NN/videos" in p.stdout
+    assert "ledger: run/ledger.sqlite" in p.stdout and "round_NN/videos" in p.stdout
     assert "critic refinement (SRPO) is not implemented yet" in p.stdout  # the refine no-op says so
     assert_complete(run, rounds=2)
     pairs = query(run, "SELECT round, chosen, rejected FROM pairs")

@@ -27,6 +27,8 @@ def _resume_refused(capsys, run, message):
      "bad.jsonl:2: not valid JSON"),
     ("nofield.jsonl", '{"text": "a red circle"}\n', "nofield.jsonl:1: expected a non-empty string field 'prompt'"),
     ("dup.jsonl", '{"prompt": "a", "id": "x"}\n{"prompt": "b", "id": "x"}\n', "prompt id 'x' appears more than once"),
+    ("twice.txt", "a red circle\na red circle\n", "prompt 'a red circle' appears more than once"),
+    ("badid.jsonl", '{"prompt": "a", "id": "../x"}\n', "field 'id' must be a string of letters"),
 ])
 def test_bad_prompt_files(tmp_path, capsys, name, text, message):
     (tmp_path / name).write_text(text)

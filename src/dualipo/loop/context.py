@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -21,6 +22,7 @@ from dualipo.config import RunConfig, to_dict
 from dualipo.ledger import Ledger, sha256_file
 
 log = logging.getLogger(__name__)
+_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 ADAPTER_KIND = "generator_lora"
 
 
@@ -35,7 +37,6 @@ class RunContext:
     ledger: Ledger | None = None  # main process only
     metrics: Any = None  # loop.tracking.Metrics, main process only
     upper_bound: bool = False  # the oracle is the critic
-    stage_notes: dict = field(default_factory=dict)
 
     @property
     def main(self) -> bool:
@@ -61,15 +62,18 @@ def from_main(ctx: RunContext, compute: Callable[[], Any]) -> Any:
     from accelerate.utils import broadcast_object_list
 
     box: list[Any] = [None]
+    error = None
     if ctx.main:
         try:
             box[0] = ("ok", compute())
-        except ValueError as e:
-            box[0] = ("error", str(e))
+        except Exception as e:  # re-raised below, after the other processes have been told
+            box[0], error = ("error", f"{type(e).__name__}: {e}"), e
     broadcast_object_list(box)
+    if error is not None:
+        raise error
     status, value = box[0]
     if status == "error":
-        raise ValueError(value)
+        raise ValueError(f"the main process failed: {value}")
     return value
 
 
@@ -112,10 +116,12 @@ def load_prompt_pool(cfg: RunConfig) -> list[tuple[str, str]]:
     pool = _read_jsonl_prompts(path) if path.suffix == ".jsonl" else _read_text_prompts(path)
     if not pool:
         raise ValueError(f"rounds.prompt_file: {path} holds no prompts")
-    ids = [pid for pid, _ in pool]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise ValueError(f"rounds.prompt_file: {path}: prompt id {dup!r} appears more than once")
+    for what, values in (("prompt id", [pid for pid, _ in pool]), ("prompt", [text for _, text in pool])):
+        seen: set[str] = set()
+        for v in values:
+            if v in seen:
+                raise ValueError(f"rounds.prompt_file: {path}: {what} {v!r} appears more than once")
+            seen.add(v)
     return pool
 
 
@@ -127,8 +133,9 @@ def _read_jsonl_prompts(path: Path) -> list[tuple[str, str]]:
         prompt, pid = rec.get("prompt"), rec.get("id", f"f{n:05d}")
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"{path}:{n}: expected a non-empty string field 'prompt', got {rec!r}")
-        if not isinstance(pid, (str, int)) or isinstance(pid, bool):
-            raise ValueError(f"{path}:{n}: field 'id' must be a string or an integer, got {pid!r}")
+        if not isinstance(pid, (str, int)) or isinstance(pid, bool) or not _ID.fullmatch(str(pid)):
+            raise ValueError(f"{path}:{n}: field 'id' must be a string of letters, digits, '_', '.' or '-' (it "
+                             f"names video files) or an integer, got {pid!r}")
         pool.append((str(pid), prompt.strip()))
     return pool
 

@@ -9,7 +9,7 @@ bit-identical videos to an uninterrupted one. Chunks are dealt across processes.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 from dualipo.generators.base import fixed_batches
@@ -53,7 +53,7 @@ def sample_chunks(ctx: RunContext, gen, items: list[Item], done: set[int], desc:
         for it, video in zip(batch, videos):
             if it.index in done:
                 continue  # recorded with its file: keep it
-            rec = {**it.__dict__, "sha256": write_item_video(ctx, it, video)}
+            rec = {**asdict(it), "sha256": write_item_video(ctx, it, video)}
             out.append({**rec, **(extra(it, video) if extra else {})})
         return out
 

@@ -44,8 +44,9 @@ class Metrics:
             case "wandb":
                 import wandb
 
+                run_id = f"{run_dir.name}-{ledger.meta()['config_hash'][:8]}"  # the same run when resumed
                 self._sink = wandb.init(project="dualipo", dir=str(run_dir), name=run_dir.name,
-                                        config=dict(config or {}), resume="allow", id=run_dir.name)
+                                        config=dict(config or {}), resume="allow", id=run_id)
 
     def log(self, rnd: int, stage: str, values: Mapping[str, float | None]) -> None:
         clean = {k: (None if v is None else float(v)) for k, v in values.items()}
