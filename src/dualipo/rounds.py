@@ -127,12 +127,11 @@ def _run_stage(ctx: RunContext, k: int, name: str) -> None:
 
 def run_rounds(cfg: RunConfig, out: str | Path, resume: bool = False) -> str:
     """Run (or resume) the loop in `out`; returns the per-round table on the main process ('' elsewhere)."""
+    import torch
     from accelerate import Accelerator
 
     from dualipo.critics import build_critic
     from dualipo.generators import build_generator
-
-    import torch
 
     run_dir = Path(out)
     # without CUDA, processes started by `accelerate launch --multi_gpu` (torchrun) join a gloo CPU group
@@ -154,8 +153,8 @@ def run_rounds(cfg: RunConfig, out: str | Path, resume: bool = False) -> str:
         ctx.ledger = _open_run(run_dir, cfg, pool, ctx.base_id, resume)
         ctx.metrics = Metrics(run_dir, ctx.ledger, cfg.rounds.tracker, to_dict(cfg))
 
-    from_main(ctx, prepare)
     try:
+        from_main(ctx, prepare)
         _run_stage(ctx, 0, "evaluate")
         for k in range(1, cfg.rounds.num_rounds + 1):
             for name in STAGES[cfg.rounds.order]:
