@@ -199,7 +199,9 @@ class PairsConfig(_Section):
 @dataclass(frozen=True)
 class TrainConfig(_Section):
     """Step 5: generator preference training (LoRA; reference = adapters disabled)."""
-    loss: str = opt("dpo", choices=("dpo", "kto"))
+    loss: str = opt("dpo", choices=("dpo", "kto", "sft"), doc="sft = plain denoising on the chosen items only "
+                    "(rejection-sampling fine-tuning on best-of-N, or continued pretraining on real videos): the "
+                    "equal-compute baseline")
     beta: float = opt(5000.0, gt=0, doc="Diffusion-DPO beta (about 5000 for epsilon models)")
     kto_beta: float = opt(1000.0, gt=0)
     lambda_winner: float = opt(0.0, ge=0, doc="lambda1: NLL on generated winners")
@@ -207,6 +209,8 @@ class TrainConfig(_Section):
     learning_rate: float = opt(1e-4, gt=0)
     lr_schedule: str = opt("constant", choices=("constant", "linear", "cosine"))
     warmup_steps: int = opt(0, ge=0)
+    noise_range: tuple[float, ...] = opt((0.0, 1.0), ge=0, le=1, doc="(lo, hi): training timesteps uniform "
+                                         "over this fraction of the noise schedule (1 = pure noise)")
     num_steps: int = opt(100, ge=1)
     batch_size: int = opt(2, ge=1)
     grad_accum: int = opt(1, ge=1)
@@ -214,6 +218,11 @@ class TrainConfig(_Section):
     checkpoint_every: int = opt(50, ge=1)
     mixed_precision: str = opt("no", choices=("no", "fp16", "bf16"))
     seed: int = opt(0, ge=0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.noise_range) != 2 or self.noise_range[0] >= self.noise_range[1]:
+            raise ConfigError(f"noise_range: expected (lo, hi) with 0 <= lo < hi <= 1, got {self.noise_range!r}")
 
 
 @dataclass(frozen=True)
