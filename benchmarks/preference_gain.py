@@ -54,46 +54,49 @@ def _sample(gen, cfg, prompts, seeds, cache: Path | None):
     return videos
 
 
-def _label(labels: str, prompt: str, group: list[Video], cfg, critic) -> list[float] | None:
-    """One score per sample of a prompt (higher = better); None = no usable labels."""
+def _label(labels: str, prompt: str, group: list[Video], cfg, critic):
+    """(one score per sample, higher = better; confident (winner, loser) index pairs or None)."""
     if labels == "oracle":
-        return [score(prompt, v).overall for v in group]
+        return [score(prompt, v).overall for v in group], None
     if labels == "critic":
-        return critic_scores(critic, cfg, prompt, group)
+        return critic_preferences(critic, cfg, prompt, group)
     raise ValueError(labels)
 
 
-def critic_scores(critic, cfg, prompt: str, group: list[Video]) -> list[float] | None:
-    """Win rate of each sample over the confident critic judgments of every pair in the group."""
+def critic_preferences(critic, cfg, prompt: str, group: list[Video]):
+    """The critic judges every pair of the group (K votes, both orders); confident judgments give (winner, loser)
+    pairs and each sample's win rate over them (0.5 when it took part in none)."""
     from dualipo.preferences import drop_reason
 
     j = cfg.judging
     pairs = list(itertools.combinations(range(len(group)), 2))
     judgments = critic.judge_many([(prompt, group[a], group[b], j.dimensions[0]) for a, b in pairs])
-    wins, games = np.zeros(len(group)), np.zeros(len(group))
+    wins, games, won = np.zeros(len(group)), np.zeros(len(group)), []
     for (a, b), jd in zip(pairs, judgments):
         if drop_reason(jd, j.certainty_threshold) is not None:
             continue
+        w, l = (a, b) if jd.verdict == "A" else (b, a)
         games[[a, b]] += 1
-        wins[a if jd.verdict == "A" else b] += 1
-    if games.sum() == 0:
-        return None
-    return list(np.where(games > 0, wins / np.maximum(games, 1), 0.5))
+        wins[w] += 1
+        won.append((w, l))
+    return list(np.where(games > 0, wins / np.maximum(games, 1), 0.5)), won
 
 
 def _select(select: str, gap: float, groups):
-    """groups: [(prompt, videos, scores)] -> (prompts, a, b or None, desirable or None)."""
+    """groups: [(prompt, videos, scores, confident pairs or None)] -> (prompts, a, b or None, desirable or None).
+    With critic labels, `all_pairs` takes every confident judgment (the gap is the critic's certainty filter)."""
     P, A, B, D = [], [], [], []
-    for prompt, vids, s in groups:
+    for prompt, vids, s, won in groups:
         order = np.argsort(s)[::-1]
         if select == "best_vs_worst":
             if s[order[0]] - s[order[-1]] >= gap:
                 P.append(prompt); A.append(vids[order[0]]); B.append(vids[order[-1]])
         elif select == "all_pairs":
-            for i, k in itertools.combinations(range(len(vids)), 2):
-                if abs(s[i] - s[k]) >= gap:
-                    w, l = (i, k) if s[i] > s[k] else (k, i)
-                    P.append(prompt); A.append(vids[w]); B.append(vids[l])
+            if won is None:
+                won = [(i, k) if s[i] > s[k] else (k, i) for i, k in itertools.combinations(range(len(vids)), 2)
+                       if abs(s[i] - s[k]) >= gap]
+            for w, l in won:
+                P.append(prompt); A.append(vids[w]); B.append(vids[l])
         elif select == "best":
             if s[order[0]] - s[order[-1]] >= gap:
                 P.append(prompt); A.append(vids[order[0]])
@@ -141,12 +144,11 @@ def run_arm(a) -> dict:
             groups = []
             for i, p in enumerate(prompts):
                 vids = videos[i * a.n:(i + 1) * a.n]
-                s = _label(a.labels, p, vids, cfg, critic)
-                if s is not None:
-                    groups.append((p, vids, s))
+                s, won = _label(a.labels, p, vids, cfg, critic)
+                groups.append((p, vids, s, won))
             P, A, B, D = _select(a.select, a.gap, groups)
             n_items = len(P)
-            mean_gap = float(np.mean([max(s) - min(s) for _, _, s in groups])) if groups else 0.0
+            mean_gap = float(np.mean([max(s) - min(s) for _, _, s, _ in groups])) if groups else 0.0
         t_label = time.time() - t0
         rec = {"round": r, "items": n_items, "mean_group_gap": round(mean_gap, 4)}
         if n_items:

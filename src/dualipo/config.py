@@ -192,7 +192,9 @@ class JudgingConfig(_Section):
 @dataclass(frozen=True)
 class PairsConfig(_Section):
     """Step 4: preference pairs (DPO) and desirable / undesirable sets (KTO) from confident judgments."""
-    strategy: str = opt("best_vs_worst", choices=("best_vs_worst",))
+    strategy: str = opt("best_vs_worst", choices=("best_vs_worst", "all_confident"),
+                        doc="best_vs_worst: one pair per prompt (the paper's top-1 vs bottom-1); all_confident: "
+                        "every confident judgment is a pair (winner vs loser)")
     min_margin: float = opt(0.0, ge=0, doc="minimum win-rate gap between best and worst to keep a pair")
 
 
