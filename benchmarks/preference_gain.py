@@ -13,7 +13,7 @@ The oracle never labels anything in a `critic` arm: it only evaluates.
 
     python benchmarks/preference_gain.py run --out runs/pg --arm NAME --seed 0 [--rounds 3] [--prompts 256]
         [--n 4] [--labels oracle] [--select all_pairs] [--gap 0.1] [--eval-prompts 64] [KEY=VALUE overrides]
-    python benchmarks/preference_gain.py summary --out runs/pg      # every arm and seed as one JSON
+    python benchmarks/preference_gain.py summary --out runs/pg --oracle-arm A --critic-arm B --control-arms C D
 
 Each (arm, seed) writes OUT/ARM/seedS.json when done (and resumes a round's training after an interruption).
 Round-1 samples of the base are shared by every arm with the same seed, prompts and N (OUT/_samples/).
@@ -170,7 +170,24 @@ def run_arm(a) -> dict:
     return result
 
 
-def summary(out: Path) -> dict:
+def _gain(table: dict, arm: str | None, rnd: int) -> dict | None:
+    """Mean and spread (std over seeds) of the gain over the base after round `rnd` of `arm`."""
+    if arm not in table or len(table[arm]["gain_per_round_mean"]) < rnd:
+        return None
+    t = table[arm]
+    return {"arm": arm, "mean": t["gain_per_round_mean"][rnd - 1], "std": t["gain_per_round_std"][rnd - 1],
+            "seeds": t["seeds"]}
+
+
+def summary(out: Path, oracle_arm: str | None, critic_arm: str | None, control_arms: list[str]) -> dict:
+    table = arms_table(out)
+    return {"oracle_gain_1_round": _gain(table, oracle_arm, 1), "oracle_gain_3_rounds": _gain(table, oracle_arm, 3),
+            "critic_gain_1_round": _gain(table, critic_arm, 1), "critic_gain_3_rounds": _gain(table, critic_arm, 3),
+            "control_gain": {a: [_gain(table, a, r) for r in (1, 2, 3)] for a in control_arms},
+            "arms": table}
+
+
+def arms_table(out: Path) -> dict:
     arms: dict[str, list[dict]] = {}
     for f in sorted(out.glob("*/seed*.json")):
         r = json.loads(f.read_text())
@@ -200,11 +217,14 @@ def main() -> None:
     ap.add_argument("--gap", type=float, default=0.1)
     ap.add_argument("--eval-prompts", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--oracle-arm", help="summary: the arm whose gains are oracle_gain_*")
+    ap.add_argument("--critic-arm", help="summary: the arm whose gains are critic_gain_*")
+    ap.add_argument("--control-arms", nargs="*", default=[], help="summary: the equal-compute controls")
     ap.add_argument("overrides", nargs="*")
     a = ap.parse_intermixed_args()
     torch.set_num_threads(a.threads)
     if a.command == "summary":
-        print(json.dumps(summary(Path(a.out)), indent=1))
+        print(json.dumps(summary(Path(a.out), a.oracle_arm, a.critic_arm, a.control_arms), indent=1))
     else:
         run_arm(a)
 
