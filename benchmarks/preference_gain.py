@@ -41,11 +41,14 @@ from dualipo.video import Video
 
 
 def _sample(gen, cfg, prompts, seeds, cache: Path | None):
+    """Sample, or read the round-1 samples of the base from a cache of the same seed and N; a cache of more
+    prompts holds these as its prefix (the same prompts, the same seeds)."""
     w = cfg.world
-    if cache is not None and cache.is_file():
-        z = np.load(cache)
-        if list(z["seeds"]) == list(seeds):
-            return [Video(f, w.fps) for f in z["frames"]]
+    if cache is not None:
+        for f in sorted(cache.parent.glob(cache.name.split("_p")[0] + "_p*_n*.npz")):
+            z = np.load(f)
+            if list(z["seeds"][:len(seeds)]) == list(seeds) and f.name.endswith(cache.name.split("_")[-1]):
+                return [Video(x, w.fps) for x in z["frames"][:len(seeds)]]
     videos = gen.sample(prompts, seeds, num_frames=w.num_frames, height=w.height, width=w.width,
                         batch_size=cfg.sampling.batch_size)
     if cache is not None:
