@@ -41,7 +41,7 @@ def snapshot(run_dir) -> dict:
         "videos": q("SELECT round, split, prompt_id, seed, item, path, sha256, generator FROM videos "
                     "ORDER BY round, split, item"),
         "judgments": q("SELECT * FROM judgments ORDER BY round, prompt_id, dimension, video_a, video_b"),
-        "pairs": q("SELECT * FROM pairs ORDER BY round, prompt_id"),
+        "pairs": q("SELECT * FROM pairs ORDER BY round, idx"),
         "points": q("SELECT * FROM points ORDER BY round, video, dimension"),
         "checkpoints": q("SELECT round, kind, path, weights_sha256, step FROM checkpoints ORDER BY round, kind"),
         "metrics": q("SELECT round, stage, name, value FROM metrics ORDER BY round, stage, name"),

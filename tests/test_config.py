@@ -46,6 +46,9 @@ def test_file_then_overrides(tmp_path):
     ("rounds.num_rounds=2.5", "rounds.num_rounds: expected int"),
     ("train=3", "train: expected a mapping"),
     ("train.beta", "expected KEY=VALUE"),
+    ("train.noise_range=[0.7, 0.2]", "train.noise_range: expected (lo, hi)"),
+    ("train.noise_range=[0.5, 1.5]", "train.noise_range: expected a value <= 1"),
+    ("train.loss=ppo", "train.loss: expected one of ['dpo', 'kto', 'sft']"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError) as e:

@@ -35,6 +35,21 @@ def test_best_vs_worst_with_drops_counted():
     assert stats.items == 2 and stats.prompts_without_pair == 0
 
 
+def test_all_confident_makes_one_pair_per_confident_judgment():
+    js = [
+        J("p", "v0", "v1", ["A", "A", "A", "B"]),  # v0 > v1, certainty 0.75
+        J("p", "v1", "v2", ["B", "B"]),            # v2 > v1, 1.0
+        J("p", "v0", "v2", ["A", "B"]),            # split: dropped
+        J("q", "w0", "w1", ["tie", "tie"]),        # tie: dropped
+    ]
+    pairs, stats = pairs_from_judgments(js, threshold=0.7, strategy="all_confident")
+    assert [(p.prompt, p.chosen, p.rejected, p.certainty) for p in pairs] == [
+        ("p", "v0", "v1", 0.75), ("p", "v2", "v1", 1.0)]
+    assert stats.items == 2 and stats.kept == 2 and stats.prompts == 2 and stats.prompts_without_pair == 1
+    with pytest.raises(ValueError, match="pairs.strategy"):
+        pairs_from_judgments(js, threshold=0.5, strategy="random")
+
+
 def test_no_pair_when_all_equal():
     js = [J("p", "a", "b", ["A"]), J("p", "b", "a", ["A"])]  # a and b each win once
     pairs, stats = pairs_from_judgments(js, threshold=0.5)

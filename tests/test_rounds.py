@@ -122,9 +122,21 @@ def test_oracle_critic_is_the_labelled_upper_bound_and_kto_trains_on_points(tmp_
     assert len(rows) == points and {"prompt", "completion", "label", "round", "votes", "certainty"} <= set(rows[0])
 
 
+def test_all_confident_pairs_and_the_sft_control(tmp_path):
+    run = tmp_path / "run"
+    assert main(["run", *TINY, "pairs.strategy=all_confident", "train.loss=sft", "--out", str(run)]) == 0
+    kept = query(run, "SELECT value FROM metrics WHERE stage = 'pairs' AND name = 'kept'")[0][0]
+    pairs = query(run, "SELECT prompt_id, chosen, rejected FROM pairs ORDER BY idx")
+    assert len(pairs) == kept > 0  # every confident judgment is a pair, several per prompt
+    assert query(run, "SELECT status FROM stages WHERE round = 1 AND stage = 'train'") == [("done",)]
+    steps = [json.loads(x) for x in (run / "round_01" / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert "dpo_loss" not in steps[0] and steps[0]["loss"] > 0
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["judging.certainty=pce"], "judging.certainty=pce is not implemented"),
     (["judging.mode=pointwise"], "train.loss=kto"),
+    (["judging.mode=pointwise", "train.loss=sft"], "train.loss=kto"),
     (["sampling.prompts_per_round=999"], "prompt pool holds only 16"),
 ])
 def test_loop_config_errors_fail_before_anything_is_written(tmp_path, capsys, overrides, message):

@@ -123,3 +123,34 @@ def test_train_cli_on_a_pair_file(tmp_path):
     (tmp_path / "other.jsonl").write_text(lines[0] + "\n")
     stale = subprocess.run(cmd[:5] + ["other.jsonl", "--out", "run"], cwd=tmp_path, capture_output=True, text=True)
     assert stale.returncode == 2 and "another pair file" in stale.stderr
+
+
+def test_sft_trains_on_the_chosen_items_only(cache, tmp_path):
+    """train.loss=sft: the loss is the plain denoising error of latents_a (the rejected items are never read)."""
+    only_chosen = LatentCache(embeds=cache.embeds, latents_a=cache.latents_a)
+    gen, log = _train(only_chosen, tmp_path, loss="sft", num_steps=3)
+    assert "dpo_loss" not in log[0] and log[0]["loss"] == pytest.approx(log[0]["denoise_mse"])
+    # step 1's loss is the base model's own denoising error on the step's items, noise and timesteps
+    from dualipo.trainer import _noise, _step_items
+
+    cfg = replace(CFG.train, loss="sft", batch_size=2)
+    items, _ = _step_items(cfg, 0, len(only_chosen), 0)
+    base = _gen()
+    z = only_chosen.latents_a[items]
+    noise, t = _noise(base, z, cfg, 0, [0, 1], 0, torch.device("cpu"))
+    with torch.no_grad():
+        expected = base.denoising_errors(z, only_chosen.embeds[items], t, noise).mean()
+    assert log[0]["loss"] == pytest.approx(float(expected), rel=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["wan", "cogvideox"])
+def test_noise_range_limits_training_timesteps(backend):
+    gen = build_generator(build_config("tiny", overrides=[f"generator.backend={backend}"]))
+    lat = torch.zeros(64, CFG.generator.latent_channels, 1, 2, 2)
+    _, t_all = gen.draw_noise_and_timesteps(lat, torch.Generator().manual_seed(0))
+    _, t_high = gen.draw_noise_and_timesteps(lat, torch.Generator().manual_seed(0), (0.5, 1.0))
+    top = 1000
+    assert t_all.min() < 0.3 * top and t_all.max() > 0.7 * top
+    assert t_high.min() >= 0.5 * top and t_high.max() <= top
+    with pytest.raises(ValueError, match="noise_range"):
+        gen.draw_noise_and_timesteps(lat, torch.Generator(), (0.6, 0.2))

@@ -192,14 +192,18 @@ class JudgingConfig(_Section):
 @dataclass(frozen=True)
 class PairsConfig(_Section):
     """Step 4: preference pairs (DPO) and desirable / undesirable sets (KTO) from confident judgments."""
-    strategy: str = opt("best_vs_worst", choices=("best_vs_worst",))
+    strategy: str = opt("best_vs_worst", choices=("best_vs_worst", "all_confident"),
+                        doc="best_vs_worst: one pair per prompt (the paper's top-1 vs bottom-1); all_confident: "
+                        "every confident judgment is a pair (winner vs loser)")
     min_margin: float = opt(0.0, ge=0, doc="minimum win-rate gap between best and worst to keep a pair")
 
 
 @dataclass(frozen=True)
 class TrainConfig(_Section):
     """Step 5: generator preference training (LoRA; reference = adapters disabled)."""
-    loss: str = opt("dpo", choices=("dpo", "kto"))
+    loss: str = opt("dpo", choices=("dpo", "kto", "sft"), doc="sft = plain denoising on the chosen items only "
+                    "(rejection-sampling fine-tuning on best-of-N, or continued pretraining on real videos): the "
+                    "equal-compute baseline")
     beta: float = opt(5000.0, gt=0, doc="Diffusion-DPO beta (about 5000 for epsilon models)")
     kto_beta: float = opt(1000.0, gt=0)
     lambda_winner: float = opt(0.0, ge=0, doc="lambda1: NLL on generated winners")
@@ -207,6 +211,8 @@ class TrainConfig(_Section):
     learning_rate: float = opt(1e-4, gt=0)
     lr_schedule: str = opt("constant", choices=("constant", "linear", "cosine"))
     warmup_steps: int = opt(0, ge=0)
+    noise_range: tuple[float, ...] = opt((0.0, 1.0), ge=0, le=1, doc="(lo, hi): training timesteps uniform "
+                                         "over this fraction of the noise schedule (1 = pure noise)")
     num_steps: int = opt(100, ge=1)
     batch_size: int = opt(2, ge=1)
     grad_accum: int = opt(1, ge=1)
@@ -214,6 +220,11 @@ class TrainConfig(_Section):
     checkpoint_every: int = opt(50, ge=1)
     mixed_precision: str = opt("no", choices=("no", "fp16", "bf16"))
     seed: int = opt(0, ge=0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.noise_range) != 2 or self.noise_range[0] >= self.noise_range[1]:
+            raise ConfigError(f"noise_range: expected (lo, hi) with 0 <= lo < hi <= 1, got {self.noise_range!r}")
 
 
 @dataclass(frozen=True)
@@ -304,11 +315,16 @@ class RunConfig(_Section):
 
 def preset_small() -> RunConfig:
     """The CPU demo on the shapes world: the defaults, with the shipped small critic judging in two steps (its
-    measured best mode; its rationales need up to 96 tokens), and loop sizes that fit 3 rounds of `dualipo run` in
+    measured best mode; its rationales need up to 96 tokens); the preference recipe measured on the shipped
+    small generator (docs/preference_gain.md): beta 500 for its flow-matching error scale (5000 saturates at a
+    1e-3 margin before the sampler moves), timesteps in the noisier half where layout, colour and motion are
+    decided, every confident judgment as a pair, batch 8; and loop sizes that fit 3 rounds of `dualipo run` in
     about 20 minutes on a 2-core CPU (32 prompts x 4 videos a round = 192 judgments; 32 held-out prompts x 2
     seeds)."""
     c = RunConfig()
     return replace(c, critic=replace(c.critic, max_new_tokens=96), judging=replace(c.judging, describe_first=True),
+                   pairs=replace(c.pairs, strategy="all_confident"),
+                   train=replace(c.train, beta=500.0, noise_range=(0.5, 1.0), batch_size=8),
                    sampling=replace(c.sampling, prompts_per_round=32, videos_per_prompt=4),
                    eval=replace(c.eval, num_prompts=32))
 

@@ -43,9 +43,9 @@ CREATE TABLE IF NOT EXISTS judgments (
   abstentions INTEGER NOT NULL, samples TEXT NOT NULL,
   PRIMARY KEY (round, prompt_id, dimension, video_a, video_b));
 CREATE TABLE IF NOT EXISTS pairs (
-  round INTEGER NOT NULL, prompt_id TEXT NOT NULL, chosen TEXT NOT NULL, rejected TEXT NOT NULL,
-  certainty REAL NOT NULL, margin REAL NOT NULL, votes TEXT NOT NULL, generator TEXT NOT NULL,
-  PRIMARY KEY (round, prompt_id));
+  round INTEGER NOT NULL, idx INTEGER NOT NULL, prompt_id TEXT NOT NULL, chosen TEXT NOT NULL,
+  rejected TEXT NOT NULL, certainty REAL NOT NULL, margin REAL NOT NULL, votes TEXT NOT NULL,
+  generator TEXT NOT NULL, PRIMARY KEY (round, idx));
 CREATE TABLE IF NOT EXISTS points (
   round INTEGER NOT NULL, prompt_id TEXT NOT NULL, video TEXT NOT NULL, dimension TEXT NOT NULL,
   desirable INTEGER NOT NULL, certainty REAL NOT NULL, votes TEXT NOT NULL, generator TEXT NOT NULL,
@@ -256,7 +256,7 @@ class Ledger:
     def replace_preferences(self, rnd: int, table: str, rows: list[tuple]) -> None:
         """All pairs (or points) of a round in one transaction: a rerun of the stage replaces them."""
         assert table in ("pairs", "points"), table
-        width = 8
+        width = 9 if table == "pairs" else 8
         with self.transaction() as db:
             db.execute(f"DELETE FROM {table} WHERE round = ?", (rnd,))
             db.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * width)})", rows)
@@ -264,7 +264,8 @@ class Ledger:
     def preferences(self, table: str, rnd: int | None = None) -> list[sqlite3.Row]:
         assert table in ("pairs", "points"), table
         where, args = ("WHERE round = ?", (rnd,)) if rnd is not None else ("", ())
-        return self.rows(f"SELECT * FROM {table} {where} ORDER BY round, prompt_id", *args)
+        order = "round, idx" if table == "pairs" else "round, prompt_id, video, dimension"
+        return self.rows(f"SELECT * FROM {table} {where} ORDER BY {order}", *args)
 
     def add_checkpoint(self, rnd: int, kind: str, path: str, sha256: str, weights_sha256: str, step: int) -> None:
         """`sha256`: the file (integrity); `weights_sha256`: its tensors (identity: safetensors metadata such as

@@ -1,7 +1,9 @@
 """Preference data from the critic's judgments (step 4 of a round), its TRL-style export, and real videos.
 
-- DPO pairs: per prompt, each confident pairwise judgment is a win for one video and a loss for the other;
-  videos are ranked by win rate and the best vs the worst becomes the pair (the paper's top-1 vs bottom-1).
+- DPO pairs: per prompt, each confident pairwise judgment is a win for one video and a loss for the other.
+  `best_vs_worst`: videos are ranked by win rate and the best vs the worst becomes the pair (the paper's top-1
+  vs bottom-1). `all_confident`: every confident judgment is a pair (winner vs loser), several per prompt:
+  more data from the same samples (measured in docs/preference_gain.md).
 - KTO points: confident pointwise judgments; Good = desirable, Bad = undesirable, Normal is dropped.
 - Dropped: judgments without a verdict (abstained or split), ties, and certainty below the threshold. Every
   count is reported in `PreferenceStats`.
@@ -71,9 +73,11 @@ def _confident(judgments: Iterable[Judgment], threshold: float, stats: Preferenc
     return out
 
 
-def pairs_from_judgments(judgments: Sequence[Judgment], threshold: float,
-                         min_margin: float = 0.0) -> tuple[list[Pair], PreferenceStats]:
-    """Best-vs-worst DPO pairs per prompt from confident pairwise judgments."""
+def pairs_from_judgments(judgments: Sequence[Judgment], threshold: float, min_margin: float = 0.0,
+                         strategy: str = "best_vs_worst") -> tuple[list[Pair], PreferenceStats]:
+    """DPO pairs from confident pairwise judgments: best vs worst per prompt, or every confident judgment."""
+    if strategy not in ("best_vs_worst", "all_confident"):
+        raise ValueError(f"pairs.strategy: expected best_vs_worst or all_confident, got {strategy!r}")
     stats = PreferenceStats()
     by_prompt: dict[str, list[Judgment]] = defaultdict(list)
     for j in _confident((j for j in judgments if j.mode == "pairwise"), threshold, stats):
@@ -81,6 +85,12 @@ def pairs_from_judgments(judgments: Sequence[Judgment], threshold: float,
     stats.prompts = len({j.prompt for j in judgments})
     pairs = []
     for prompt, js in by_prompt.items():
+        if strategy == "all_confident":
+            for j in js:
+                a, b = j.videos
+                winner, loser = (a, b) if j.verdict == "A" else (b, a)
+                pairs.append(Pair(prompt, winner, loser, j.certainty, 1.0))
+            continue
         wins: dict[str, int] = defaultdict(int)
         games: dict[str, int] = defaultdict(int)
         certainty: dict[str, list[float]] = defaultdict(list)
@@ -100,7 +110,7 @@ def pairs_from_judgments(judgments: Sequence[Judgment], threshold: float,
         c = certainty[best] + certainty[worst]
         pairs.append(Pair(prompt, best, worst, sum(c) / len(c), margin))
     stats.items = len(pairs)
-    stats.prompts_without_pair = stats.prompts - len(pairs)
+    stats.prompts_without_pair = stats.prompts - len({p.prompt for p in pairs})
     return pairs, stats
 
 

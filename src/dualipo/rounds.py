@@ -51,7 +51,8 @@ def check_run_config(cfg: RunConfig, num_processes: int) -> None:
                          "use judging.certainty=vote")
     if (cfg.judging.mode == "pointwise") != (cfg.train.loss == "kto"):
         raise ValueError(f"judging.mode={cfg.judging.mode} with train.loss={cfg.train.loss}: pairwise judgments train "
-                         f"with train.loss=dpo, pointwise Good / Bad labels with train.loss=kto")
+                         f"with train.loss=dpo (or sft on the chosen videos), pointwise Good / Bad labels with "
+                         f"train.loss=kto")
     if cfg.train.batch_size % num_processes:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {num_processes} processes")
     check_tracker(cfg.rounds.tracker)

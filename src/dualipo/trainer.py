@@ -104,7 +104,7 @@ def _noise(gen: Generator, latents: torch.Tensor, cfg: TrainConfig, step: int, s
     noises, times = [], []
     for x, slot in zip(latents, slots):
         g = torch.Generator().manual_seed(((cfg.seed * 7919 + step) * 4099 + slot) * 8 + stream)
-        n, t = gen.draw_noise_and_timesteps(x.unsqueeze(0), g)
+        n, t = gen.draw_noise_and_timesteps(x.unsqueeze(0), g, cfg.noise_range)
         noises.append(n[0])
         times.append(t[0])
     return torch.stack(noises).to(device), torch.stack(times).to(device)
@@ -126,6 +126,10 @@ def _batch_loss(gen: Generator, cache: LatentCache, cfg: TrainConfig, step: int,
         k = len(slots)
         loss, metrics = diffusion_dpo_loss(err[:k], err[k:], ref[:k], ref[k:], cfg.beta)
         winner_err = err[:k]
+    elif cfg.loss == "sft":  # plain denoising on the items (best-of-N winners, or real videos)
+        err = gen.denoising_errors(za, emb, t, noise)
+        loss, metrics = denoising_loss(err)
+        winner_err = err[:0]  # lambda_winner would only repeat the loss
     else:
         err = gen.denoising_errors(za, emb, t, noise)
         with torch.no_grad(), gen.reference_mode():

@@ -125,11 +125,18 @@ class DiffusersGenerator:
             out.append(self.normalize(raw))
         return torch.cat(out)
 
-    def draw_noise_and_timesteps(self, latents_BCFHW: torch.Tensor, generator: torch.Generator
-                                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Noise like the latents and one timestep per sample; repeat them across a pair's two members."""
+    def draw_noise_and_timesteps(self, latents_BCFHW: torch.Tensor, generator: torch.Generator,
+                                 noise_range: tuple[float, float] = (0.0, 1.0)) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noise like the latents and one timestep per sample; repeat them across a pair's two members.
+
+        `noise_range` = (lo, hi): timesteps uniform over that fraction of the noise schedule (0 = clean, 1 = pure
+        noise); the default, the whole schedule, is the plain denoising objective.
+        """
+        lo, hi = noise_range
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ValueError(f"noise_range must satisfy 0 <= lo < hi <= 1, got {noise_range}")
         noise = torch.randn(latents_BCFHW.shape, generator=generator, dtype=torch.float32)
-        return noise.to(latents_BCFHW.dtype), self.draw_timesteps(latents_BCFHW.shape[0], generator)
+        return noise.to(latents_BCFHW.dtype), self.draw_timesteps(latents_BCFHW.shape[0], generator, lo, hi)
 
     def denoising_errors(self, latents_BCFHW: torch.Tensor, prompt_embeds: torch.Tensor,
                          timesteps: torch.Tensor, noise_BCFHW: torch.Tensor) -> torch.Tensor:
@@ -199,7 +206,8 @@ class DiffusersGenerator:
         """Record the VAE's latent statistics in its config so normalised latents are unit scale."""
         raise NotImplementedError
 
-    def draw_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor:
+    def draw_timesteps(self, n: int, generator: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
+        """n timesteps uniform over the fraction [lo, hi) of the noise schedule (0 = clean, 1 = pure noise)."""
         raise NotImplementedError
 
     def predict(self, latents_BCFHW, prompt_embeds, timesteps, noise_BCFHW) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,8 +38,10 @@ class CogVideoXGenerator(DiffusersGenerator):
         self.vae.register_to_config(scaling_factor=scale)
         self.pipe.vae_scaling_factor_image = scale  # the pipeline caches it at construction
 
-    def draw_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randint(0, self.pipe.scheduler.config.num_train_timesteps, (n,), generator=generator)
+    def draw_timesteps(self, n: int, generator: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
+        """Integer DDPM timesteps uniform over [lo T, hi T) (T = num_train_timesteps; high t = more noise)."""
+        T = self.pipe.scheduler.config.num_train_timesteps
+        return torch.randint(round(lo * T), max(round(hi * T), round(lo * T) + 1), (n,), generator=generator)
 
     def predict(self, latents_BCFHW, prompt_embeds, timesteps, noise_BCFHW):
         x0_BFCHW = latents_BCFHW.permute(0, 2, 1, 3, 4)

@@ -41,9 +41,9 @@ class WanGenerator(DiffusersGenerator):
         std = raw_BCFHW.float().std(dim=(0, 2, 3, 4)).clamp_min(1e-4)
         self.vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
 
-    def draw_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Flow time `s ~ U(0, 1)` as Wan timesteps `1000 s` (float)."""
-        return torch.rand(n, generator=generator) * 1000.0
+    def draw_timesteps(self, n: int, generator: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
+        """Flow time `s ~ U(lo, hi)` (s = 1: pure noise) as Wan timesteps `1000 s` (float)."""
+        return (lo + torch.rand(n, generator=generator) * (hi - lo)) * 1000.0
 
     def predict(self, latents_BCFHW, prompt_embeds, timesteps, noise_BCFHW):
         s = (timesteps.float() / 1000.0).view(-1, 1, 1, 1, 1).to(latents_BCFHW.dtype)

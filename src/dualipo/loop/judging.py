@@ -1,5 +1,6 @@
 """Steps 2-4 of a round: the critic judges the round's videos (K reasoning paths, both orders, majority vote),
-the certainty filter drops unsure judgments, and the rest become DPO pairs or KTO points.
+the certainty filter drops unsure judgments, and the rest become DPO pairs (`pairs.strategy`: best vs worst per
+prompt, or every confident judgment) or KTO points.
 
 Judging is sharded by prompt: one unit = every judgment of one prompt's N videos (all pairs in pairwise mode,
 every video in pointwise mode), in one batched critic call seeded by (round, prompt), so a resumed or
@@ -114,9 +115,9 @@ def preference_stage(ctx: RunContext, k: int) -> tuple[str, str]:
     gen_id = {r["path"]: r["generator"] for r in ctx.ledger.videos(k, "train")}
     thr = cfg.judging.certainty_threshold
     if cfg.judging.mode == "pairwise":
-        pairs, stats = pairs_from_judgments(js, thr, cfg.pairs.min_margin)
-        rows = [(k, ids[p.prompt], p.chosen, p.rejected, p.certainty, p.margin,
-                 json.dumps(_pair_votes(js, p.chosen, p.rejected)), gen_id[p.chosen]) for p in pairs]
+        pairs, stats = pairs_from_judgments(js, thr, cfg.pairs.min_margin, cfg.pairs.strategy)
+        rows = [(k, i, ids[p.prompt], p.chosen, p.rejected, p.certainty, p.margin,
+                 json.dumps(_pair_votes(js, p.chosen, p.rejected)), gen_id[p.chosen]) for i, p in enumerate(pairs)]
         local = [Pair(p.prompt, _relative_to(p.chosen, rd), _relative_to(p.rejected, rd), p.certainty, p.margin)
                  for p in pairs]
         with atomic_path(ctx.round_dir(k) / "pairs.jsonl") as tmp:

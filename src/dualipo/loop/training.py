@@ -44,9 +44,9 @@ def train_stage(ctx: RunContext, k: int) -> tuple[str, str]:
     cfg = ctx.cfg
     gen, _ = generator_after(ctx, k - 1)
     real = real_videos_from_world(cfg.world, len(rows), seed=cfg.seed + k) if cfg.train.lambda_real > 0 else None
-    if pairwise:
-        cache = build_cache(gen, prompts, [read_video(ctx.abs(r["chosen"])) for r in rows],
-                            [read_video(ctx.abs(r["rejected"])) for r in rows], real=real)
+    if pairwise:  # train.loss=sft learns from the chosen videos only
+        rejected = [read_video(ctx.abs(r["rejected"])) for r in rows] if cfg.train.loss == "dpo" else None
+        cache = build_cache(gen, prompts, [read_video(ctx.abs(r["chosen"])) for r in rows], rejected, real=real)
     else:
         cache = build_cache(gen, prompts, [read_video(ctx.abs(r["video"])) for r in rows],
                             desirable=[bool(r["desirable"]) for r in rows], real=real)

@@ -1,0 +1,236 @@
+"""Does preference training raise the small generator's held-out oracle score? Every arm, per round, per seed.
+
+One arm = one recipe run for R rounds from the shipped base. A round: sample N videos for each of P train
+prompts from the current policy -> label them -> select training items -> train a fresh LoRA adapter -> merge
+it (the reference moves forward) -> score the held-out prompts with the oracle (fixed prompts and seeds).
+
+Labels (`--labels`): `oracle` (the perfect critic: the upper bound), `critic` (the shipped small critic's
+K-vote judgments over every pair of a prompt's samples, certainty filtered), `render` (no labels: the prompts'
+own renders, for the continued-pretraining control). Selection (`--select`): `best_vs_worst` (one DPO pair per
+prompt), `all_pairs` (every pair whose score gap is at least `--gap`), `best` (the best sample per prompt, for
+SFT on best-of-N), `points` (KTO: samples above / below the prompt's mean by `--gap`).
+The oracle never labels anything in a `critic` arm: it only evaluates.
+
+    python benchmarks/preference_gain.py run --out runs/pg --arm NAME --seed 0 [--rounds 3] [--prompts 256]
+        [--n 4] [--labels oracle] [--select all_pairs] [--gap 0.1] [--eval-prompts 64] [KEY=VALUE overrides]
+    python benchmarks/preference_gain.py summary --out runs/pg --oracle-arm A --critic-arm B --control-arms C D
+
+Each (arm, seed) writes OUT/ARM/seedS.json when done (and resumes a round's training after an interruption).
+Round-1 samples of the base are shared by every arm with the same seed, prompts and N (OUT/_samples/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dualipo.config import build_config
+from dualipo.generators import build_generator
+from dualipo.generators.evaluate import evaluate_generator
+from dualipo.toy.oracle import score
+from dualipo.toy.world import prompt_pools, render_prompt
+from dualipo.trainer import build_cache, train_generator
+from dualipo.video import Video
+
+
+def _sample(gen, cfg, prompts, seeds, cache: Path | None):
+    """Sample, or read the round-1 samples of the base from a cache of the same seed and N; a cache of more
+    prompts holds these as its prefix (the same prompts, the same seeds)."""
+    w = cfg.world
+    if cache is not None:
+        for f in sorted(cache.parent.glob(cache.name.split("_p")[0] + "_p*_n*.npz")):
+            z = np.load(f)
+            if list(z["seeds"][:len(seeds)]) == list(seeds) and f.name.endswith(cache.name.split("_")[-1]):
+                return [Video(x, w.fps) for x in z["frames"][:len(seeds)]]
+    videos = gen.sample(prompts, seeds, num_frames=w.num_frames, height=w.height, width=w.width,
+                        batch_size=cfg.sampling.batch_size)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, frames=np.stack([v.frames for v in videos]), seeds=np.array(seeds))
+    return videos
+
+
+def _label(labels: str, prompt: str, group: list[Video], cfg, critic):
+    """(one score per sample, higher = better; confident (winner, loser) index pairs or None)."""
+    if labels == "oracle":
+        return [score(prompt, v).overall for v in group], None
+    if labels == "critic":
+        return critic_preferences(critic, cfg, prompt, group)
+    raise ValueError(labels)
+
+
+def critic_preferences(critic, cfg, prompt: str, group: list[Video]):
+    """The critic judges every pair of the group (K votes, both orders); confident judgments give (winner, loser)
+    pairs and each sample's win rate over them (0.5 when it took part in none)."""
+    from dualipo.preferences import drop_reason
+
+    j = cfg.judging
+    pairs = list(itertools.combinations(range(len(group)), 2))
+    judgments = critic.judge_many([(prompt, group[a], group[b], j.dimensions[0]) for a, b in pairs])
+    wins, games, won = np.zeros(len(group)), np.zeros(len(group)), []
+    for (a, b), jd in zip(pairs, judgments):
+        if drop_reason(jd, j.certainty_threshold) is not None:
+            continue
+        w, l = (a, b) if jd.verdict == "A" else (b, a)
+        games[[a, b]] += 1
+        wins[w] += 1
+        won.append((w, l))
+    return list(np.where(games > 0, wins / np.maximum(games, 1), 0.5)), won
+
+
+def _select(select: str, gap: float, groups):
+    """groups: [(prompt, videos, scores, confident pairs or None)] -> (prompts, a, b or None, desirable or None).
+    With critic labels, `all_pairs` takes every confident judgment (the gap is the critic's certainty filter)."""
+    P, A, B, D = [], [], [], []
+    for prompt, vids, s, won in groups:
+        order = np.argsort(s)[::-1]
+        if select == "best_vs_worst":
+            if s[order[0]] - s[order[-1]] >= gap:
+                P.append(prompt); A.append(vids[order[0]]); B.append(vids[order[-1]])
+        elif select == "all_pairs":
+            if won is None:
+                won = [(i, k) if s[i] > s[k] else (k, i) for i, k in itertools.combinations(range(len(vids)), 2)
+                       if abs(s[i] - s[k]) >= gap]
+            for w, l in won:
+                P.append(prompt); A.append(vids[w]); B.append(vids[l])
+        elif select == "best":
+            if s[order[0]] - s[order[-1]] >= gap:
+                P.append(prompt); A.append(vids[order[0]])
+        elif select == "points":
+            mean = float(np.mean(s))
+            for v, x in zip(vids, s):
+                if abs(x - mean) >= gap:
+                    P.append(prompt); A.append(v); D.append(x > mean)
+        else:
+            raise ValueError(select)
+    return P, A, (B if select in ("best_vs_worst", "all_pairs") else None), (D if select == "points" else None)
+
+
+def run_arm(a) -> dict:
+    cfg = build_config(a.preset, overrides=a.overrides)
+    out = Path(a.out) / a.arm / f"seed{a.seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    gen = build_generator(cfg)
+    critic = None
+    if a.labels == "critic":
+        from dualipo.critics import build_critic
+        critic = build_critic(cfg)
+    base_path = Path(a.out) / f"_base_eval_{a.eval_prompts}.json"
+    if not base_path.is_file():
+        base_path.write_text(json.dumps(evaluate_generator(gen, cfg, a.eval_prompts)))
+    result = {"arm": a.arm, "seed": a.seed, "labels": a.labels, "select": a.select, "gap": a.gap,
+              "prompts": a.prompts, "n": a.n, "overrides": a.overrides,
+              "base": json.loads(base_path.read_text()), "rounds": []}
+    pool = prompt_pools(cfg.world)[0]
+    for r in range(1, a.rounds + 1):
+        t0 = time.time()
+        start = ((r - 1) * a.prompts) % len(pool)
+        prompts = [pool[(start + i) % len(pool)] for i in range(a.prompts)]
+        if a.labels == "render":
+            groups_videos = [[render_prompt(p, 10_000 * a.seed + 100 * r + k, cfg.world) for k in range(a.n)]
+                             for p in prompts]
+            P = [p for p in prompts for _ in range(a.n)]
+            A, B, D = [v for g in groups_videos for v in g], None, None
+            n_items, mean_gap = len(P), 0.0
+        else:
+            seeds = [10_000 * a.seed + 1000 * r + k for _ in prompts for k in range(a.n)]
+            shared = Path(a.out) / "_samples" / f"seed{a.seed}_p{a.prompts}_n{a.n}.npz" if r == 1 else None
+            videos = _sample(gen, cfg, [p for p in prompts for _ in range(a.n)], seeds, shared)
+            t_sample = time.time() - t0
+            groups = []
+            for i, p in enumerate(prompts):
+                vids = videos[i * a.n:(i + 1) * a.n]
+                s, won = _label(a.labels, p, vids, cfg, critic)
+                groups.append((p, vids, s, won))
+            P, A, B, D = _select(a.select, a.gap, groups)
+            n_items = len(P)
+            mean_gap = float(np.mean([max(s) - min(s) for _, _, s, _ in groups])) if groups else 0.0
+        t_label = time.time() - t0
+        rec = {"round": r, "items": n_items, "mean_group_gap": round(mean_gap, 4)}
+        if n_items:
+            cache = build_cache(gen, P, A, B, desirable=D)
+            rdir = out / f"round{r}"
+            gen.add_lora(seed=cfg.train.seed + r)
+            tr = replace(cfg.train, seed=cfg.train.seed + 100 * a.seed + r)
+            train_generator(gen, cache, tr, rdir)
+            gen.merge_lora()
+            log = [json.loads(x) for x in (rdir / "metrics.jsonl").read_text().splitlines()]
+            rec["last_metrics"] = {k: round(v, 5) for k, v in log[-1].items()}
+        t_train = time.time() - t0
+        rec["eval"] = evaluate_generator(gen, cfg, a.eval_prompts)
+        rec["seconds"] = {"sample_label": round(t_label, 1), "train": round(t_train - t_label, 1),
+                          "eval": round(time.time() - t0 - t_train, 1)}
+        result["rounds"].append(rec)
+        print(json.dumps(rec), flush=True)
+    (out.parent / f"seed{a.seed}.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _gain(table: dict, arm: str | None, rnd: int) -> dict | None:
+    """Mean and spread (std over seeds) of the gain over the base after round `rnd` of `arm`."""
+    if arm not in table or len(table[arm]["gain_per_round_mean"]) < rnd:
+        return None
+    t = table[arm]
+    return {"arm": arm, "mean": t["gain_per_round_mean"][rnd - 1], "std": t["gain_per_round_std"][rnd - 1],
+            "seeds": t["seeds"]}
+
+
+def summary(out: Path, oracle_arm: str | None, critic_arm: str | None, control_arms: list[str]) -> dict:
+    table = arms_table(out)
+    return {"oracle_gain_1_round": _gain(table, oracle_arm, 1), "oracle_gain_3_rounds": _gain(table, oracle_arm, 3),
+            "critic_gain_1_round": _gain(table, critic_arm, 1), "critic_gain_3_rounds": _gain(table, critic_arm, 3),
+            "control_gain": {a: [_gain(table, a, r) for r in (1, 2, 3)] for a in control_arms},
+            "arms": table}
+
+
+def arms_table(out: Path) -> dict:
+    arms: dict[str, list[dict]] = {}
+    for f in sorted(out.glob("*/seed*.json")):
+        r = json.loads(f.read_text())
+        arms.setdefault(r["arm"], []).append(r)
+    table = {}
+    for arm, runs in arms.items():
+        gains = np.array([[rd["eval"]["overall"] - r["base"]["overall"] for rd in r["rounds"]] for r in runs])
+        table[arm] = {"seeds": [r["seed"] for r in runs], "labels": runs[0]["labels"],
+                      "select": runs[0]["select"], "overrides": runs[0]["overrides"],
+                      "gain_per_round_mean": gains.mean(0).round(4).tolist(),
+                      "gain_per_round_std": gains.std(0).round(4).tolist(), "runs": runs}
+    return table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=("run", "summary"))
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--arm", default="dpo_oracle")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--prompts", type=int, default=256)
+    ap.add_argument("--n", type=int, default=4)
+    ap.add_argument("--labels", default="oracle", choices=("oracle", "critic", "render"))
+    ap.add_argument("--select", default="all_pairs", choices=("best_vs_worst", "all_pairs", "best", "points"))
+    ap.add_argument("--gap", type=float, default=0.1)
+    ap.add_argument("--eval-prompts", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--oracle-arm", help="summary: the arm whose gains are oracle_gain_*")
+    ap.add_argument("--critic-arm", help="summary: the arm whose gains are critic_gain_*")
+    ap.add_argument("--control-arms", nargs="*", default=[], help="summary: the equal-compute controls")
+    ap.add_argument("overrides", nargs="*")
+    a = ap.parse_intermixed_args()
+    torch.set_num_threads(a.threads)
+    if a.command == "summary":
+        print(json.dumps(summary(Path(a.out), a.oracle_arm, a.critic_arm, a.control_arms), indent=1))
+    else:
+        run_arm(a)
+
+
+if __name__ == "__main__":
+    main()
