@@ -230,8 +230,9 @@ class TrainConfig(_Section):
 @dataclass(frozen=True)
 class CriticTrainConfig(_Section):
     """Cold start and step 6 (SRPO): critic refinement on its own confident, self-consistent judgments."""
-    refine: bool = opt(True, doc="False = IPO (frozen critic), the main ablation. The SRPO update is not implemented "
-                       "yet: in `dualipo run` the refine stage is a logged no-op, so the critic stays frozen either way")
+    refine: bool = opt(True, doc="False = IPO (frozen critic), the main ablation. The SRPO update is not "
+                       "implemented yet: in `dualipo run` the refine stage is a logged no-op, so the critic stays "
+                       "frozen either way")
     method: str = opt("sft", choices=("sft", "dpo"))
     finetune: str = opt("full", choices=("full", "lora"), doc="train all weights or a LoRA on the language model")
     lora_rank: int = opt(16, ge=1)

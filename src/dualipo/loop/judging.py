@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from dualipo.critics.voting import Judgment, Sample
+from dualipo.jsonl import write_jsonl
 from dualipo.ledger import atomic_path
 from dualipo.loop.context import RunContext, from_main, run_sharded, unit_seed
 from dualipo.loop.sampling import verified_videos
@@ -105,7 +106,7 @@ def _relative_to(path: str, folder: str) -> str:
 
 
 def preference_stage(ctx: RunContext, k: int) -> tuple[str, str]:
-    """Confident judgments -> DPO pairs (best vs worst per prompt) or KTO points; written as TRL-style JSONL
+    """Confident judgments -> DPO pairs (`pairs.strategy`) or KTO points; written as TRL-style JSONL
     beside the round's videos and recorded in the ledger (all of a round's rows in one transaction)."""
     if not ctx.main:
         return "done", ""
@@ -126,10 +127,9 @@ def preference_stage(ctx: RunContext, k: int) -> tuple[str, str]:
     else:
         points, stats = points_from_judgments(js, thr)
         votes = {(j.videos[0], j.dimension): j.votes for j in js}
-        rows = [(k, ids[p.prompt], p.video, js_dim, int(p.desirable), p.certainty, json.dumps(votes[(p.video, js_dim)]),
-                 gen_id[p.video]) for p, js_dim in _point_dims(points, js, thr)]
+        rows = [(k, ids[p.prompt], p.video, dim, int(p.desirable), p.certainty, json.dumps(votes[(p.video, dim)]),
+                 gen_id[p.video]) for p, dim in _point_dims(points, js, thr)]
         with atomic_path(ctx.round_dir(k) / "points.jsonl") as tmp:
-            from dualipo.jsonl import write_jsonl
             write_jsonl(tmp, ({"prompt": p.prompt, "completion": _relative_to(p.video, rd), "label": p.desirable,
                                "certainty": p.certainty, "round": k} for p in points))
         ctx.ledger.replace_preferences(k, "points", rows)
