@@ -84,7 +84,9 @@ def test_sigkill_and_resume_equal_an_uninterrupted_run(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_shard_the_loop_and_one_writes_the_ledger(tmp_path):
-    args = [*TINY, "rounds.num_rounds=2", "train.batch_size=2"]
+    # beta 50, not 5000: DPO multiplies the MSE differences by beta / 2, and with 5000 the rounding of a batch of 1
+    # per process against a batch of 2 already moves the second step's loss by 1e-4
+    args = [*TINY, "rounds.num_rounds=2", "train.batch_size=2", "train.beta=50"]
     # `--cpu` would start ONE process (accelerate's CPU launcher needs MPI for more); `--multi_gpu` starts two
     # through torchrun, and without CUDA the loop's Accelerator joins them in a gloo CPU group
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
