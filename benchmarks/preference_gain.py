@@ -169,7 +169,8 @@ def run_arm(a) -> dict:
                           "eval": round(time.time() - t0 - t_train, 1)}
         result["rounds"].append(rec)
         print(json.dumps(rec), flush=True)
-    (out.parent / f"seed{a.seed}.json").write_text(json.dumps(result, indent=1))
+        result["complete"] = r == a.rounds
+        (out.parent / f"seed{a.seed}.json").write_text(json.dumps(result, indent=1))  # after every round
     return result
 
 
@@ -197,7 +198,8 @@ def arms_table(out: Path) -> dict:
         arms.setdefault(r["arm"], []).append(r)
     table = {}
     for arm, runs in arms.items():
-        gains = np.array([[rd["eval"]["overall"] - r["base"]["overall"] for rd in r["rounds"]] for r in runs])
+        done = min(len(r["rounds"]) for r in runs)  # rounds every seed has finished
+        gains = np.array([[rd["eval"]["overall"] - r["base"]["overall"] for rd in r["rounds"][:done]] for r in runs])
         table[arm] = {"seeds": [r["seed"] for r in runs], "labels": runs[0]["labels"],
                       "select": runs[0]["select"], "overrides": runs[0]["overrides"],
                       "gain_per_round_mean": gains.mean(0).round(4).tolist(),
