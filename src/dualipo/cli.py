@@ -69,10 +69,59 @@ def cmd_sample(args: argparse.Namespace) -> None:
     print(f"wrote {len(prompts) * len(args.seeds)} videos and {path}")
 
 
+def _quiet_model_loaders() -> None:
+    """Keep the loop's own progress bars and log lines; drop the loaders' bars and notices (shown with -v)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for lib in (diffusers_logging, transformers_logging):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from dualipo.rounds import recorded_config, run_rounds
+
+    if not args.verbose:
+        _quiet_model_loaders()
+
+    if args.resume and args.preset is None and args.config_file is None and not args.overrides:
+        cfg = recorded_config(args.out)  # resume with the config the run was started with
+    else:
+        cfg = build_config(args.preset or "small", args.config_file, args.overrides)
+    table = run_rounds(cfg, args.out, resume=args.resume)
+    if table:
+        print(table)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from dualipo.export import export_preferences
+
+    path, n = export_preferences(args.run_dir, args.format, args.out)
+    print(f"wrote {n} records to {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dualipo", description="Dual-IPO post-training for text-to-video models")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="the Dual-IPO loop: rounds of sample -> judge -> pairs -> train -> refine -> "
+                       "evaluate, recorded in OUT/ledger.sqlite; --resume continues an interrupted run")
+    p.add_argument("--preset", default=None, help="tiny | small | full (default: small; with --resume and no config "
+                   "arguments: the run's recorded config)")
+    p.add_argument("--config", dest="config_file", default=None, help="YAML or JSON file with config values")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. rounds.num_rounds=2")
+    p.add_argument("--out", required=True, help="run directory (videos, ledger, metrics, adapters)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from what its ledger records")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("export", help="write a run's preference data in TRL conventions (prompt/chosen/rejected or "
+                       "prompt/completion/label) with provenance columns")
+    p.add_argument("run_dir", help="a run directory written by `dualipo run`")
+    p.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl")
+    p.add_argument("--out", required=True, help="output file")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("config", help="print the resolved config")
     _config_args(p)

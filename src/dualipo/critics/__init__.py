@@ -8,11 +8,13 @@ mp4 paths. Backends: `qwen_vl` (transformers Qwen2-VL / Qwen2.5-VL) and `oracle`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Sequence
 
 from dualipo.config import RunConfig
 from dualipo.critics.voting import Judgment
 from dualipo.video import Video
+
+VideoLike = Video | str | Path
 
 
 class Critic(Protocol):
@@ -20,6 +22,11 @@ class Critic(Protocol):
               dimension: str) -> Judgment: ...
 
     def score(self, prompt: str, video: Video | str | Path, dimension: str) -> Judgment: ...
+
+    def judge_many(self, items: Sequence[tuple[str, VideoLike, VideoLike, str]]) -> list[Judgment]:
+        """Many (prompt, a, b, dimension) at once (batched where the backend can); the round loop's call."""
+
+    def score_many(self, items: Sequence[tuple[str, VideoLike, str]]) -> list[Judgment]: ...
 
 
 def build_critic(cfg: RunConfig) -> Critic:
@@ -32,7 +39,7 @@ def build_critic(cfg: RunConfig) -> Critic:
         case "oracle":
             from dualipo.critics.oracle import OracleCritic
 
-            return OracleCritic(cfg.critic.oracle_noise, cfg.seed)
+            return OracleCritic(cfg.critic.oracle_noise)
         case _:
             raise ValueError(f"critic.backend: unknown backend {cfg.critic.backend!r}")
 

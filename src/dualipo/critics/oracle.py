@@ -1,11 +1,15 @@
-"""The shapes-world oracle behind the `Critic` protocol (tests and reference point only, never the loop's
-default). With `noise` > 0 each verdict is replaced by a different one with that probability."""
+"""The shapes-world oracle behind the `Critic` protocol (tests and the loop's upper bound only, never the loop's
+default). With `noise` > 0 each verdict is replaced by a different one with that probability. The noise is drawn
+from torch's global RNG, like the VLM critic's sampled reasoning paths, so seeding torch before a call makes it
+reproducible (the round loop seeds every prompt's judgments)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+import torch
 
 from dualipo.critics.prompts import target_text
 from dualipo.critics.voting import Judgment, judgment, make_sample
@@ -20,23 +24,42 @@ def _name(v: Video | str | Path) -> str:
     return str(v) if not isinstance(v, Video) else f"<video {v.num_frames}x{v.height}x{v.width}>"
 
 
+def _rng() -> np.random.Generator:
+    return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+
+
 class OracleCritic:
-    def __init__(self, noise: float = 0.0, seed: int = 0):
+    def __init__(self, noise: float = 0.0):
         if not 0.0 <= noise <= 1.0:
             raise ValueError(f"critic.oracle_noise must be in [0, 1], got {noise}")
         self.noise = noise
-        self.rng = np.random.default_rng(seed)
 
     def judge(self, prompt: str, video_a, video_b, dimension: str) -> Judgment:
-        from dualipo.toy.seed_labels import label_pair
-
-        lab = label_pair(prompt, _video(video_a), _video(video_b), dimension, self.rng, self.noise)
-        s = make_sample("AB", target_text(lab.reason, lab.label), lab.label)
-        return judgment(prompt, (_name(video_a), _name(video_b)), dimension, "pairwise", [s])
+        return self.judge_many([(prompt, video_a, video_b, dimension)])[0]
 
     def score(self, prompt: str, video, dimension: str) -> Judgment:
+        return self.score_many([(prompt, video, dimension)])[0]
+
+    def judge_many(self, items: Sequence[tuple], num_votes: int | None = None, chain_of_thought: bool | None = None,
+                   both_orders: bool | None = None) -> list[Judgment]:
+        """One verdict per (prompt, a, b, dimension): the oracle does not sample, so K and the orders do not
+        apply (accepted for the `Critic` protocol)."""
+        from dualipo.toy.seed_labels import label_pair
+
+        rng, out = _rng(), []
+        for prompt, a, b, dimension in items:
+            lab = label_pair(prompt, _video(a), _video(b), dimension, rng, self.noise)
+            s = make_sample("AB", target_text(lab.reason, lab.label), lab.label)
+            out.append(judgment(prompt, (_name(a), _name(b)), dimension, "pairwise", [s]))
+        return out
+
+    def score_many(self, items: Sequence[tuple], num_votes: int | None = None,
+                   chain_of_thought: bool | None = None) -> list[Judgment]:
         from dualipo.toy.seed_labels import label_single
 
-        lab = label_single(prompt, _video(video), dimension, self.rng, self.noise)
-        s = make_sample("", target_text(lab.reason, lab.label), lab.label)
-        return judgment(prompt, (_name(video),), dimension, "pointwise", [s])
+        rng, out = _rng(), []
+        for prompt, video, dimension in items:
+            lab = label_single(prompt, _video(video), dimension, rng, self.noise)
+            s = make_sample("", target_text(lab.reason, lab.label), lab.label)
+            out.append(judgment(prompt, (_name(video),), dimension, "pointwise", [s]))
+        return out
