@@ -185,7 +185,8 @@ def _gain(table: dict, arm: str | None, rnd: int) -> dict | None:
 
 def summary(out: Path, oracle_arm: str | None, critic_arm: str | None, control_arms: list[str]) -> dict:
     table = arms_table(out)
-    return {"oracle_gain_1_round": _gain(table, oracle_arm, 1), "oracle_gain_3_rounds": _gain(table, oracle_arm, 3),
+    return {"oracle_gain_1_round": _gain(table, oracle_arm, 1), "oracle_gain_2_rounds": _gain(table, oracle_arm, 2),
+            "oracle_gain_3_rounds": _gain(table, oracle_arm, 3),
             "critic_gain_1_round": _gain(table, critic_arm, 1), "critic_gain_3_rounds": _gain(table, critic_arm, 3),
             "control_gain": {a: [_gain(table, a, r) for r in (1, 2, 3)] for a in control_arms},
             "arms": table}
