@@ -102,11 +102,13 @@ def test_two_processes_shard_the_loop_and_one_writes_the_ledger(tmp_path):
     lines = (run / "round_01" / "train" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2  # one line per optimizer step, written once
     # one process at one thread (torchrun gives each process one): the same batches and the same per-prompt seeds
-    # make the same videos, judgments and pairs, bit for bit; data-parallel training gives the same losses
+    # make the same round-1 videos, judgments and pairs, bit for bit; data-parallel training gives the same losses
+    # (up to the rounding of the gradient all-reduce, so later rounds agree only approximately)
     cli(["run", *args, "rounds.threads=1", "--out", "one"], tmp_path)
     one, two = snapshot(tmp_path / "one"), snapshot(run)
+    first = lambda rows: [r for r in rows if r[0] == 1 and r[1] != "eval"]  # noqa: E731  round 1, not held out
     for table in ("videos", "judgments", "pairs"):
-        assert two[table] == one[table], table
+        assert first(two[table]) == first(one[table]) != [], table
 
     def losses(d):
         lines = (tmp_path / d / "round_01/train/metrics.jsonl").read_text().splitlines()
