@@ -169,7 +169,8 @@ def run_arm(a) -> dict:
                           "eval": round(time.time() - t0 - t_train, 1)}
         result["rounds"].append(rec)
         print(json.dumps(rec), flush=True)
-    (out.parent / f"seed{a.seed}.json").write_text(json.dumps(result, indent=1))
+        result["complete"] = r == a.rounds
+        (out.parent / f"seed{a.seed}.json").write_text(json.dumps(result, indent=1))  # after every round
     return result
 
 
@@ -184,7 +185,8 @@ def _gain(table: dict, arm: str | None, rnd: int) -> dict | None:
 
 def summary(out: Path, oracle_arm: str | None, critic_arm: str | None, control_arms: list[str]) -> dict:
     table = arms_table(out)
-    return {"oracle_gain_1_round": _gain(table, oracle_arm, 1), "oracle_gain_3_rounds": _gain(table, oracle_arm, 3),
+    return {"oracle_gain_1_round": _gain(table, oracle_arm, 1), "oracle_gain_2_rounds": _gain(table, oracle_arm, 2),
+            "oracle_gain_3_rounds": _gain(table, oracle_arm, 3),
             "critic_gain_1_round": _gain(table, critic_arm, 1), "critic_gain_3_rounds": _gain(table, critic_arm, 3),
             "control_gain": {a: [_gain(table, a, r) for r in (1, 2, 3)] for a in control_arms},
             "arms": table}
@@ -197,7 +199,8 @@ def arms_table(out: Path) -> dict:
         arms.setdefault(r["arm"], []).append(r)
     table = {}
     for arm, runs in arms.items():
-        gains = np.array([[rd["eval"]["overall"] - r["base"]["overall"] for rd in r["rounds"]] for r in runs])
+        done = min(len(r["rounds"]) for r in runs)  # rounds every seed has finished
+        gains = np.array([[rd["eval"]["overall"] - r["base"]["overall"] for rd in r["rounds"][:done]] for r in runs])
         table[arm] = {"seeds": [r["seed"] for r in runs], "labels": runs[0]["labels"],
                       "select": runs[0]["select"], "overrides": runs[0]["overrides"],
                       "gain_per_round_mean": gains.mean(0).round(4).tolist(),
