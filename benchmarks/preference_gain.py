@@ -129,7 +129,14 @@ def run_arm(a) -> dict:
               "prompts": a.prompts, "n": a.n, "overrides": a.overrides,
               "base": json.loads(base_path.read_text()), "rounds": []}
     pool = prompt_pools(cfg.world)[0]
-    for r in range(1, a.rounds + 1):
+    done = _finished_rounds(out, result)
+    for rec in done:  # an earlier run of this arm and seed finished these rounds: re-apply their adapters
+        if rec["items"]:
+            gen.load_lora(out / f"round{rec['round']}")
+            gen.merge_lora()
+        result["rounds"].append(rec)
+        print(f"round {rec['round']}: reused", flush=True)
+    for r in range(len(done) + 1, a.rounds + 1):
         t0 = time.time()
         start = ((r - 1) * a.prompts) % len(pool)
         prompts = [pool[(start + i) % len(pool)] for i in range(a.prompts)]
@@ -172,6 +179,24 @@ def run_arm(a) -> dict:
         result["complete"] = r == a.rounds
         (out.parent / f"seed{a.seed}.json").write_text(json.dumps(result, indent=1))  # after every round
     return result
+
+
+def _finished_rounds(out: Path, result: dict) -> list[dict]:
+    """Rounds of OUT/ARM/seedS.json made with the same recipe whose adapters are on disk (so a run can be
+    extended to more rounds without redoing them); [] when the recipe differs or nothing was saved."""
+    f = out.parent / f"{out.name}.json"
+    if not f.is_file():
+        return []
+    old = json.loads(f.read_text())
+    same = ("labels", "select", "gap", "prompts", "n", "overrides")
+    if any(old.get(k) != result[k] for k in same):
+        raise SystemExit(f"{f} was made with another recipe; use another --arm or delete it")
+    rounds = []
+    for rec in old["rounds"]:
+        if rec["items"] and not (out / f"round{rec['round']}" / "generator_lora.safetensors").is_file():
+            break
+        rounds.append(rec)
+    return rounds
 
 
 def _gain(table: dict, arm: str | None, rnd: int) -> dict | None:
