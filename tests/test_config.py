@@ -40,7 +40,7 @@ def test_file_then_overrides(tmp_path):
     ("train.beta=abc", "train.beta: expected float"),
     ("train.beta=-1", "train.beta: expected a value > 0"),
     ("judging.certainty_threshold=1.5", "judging.certainty_threshold: expected a value <= 1"),
-    ("judging.certainty=foo", "judging.certainty: expected one of ['vote', 'pce']"),
+    ("critic_train.certainty=foo", "critic_train.certainty: expected one of ['vote', 'pce']"),
     ("world.colours=[red, pink]", "world.colours: expected one of"),
     ("judging.both_orders=1", "judging.both_orders: expected bool"),
     ("rounds.num_rounds=2.5", "rounds.num_rounds: expected int"),

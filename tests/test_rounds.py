@@ -17,7 +17,7 @@ def test_tiny_two_rounds_through_the_cli(tmp_path):
     run = tmp_path / "run"
     assert "| base |" in p.stdout and "| 1 |" in p.stdout and "| 2 |" in p.stdout
     assert "ledger: run/ledger.sqlite" in p.stdout and "round_NN/videos" in p.stdout
-    assert "critic refinement (SRPO) is not implemented yet" in p.stdout  # the refine no-op says so
+    assert "refine: sft on" in p.stdout  # the critic refines on its own confident judgments
     assert_complete(run, rounds=2)
     pairs = query(run, "SELECT round, chosen, rejected FROM pairs")
     assert pairs and all(c != r for _, c, r in pairs)
@@ -56,8 +56,9 @@ def test_tiny_two_rounds_through_the_cli(tmp_path):
 
 
 def _guard_oracle(monkeypatch):
-    """Make every reference to the oracle's scoring functions raise unless the evaluate stage is running."""
-    from dualipo.loop import evaluation
+    """Make every reference to the oracle's scoring functions raise unless the evaluate stage is running or the
+    seed set (the stand-in for human labels, mixed into critic refinement) is being made."""
+    from dualipo.loop import evaluation, training
     from dualipo.toy import oracle
 
     import importlib
@@ -82,16 +83,17 @@ def _guard_oracle(monkeypatch):
             for name, value in list(getattr(module, "__dict__", {}).items()):
                 if value is fn:
                     monkeypatch.setattr(module, name, guarded(fn))
-    stage = evaluation.evaluate_stage
+    def allowed(fn):
+        def wrapper(*args, **kwargs):
+            state["evaluating"] = True
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                state["evaluating"] = False
+        return wrapper
 
-    def evaluate(ctx, k):
-        state["evaluating"] = True
-        try:
-            return stage(ctx, k)
-        finally:
-            state["evaluating"] = False
-
-    monkeypatch.setattr(evaluation, "evaluate_stage", evaluate)
+    monkeypatch.setattr(evaluation, "evaluate_stage", allowed(evaluation.evaluate_stage))
+    monkeypatch.setattr(training, "seed_set", allowed(training.seed_set))
     return state
 
 
@@ -106,6 +108,8 @@ def test_the_loop_never_consults_the_oracle_outside_evaluation(tmp_path, monkeyp
     assert query(tmp_path / "run", "SELECT status FROM stages WHERE round = 1 AND stage = 'train'") == [("done",)]
     stages = [s for (s,) in query(tmp_path / "run", "SELECT stage FROM stages WHERE round = 1 ORDER BY started")]
     assert stages == ["sample", "judge", "pairs", "train", "refine", "evaluate"]
+    critics = query(tmp_path / "run", "SELECT round FROM checkpoints WHERE kind = 'critic'")
+    assert critics == [(1,), (2,)]  # refined on its own judgments without the oracle; round 2 judged with round 1's
 
 
 def test_oracle_critic_is_the_labelled_upper_bound_and_kto_trains_on_points(tmp_path, capsys):
@@ -134,7 +138,7 @@ def test_all_confident_pairs_and_the_sft_control(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["judging.certainty=pce"], "judging.certainty=pce is not implemented"),
+    (["critic_train.certainty=pce"], "critic_train.certainty=pce needs a reference critic"),
     (["judging.mode=pointwise"], "train.loss=kto"),
     (["judging.mode=pointwise", "train.loss=sft"], "train.loss=kto"),
     (["sampling.prompts_per_round=999"], "prompt pool holds only 16"),

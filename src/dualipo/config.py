@@ -184,9 +184,8 @@ class JudgingConfig(_Section):
                                "then the rationale starts from those descriptions (against copying the prompt)")
     temperature: float = opt(0.8, ge=0)
     top_p: float = opt(1.0, gt=0, le=1)
-    certainty: str = opt("vote", choices=("vote", "pce"))
-    certainty_threshold: float = opt(0.5, ge=0, le=1)
-    pce_beta: float = opt(1.0, gt=0)
+    certainty_threshold: float = opt(0.5, ge=0, le=1, doc="keep a judgment for the generator's preference data if "
+                                     "its majority's vote share is at least this")
 
 
 @dataclass(frozen=True)
@@ -230,10 +229,26 @@ class TrainConfig(_Section):
 @dataclass(frozen=True)
 class CriticTrainConfig(_Section):
     """Cold start and step 6 (SRPO): critic refinement on its own confident, self-consistent judgments."""
-    refine: bool = opt(True, doc="False = IPO (frozen critic), the main ablation. The SRPO update is not "
-                       "implemented yet: in `dualipo run` the refine stage is a logged no-op, so the critic stays "
-                       "frozen either way")
-    method: str = opt("sft", choices=("sft", "dpo"))
+    refine: bool = opt(True, doc="False = IPO (frozen critic), the main ablation")
+    method: str = opt("sft", choices=("sft", "dpo"), doc="refinement update: sft on the majority rationales mixed "
+                      "with the seed set (seed_mix), or certainty-weighted sequence DPO + nll_weight x NLL")
+    consistency: str = opt("claim", choices=("off", "claim", "shapes"), doc="refinement vote filter: a sampled "
+                           "path votes only if its verdict agrees with its own reasoning (claim: the rationale's "
+                           "stated claim; shapes: its descriptions against the prompt, shapes world)")
+    certainty: str = opt("vote", choices=("vote", "pce"), doc="refinement certainty: majority vote share, or the "
+                         "paper's Preference Certainty Estimator (needs pce_reference)")
+    certainty_threshold: float = opt(0.75, ge=0, le=1, doc="certainty=vote: keep a judgment for refinement if "
+                                     "its majority's vote share is at least this")
+    pce_threshold: float = opt(0.5, ge=0, le=1, doc="certainty=pce: keep a judgment if PCE is above this (the "
+                               "paper's 0.5)")
+    pce_beta: float = opt(1.0, gt=0, doc="PCE = sigmoid(pce_beta * (R - mean R))")
+    pce_reference: str = opt("", doc="PCE's reference critic directory for the first refinement (the cold-start "
+                             "critic's base); later rounds of `dualipo run` use the previous round's critic")
+    seed_file: str = opt("", doc="the human seed set mixed into refinement (JSONL / CSV, `dualipo critic seed` "
+                         "format); '' in the shapes world = oracle-labelled renders made at the start of the run")
+    refine_steps: int = opt(100, ge=1, doc="optimizer steps of one refinement")
+    probe_pairs: int = opt(16, ge=0, doc="pairs of the round whose greedy answers are checked for unparseable "
+                           "verdicts during refinement (the DPO guard)")
     finetune: str = opt("full", choices=("full", "lora"), doc="train all weights or a LoRA on the language model")
     lora_rank: int = opt(16, ge=1)
     lora_alpha: float = opt(16.0, gt=0)
@@ -263,9 +278,10 @@ class CriticTrainConfig(_Section):
                           "eval; 0 = none")
     num_threads: int = opt(0, ge=0, doc="torch threads (0 = leave torch's default)")
     seed_mix: float = opt(0.5, ge=0, le=1, doc="fraction of each refinement batch drawn from the seed set")
-    beta: float = opt(0.1, gt=0)
-    nll_weight: float = opt(1.0, ge=0)
-    max_abstain_rate: float = opt(0.2, ge=0, le=1)
+    beta: float = opt(0.1, gt=0, doc="sequence-DPO beta of the critic refinement")
+    nll_weight: float = opt(1.0, ge=0, doc="weight of the NLL term on the chosen rationale (refinement DPO)")
+    max_abstain_rate: float = opt(0.2, ge=0, le=1, doc="DPO guard: stop and restore the last checkpoint when "
+                                  "the probe's unparseable-answer rate rises above this and above its start")
     seed_pairs: int = opt(600, ge=1)
     seed_noise: float = opt(0.1, ge=0, le=1)
     seed: int = opt(0, ge=0)
@@ -346,7 +362,7 @@ def preset_tiny() -> RunConfig:
         judging=replace(c.judging, num_votes=2),
         train=replace(c.train, num_steps=2, batch_size=1, checkpoint_every=1),
         critic_train=replace(c.critic_train, num_steps=2, batch_size=2, seed_pairs=8, warmup_steps=1,
-                             checkpoint_every=1, eval_every=1, eval_pairs=2),
+                             checkpoint_every=1, eval_every=1, eval_pairs=2, refine_steps=2, probe_pairs=2),
         rounds=replace(c.rounds, num_rounds=1),
         eval=replace(c.eval, num_prompts=2, seeds=(0,)),
         pretrain=replace(c.pretrain, num_videos=8, vae_steps=2, vae_batch_size=2, vae_crop=16, steps=3, batch_size=2,

@@ -124,22 +124,50 @@ def caption_examples(dirs: list[str | Path], limit: int | None = None,
     return out
 
 
-def _train_sft(cfg: RunConfig, examples: list[Example], out: Path, evaluate, resume: bool, desc: str,
-               aux: list[tuple[list[Example], float]] = ()) -> Path:
-    """The explicit SFT loop shared by captioning pretraining and the cold start: AdamW, warm-up + cosine,
-    clipping, checkpoints with exact resume, `evaluate(critic) -> dict` rows in OUT/metrics.jsonl. Each
-    (examples, share) of `aux` makes up that share of every batch (`mixed_batch`)."""
-    from dualipo.critics.qwen_vl import QwenVLCritic, load_model, save_model
+def sequence_logprobs(critic, examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of the target tokens' log-probs, number of target tokens) per example, shape (B,) each: the
+    rationale's log-likelihood under the critic (prompt and video tokens masked; the EOS counts)."""
+    batch = critic.inputs([e.text for e in examples], [[critic.visual(v) for v in e.videos] for e in examples],
+                          [e.target for e in examples])
+    labels = batch.pop("labels")[:, 1:]
+    logits = critic.model(**batch).logits[:, :-1].float()
+    mask = labels != -100
+    lp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (lp * mask).sum(1), mask.sum(1)
+
+
+class CriticDiverged(RuntimeError):
+    """A non-finite critic loss: training stops; the last checkpoint is intact."""
+
+
+def load_trainable(cfg: RunConfig):
+    """(model in float32, with a LoRA on the language model when `critic_train.finetune=lora`, tokenizer, critic)
+    for training, from `critic.path`."""
+    from dualipo.critics.qwen_vl import QwenVLCritic, load_model
+
+    model, tok = load_model(cfg.critic)
+    model = model.float()
+    if cfg.critic_train.finetune == "lora":
+        model = _apply_lora(model, cfg)
+    return model, tok, QwenVLCritic(model, tok, cfg.critic, cfg.judging)
+
+
+def train_loop(cfg: RunConfig, trainable, out: Path, loss_fn, evaluate, resume: bool, desc: str,
+               num_steps: int | None = None, guard=None) -> Path:
+    """The explicit critic training loop: AdamW, warm-up + cosine, clipping, checkpoints with exact resume,
+    a NaN guard, `evaluate(critic) -> dict` rows in OUT/metrics.jsonl (with the mean loss since the last row).
+
+    `loss_fn(critic, step) -> (loss, metrics)`. `guard(row) -> str | None`: checked at every evaluation; a
+    reason stops training and restores the last checkpoint (written at the previous evaluation that passed).
+    Returns OUT/final (a transformers directory, LoRA merged)."""
+    from dualipo.critics.qwen_vl import save_model
 
     ct = cfg.critic_train
+    total = num_steps or ct.num_steps
     if ct.num_threads:
         torch.set_num_threads(ct.num_threads)
     save_config(cfg, out / "config.json")
-    model, tok = load_model(cfg.critic)
-    model = model.float()
-    if ct.finetune == "lora":
-        model = _apply_lora(model, cfg)
-    critic = QwenVLCritic(model, tok, cfg.critic, cfg.judging)
+    model, tok, critic = trainable
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=ct.learning_rate, weight_decay=ct.weight_decay)
     step, losses = 0, []
@@ -150,14 +178,17 @@ def _train_sft(cfg: RunConfig, examples: list[Example], out: Path, evaluate, res
         losses = extra["losses"]
         log.info("resumed from %s at step %d", ckpt, step)
     metrics = out / "metrics.jsonl"
-    bar = tqdm(total=ct.num_steps, initial=step, desc=desc, unit="step")
-    while step < ct.num_steps:
+    every = ct.eval_every if guard is not None else ct.checkpoint_every
+    bar = tqdm(total=total, initial=step, desc=desc, unit="step")
+    while step < total:
         model.train()
-        lr = learning_rate(step, ct.learning_rate, ct.warmup_steps, ct.num_steps)
+        lr = learning_rate(step, ct.learning_rate, ct.warmup_steps, total)
         for g in optim.param_groups:
             g["lr"] = lr
-        batch = mixed_batch(step, examples, aux, ct.batch_size, ct.seed)
-        loss = sft_loss(critic, batch)
+        loss, _ = loss_fn(critic, step)
+        if not torch.isfinite(loss):
+            raise CriticDiverged(f"{desc}: non-finite loss {float(loss)} at step {step}; last good checkpoint: "
+                                 f"{latest_checkpoint(ckpt_root)}")
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, ct.max_grad_norm)
@@ -166,18 +197,42 @@ def _train_sft(cfg: RunConfig, examples: list[Example], out: Path, evaluate, res
         losses.append(float(loss.detach()))
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
-        if step % ct.checkpoint_every == 0 or step == ct.num_steps:
-            save_checkpoint(ckpt_root, step, model, optim, extra={"losses": losses})
-        if evaluate is not None and (step % ct.eval_every == 0 or step == ct.num_steps):
+        row = None
+        if evaluate is not None and (step % ct.eval_every == 0 or step == total):
             model.eval()
             row = {"step": step, "loss": float(np.mean(losses[-ct.eval_every:])), **evaluate(critic)}
+            stop = guard(row) if guard is not None else None
+            if stop:
+                row["stopped"] = stop
             with metrics.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             log.info("step %d: %s", step, {k: v for k, v in row.items() if isinstance(v, float)})
+            if stop:
+                last = latest_checkpoint(ckpt_root)
+                log.warning("%s stopped at step %d: %s; restoring %s", desc, step, stop, last or "the start")
+                if last is None:
+                    model, tok, critic = trainable = load_trainable(cfg)
+                else:
+                    load_checkpoint(last, model, optim)
+                break
+        if step % every == 0 or step == total:
+            save_checkpoint(ckpt_root, step, model, optim, extra={"losses": losses})
     bar.close()
     model.eval()
     final = model.merge_and_unload() if ct.finetune == "lora" else model
     return save_model(final, tok, out / "final", dtype="float16")
+
+
+def _train_sft(cfg: RunConfig, examples: list[Example], out: Path, evaluate, resume: bool, desc: str,
+               aux: list[tuple[list[Example], float]] = ()) -> Path:
+    """SFT shared by captioning pretraining and the cold start (`train_loop`). Each (examples, share) of `aux`
+    makes up that share of every batch (`mixed_batch`)."""
+    ct = cfg.critic_train
+
+    def loss_fn(critic, step):
+        return sft_loss(critic, mixed_batch(step, examples, aux, ct.batch_size, ct.seed)), {}
+
+    return train_loop(cfg, load_trainable(cfg), out, loss_fn, evaluate, resume, desc)
 
 
 def cold_start(cfg: RunConfig, seed_path: str | Path, out: str | Path, heldout_path: str | Path | None = None,

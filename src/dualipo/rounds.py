@@ -1,7 +1,7 @@
 """The Dual-IPO loop (`dualipo run`): R rounds of
 
     sample -> judge (K paths, both orders) -> certainty filter -> pairs / KTO points -> train the generator
-    -> refine the critic (a logged no-op until the SRPO issue lands) -> evaluate on held-out prompts
+    -> refine the critic (SRPO, on the round's own judgments) -> evaluate on held-out prompts
 
 with the order of training and refinement from `rounds.order` (critic_first: refine before training) and the
 reference policy from `rounds.reference`. Round 0 evaluates the base generator. Everything is recorded in the
@@ -46,9 +46,11 @@ def stage_function(name: str):
 
 def check_run_config(cfg: RunConfig, num_processes: int) -> None:
     """What the loop needs beyond the per-field checks; fails before anything is written."""
-    if cfg.judging.certainty == "pce":
-        raise ValueError("judging.certainty=pce is not implemented yet (it needs the SRPO critic update); "
-                         "use judging.certainty=vote")
+    ct = cfg.critic_train
+    if ct.refine and cfg.critic.backend != "oracle" and ct.certainty == "pce":
+        from dualipo.srpo.certainty import check_reference
+
+        check_reference(cfg.critic.path, ct.pce_reference)  # round 1's reference (later: the previous critic)
     if (cfg.judging.mode == "pointwise") != (cfg.train.loss == "kto"):
         raise ValueError(f"judging.mode={cfg.judging.mode} with train.loss={cfg.train.loss}: pairwise judgments train "
                          f"with train.loss=dpo (or sft on the chosen videos), pointwise Good / Bad labels with "
@@ -96,7 +98,9 @@ def _open_run(run_dir: Path, cfg: RunConfig, pool: list, base_id: str, resume: b
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             meta = {"prompts_sha256": pool_hash(pool), "generator_base": base_id,
-                    "critic_refinement": training.REFINE_NOT_IMPLEMENTED,
+                    "critic_refinement": (f"{cfg.critic_train.method}, certainty {cfg.critic_train.certainty}, "
+                                          f"consistency {cfg.critic_train.consistency}"
+                                          if cfg.critic_train.refine else "off (IPO)"),
                     "upper_bound": "1" if cfg.critic.backend == "oracle" else "0"}
             ledger = Ledger.create(run_dir, config, pool, meta)
         except (OSError, sqlite3.Error) as e:
@@ -156,6 +160,8 @@ def run_rounds(cfg: RunConfig, out: str | Path, resume: bool = False) -> str:
 
     try:
         from_main(ctx, prepare)
+        if from_main(ctx, lambda: bool(training.critic_paths(ctx, cfg.rounds.num_rounds))):
+            ctx.critic = training.critic_after(ctx, cfg.rounds.num_rounds)  # resumed after a refinement
         _run_stage(ctx, 0, "evaluate")
         for k in range(1, cfg.rounds.num_rounds + 1):
             for name in STAGES[cfg.rounds.order]:

@@ -1,4 +1,5 @@
-"""`dualipo critic ...` subcommands (registered by cli.py): videos, seed, import, caption, cold-start, eval."""
+"""`dualipo critic ...` subcommands (registered by cli.py): videos, seed, import, caption, cold-start, refine,
+eval."""
 
 from __future__ import annotations
 
@@ -73,6 +74,27 @@ def cmd_eval(cfg: RunConfig, args: argparse.Namespace) -> None:
     print(json.dumps(res, indent=2))
 
 
+def cmd_refine(cfg: RunConfig, args: argparse.Namespace) -> None:
+    from dualipo.critics.voting import Judgment, Sample
+    from dualipo.jsonl import read_jsonl
+    from dualipo.srpo.train import refine_critic
+
+    judgments = []
+    for n, r in read_jsonl(args.judgments, "judgment file"):
+        try:
+            samples = tuple(Sample(**s) for s in r["samples"])
+            judgments.append(Judgment(r["prompt"], tuple(r["videos"]), r["dimension"], r["mode"], samples,
+                                      r["verdict"], float(r["certainty"]), r.get("votes", {}),
+                                      int(r.get("abstentions", 0))))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{args.judgments}:{n}: not a judgment record ({type(e).__name__}: {e}); expected the "
+                             "JSONL that `dualipo critic eval --judgments` or a run's round writes") from None
+    seed = args.seed_file or cfg.critic_train.seed_file or None
+    final, counts = refine_critic(cfg, judgments, args.out, seed, resume=not args.no_resume)
+    print(json.dumps(counts, indent=1))
+    print(f"refined critic written to {final} (use critic.path={final})")
+
+
 def video_dir(value: str) -> str:
     """argparse type of the video-directory lists: a clear error when a KEY=VALUE override lands in one."""
     if not Path(value).is_dir():
@@ -138,6 +160,15 @@ def add_critic_commands(sub, config_args: Callable, load: Callable) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--no-resume", action="store_true")
     p.set_defaults(func=_wrap(cmd_caption, load))
+
+    p = cs.add_parser("refine", help="one SRPO refinement of critic.path on a judgment file: consistency filter, "
+                      "certainty, then SFT (mixed with the seed set) or certainty-weighted DPO (resumes from OUT/ckpt)")
+    config_args(p)
+    p.add_argument("--judgments", required=True, help="JSONL of judgments (sampled paths, both orders)")
+    p.add_argument("--seed-file", default=None, help="the human seed set mixed in (default: critic_train.seed_file)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-resume", action="store_true")
+    p.set_defaults(func=_wrap(cmd_refine, load))
 
     p = cs.add_parser("eval", help="accuracy, tie, abstention and position-bias rates on a labelled pair set")
     config_args(p)

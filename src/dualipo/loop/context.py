@@ -33,7 +33,7 @@ class RunContext:
     acc: Any  # accelerate.Accelerator
     pool: list[tuple[str, str]]  # (prompt id, prompt): the prompt pool the rounds draw from
     base_id: str  # identity of the base generator weights (provenance)
-    critic: Any = None  # built once; frozen while refinement is a no-op
+    critic: Any = None  # built once; replaced after each refinement (training.critic_after)
     ledger: Ledger | None = None  # main process only
     metrics: Any = None  # loop.tracking.Metrics, main process only
     upper_bound: bool = False  # the oracle is the critic

@@ -5,8 +5,11 @@ data-parallel under accelerate) on the generator at the end of the previous roun
 checkpoints in `round_k/train/checkpoints`. The finished adapter is copied atomically to
 `round_k/generator_lora.safetensors` and recorded with its hash; later rounds rebuild the generator from it.
 
-Critic refinement (SRPO) is a later issue: the stage is recorded as skipped with a note that says why, and
-the critic stays frozen (which is the paper's IPO).
+Critic refinement (SRPO, `dualipo.srpo`) learns from the round's own judgments (consistency filter, certainty,
+SFT mixed with the seed set or certainty-weighted DPO) on the main process, in `round_k/critic/` (it resumes from
+its checkpoints there). The refined critic is recorded in the ledger (kind `critic`) and judges from the next
+round on; a resumed run rebuilds the latest recorded critic. With `critic_train.refine=false` the critic stays
+frozen (the paper's IPO).
 """
 
 from __future__ import annotations
@@ -20,8 +23,7 @@ from dualipo.ledger import atomic_path, sha256_file, weights_sha256
 from dualipo.loop.context import ADAPTER_KIND, RunContext, from_main, generator_after
 
 log = logging.getLogger(__name__)
-REFINE_NOT_IMPLEMENTED = ("critic refinement (SRPO) is not implemented yet: no-op, the critic stays frozen this "
-                          "round (= IPO)")
+CRITIC_KIND = "critic"
 
 
 def _training_data(ctx: RunContext, k: int):
@@ -80,7 +82,99 @@ def refine_stage(ctx: RunContext, k: int) -> tuple[str, str]:
     elif not ctx.cfg.critic_train.refine:
         note = "critic_train.refine=false: frozen critic (IPO)"
     else:
-        note = REFINE_NOT_IMPLEMENTED
+        status, note = from_main(ctx, lambda: _refine(ctx, k))
+        if status == "done":
+            ctx.critic = critic_after(ctx, k)
+        return status, note
     if ctx.main:
         log.info("round %d refine: %s", k, note)
     return "skipped", note
+
+
+def _refine(ctx: RunContext, k: int) -> tuple[str, str]:
+    """Main process: refine the current critic on round k's judgments and record it."""
+    from dualipo.loop.judging import judgment_from_row
+    from dualipo.srpo.train import NothingToLearn, refine_critic
+
+    cfg = ctx.cfg
+    ct = cfg.critic_train
+    previous = critic_paths(ctx, k - 1)
+    current = str(ctx.abs(previous[-1]).parent) if previous else cfg.critic.path
+    reference = str(ctx.abs(previous[-2]).parent) if len(previous) > 1 else (cfg.critic.path if previous else
+                                                                             ct.pce_reference)
+    run_cfg = replace(cfg, critic=replace(cfg.critic, path=current),
+                      critic_train=replace(ct, pce_reference=reference, seed=ct.seed + k))
+    js = [judgment_from_row(r, dict(ctx.pool)) for r in ctx.ledger.judgments(k)]
+    js = [replace(j, videos=tuple(str(ctx.abs(v)) for v in j.videos)) for j in js]
+    out = ctx.round_dir(k) / "critic"
+    try:
+        final, counts = refine_critic(run_cfg, js, out, seed_set(ctx), resume=True)
+    except NothingToLearn as e:
+        log.warning("round %d refine: %s; the critic stays as it is", k, e)
+        ctx.metrics.log(k, "refine", _counts(json.loads((out / "data.json").read_text())))
+        return "skipped", str(e)
+    weights = final / "model.safetensors"
+    ctx.ledger.add_checkpoint(k, CRITIC_KIND, ctx.rel(weights), sha256_file(weights), weights_sha256(weights),
+                              ct.refine_steps)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    ctx.metrics.log(k, "refine", {**_counts(counts), "final_loss": rows[-1]["loss"] if rows else None,
+                                  "final_abstention_rate": rows[-1].get("abstention_rate") if rows else None})
+    return "done", (f"{ct.method} on {counts['confident']} confident judgments of {counts['judgments']} "
+                    f"({counts['paths_filtered']} paths filtered); critic {ctx.rel(final)}")
+
+
+def _counts(counts: dict) -> dict:
+    flat = {f"no_label_{r}": n for r, n in counts.pop("no_label").items()}
+    return {**{key: v for key, v in counts.items() if isinstance(v, (int, float))}, **flat}
+
+
+def critic_paths(ctx: RunContext, k: int) -> list[str]:
+    """Run-relative weight files (DIR/model.safetensors) of the critics refined in rounds 1..k, in order (main
+    process: the ledger)."""
+    return [r["path"] for r in ctx.ledger.checkpoints(CRITIC_KIND) if r["round"] <= k]
+
+
+def critic_after(ctx: RunContext, k: int):
+    """The critic at the end of round k: the latest refined one recorded (checked against its hash), or the
+    configured critic when none was."""
+    from dualipo.critics import build_critic
+
+    def latest():
+        rows = [r for r in ctx.ledger.checkpoints(CRITIC_KIND) if r["round"] <= k]
+        return (rows[-1]["path"], rows[-1]["sha256"]) if rows else None
+
+    found = from_main(ctx, latest)
+    if found is None:
+        return build_critic(ctx.cfg)
+    rel, sha = found
+    weights = ctx.abs(rel)
+    if not weights.is_file() or sha256_file(weights) != sha:
+        raise ValueError(f"refined critic {weights} is missing or differs from the one the ledger recorded "
+                         f"(sha256 {sha[:12]}); the run directory was changed outside dualipo")
+    return build_critic(replace(ctx.cfg, critic=replace(ctx.cfg.critic, path=str(weights.parent))))
+
+
+def seed_set(ctx: RunContext) -> str | None:
+    """The seed set mixed into refinement: `critic_train.seed_file`, or in the shapes world (the default prompt
+    pool) oracle-labelled renders and corruptions made once in RUN/seed/ (the oracle makes seed labels, as human
+    annotators would; it never judges the loop's videos). None when refinement mixes in no seed data."""
+    ct = ctx.cfg.critic_train
+    if ct.seed_mix == 0 or ct.method != "sft":
+        return None
+    if ct.seed_file:
+        return ct.seed_file
+    if ctx.cfg.rounds.prompt_file:
+        raise ValueError("critic_train.seed_mix > 0 needs critic_train.seed_file (the human seed set) outside the "
+                         "shapes world; or set critic_train.seed_mix=0")
+    path = ctx.run_dir / "seed" / "seed.jsonl"
+    if not path.is_file():
+        from dualipo.critics.seed import oracle_seed_set, write_seed
+        from dualipo.critics.toy_videos import write_variants
+
+        videos = ctx.run_dir / "seed" / "videos"
+        write_variants(ctx.cfg.world, videos, max(1, ct.seed_pairs // 2), 4, "train", ct.seed)
+        records = oracle_seed_set([videos], ct.seed_pairs, ("overall", "alignment", "motion", "consistency"),
+                                  ct.seed_noise, ct.seed)
+        with atomic_path(path) as tmp:
+            write_seed(records, tmp)
+    return str(path)

@@ -139,3 +139,40 @@ def rationale_steps(prompt: str, dimension: str, descriptions: list[str]) -> str
         steps += "".join(f" {name} is {d.motion or 'no motion'}: {'good' if d.motion == asked else 'no'}."
                          for name, d in zip(names, parsed))
     return steps
+
+
+_PAIR_DESCRIPTIONS_RE = re.compile(r"Video A shows (?P<a>[^.]+)\. Video B shows (?P<b>[^.]+)\.")
+_ASKED_BACKGROUND_RE = re.compile(r"\bon an? (\w+) background\b")
+CHECKED_DIMENSIONS = ("overall", "alignment", "motion", "consistency")
+
+
+def prompt_values(prompt: str, d: Described) -> dict[str, float] | None:
+    """`values` against the prompt's own words (no render, no oracle): alignment counts the description's colour
+    and shape words equal to the prompt's (as multisets; the relation's wording is not compared) and the
+    background; motion, whether it shows the asked motion; consistency, its steadiness. None if the prompt is
+    not in the world's grammar."""
+    motion, background = _ASKED_MOTION_RE.search(prompt), _ASKED_BACKGROUND_RE.search(prompt)
+    if motion is None or background is None:
+        return None
+    asked = sorted(_WORDS.findall(prompt.split(" on a")[0]))
+    alignment = float(sorted(_WORDS.findall(d.objects)) == asked) + float(d.background == background.group(1))
+    m = float(d.motion == motion.group(1))
+    consistency = STEADINESS.get(d.steadiness, 0) / 2
+    return {"motion": m, "alignment": alignment, "consistency": consistency, "overall": m + alignment + consistency}
+
+
+def reasoned_verdict(prompt: str, dimension: str, text: str) -> str | None:
+    """The verdict a pairwise rationale's own descriptions imply ('Video A shows X. Video B shows Y.', in the
+    rationale's own presentation order): the video whose description shows more of what the prompt asks for on
+    `dimension` (`prompt_values`), 'tie' if equal. None when it cannot be read: descriptions missing or
+    malformed, a dimension outside `CHECKED_DIMENSIONS`, or a prompt outside the world's grammar."""
+    m = _PAIR_DESCRIPTIONS_RE.search(text)
+    if m is None or dimension not in CHECKED_DIMENSIONS:
+        return None
+    a, b = Described.parse(m["a"]), Described.parse(m["b"])
+    if a is None or b is None:
+        return None
+    va, vb = prompt_values(prompt, a), prompt_values(prompt, b)
+    if va is None or vb is None:
+        return None
+    return "tie" if va[dimension] == vb[dimension] else "A" if va[dimension] > vb[dimension] else "B"

@@ -1,0 +1,114 @@
+"""Refinement data from a round's judgments (pure bookkeeping, no model).
+
+Per pairwise judgment (K sampled paths per order, both orders):
+1. consistency filter (`critics.consistency`): only paths whose verdict agrees with their own reasoning vote;
+   the judgment is re-voted over them, in terms of which video wins;
+2. candidates: a majority verdict A or B (ties, even splits and all-abstained judgments get no label);
+3. certainty (`srpo.certainty`) and the threshold pick the confident candidates;
+4. SFT: per presentation order, the most frequent rationale among the majority's paths in that order (or the
+   other order's, with Video A / B swapped, when that order has none): two examples per judgment;
+5. DPO: per order, (that majority rationale, the most frequent minority rationale), weighted by the certainty;
+   unanimous judgments have no minority and make no DPO pair.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from dualipo.critic_training import Example
+from dualipo.critics import prompts
+from dualipo.critics.consistency import filter_judgment
+from dualipo.critics.voting import Judgment, Sample
+
+ORDERS = ("AB", "BA")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    judgment: Judgment  # consistency-filtered
+    chosen: dict[str, Example]  # order -> the majority rationale as a training example in that order
+    rejected: dict[str, Example]  # order -> the minority rationale (absent when unanimous)
+
+
+@dataclass
+class RefineStats:
+    judgments: int = 0
+    paths: int = 0
+    paths_abstained: int = 0
+    paths_filtered: int = 0  # parseable but inconsistent with their own reasoning
+    no_label: dict[str, int] = field(default_factory=lambda: {"no_majority": 0, "tie": 0, "pointwise": 0})
+    candidates: int = 0
+    confident: int = 0
+    sft_examples: int = 0
+    dpo_pairs: int = 0
+    mean_certainty_kept: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def example(j: Judgment, order: str, target: str) -> Example:
+    """The training example of `target` in presentation `order`; an answer-only target gets the answer-only
+    instruction (as the critic was asked when it wrote it)."""
+    a, b = j.videos
+    cot = len([ln for ln in target.splitlines() if ln.strip()]) > 1
+    return Example(prompts.pair_prompt(j.prompt, j.dimension, cot), (a, b) if order == "AB" else (b, a), target)
+
+
+def in_order(sample: Sample, order: str) -> str:
+    """The path's text as it would read in presentation `order` (A / B swapped when it was given in the other)."""
+    if sample.order == order:
+        return sample.text.strip()
+    reason = "\n".join(ln for ln in sample.text.strip().splitlines()[:-1])  # drop the answer line
+    return prompts.target_text(prompts.swap_reason(reason), prompts.swap_verdict(sample.raw_verdict))
+
+
+def most_frequent(samples: list[Sample], order: str) -> str | None:
+    """The most frequent text among the samples given in `order`, else among the others (swapped); None if
+    there are none. Ties go to the text seen first."""
+    for pool in ([s for s in samples if s.order == order], [s for s in samples if s.order != order]):
+        if pool:
+            counts = Counter(in_order(s, order) for s in pool)
+            return max(counts, key=lambda t: counts[t])  # max keeps the first of equal counts
+    return None
+
+
+def candidate(j: Judgment, check: str, stats: RefineStats) -> Candidate | None:
+    """The filtered judgment with its majority and minority rationales, or None (counted in `stats`)."""
+    stats.judgments += 1
+    stats.paths += len(j.samples)
+    stats.paths_abstained += sum(s.raw_verdict is None for s in j.samples)
+    if j.mode != "pairwise":
+        stats.no_label["pointwise"] += 1
+        return None
+    f, filtered = filter_judgment(j, check)
+    stats.paths_filtered += filtered
+    if f.verdict is None:
+        stats.no_label["no_majority"] += 1
+        return None
+    if f.verdict == "tie":
+        stats.no_label["tie"] += 1
+        return None
+    stats.candidates += 1
+    major = [s for s in f.samples if s.verdict == f.verdict]
+    minor = [s for s in f.samples if s.verdict is not None and s.verdict != f.verdict]
+    chosen = {o: example(f, o, t) for o in ORDERS if (t := most_frequent(major, o)) is not None}
+    rejected = {o: example(f, o, t) for o in ORDERS if (t := most_frequent(minor, o)) is not None}
+    return Candidate(f, chosen, rejected)
+
+
+def candidates(judgments: list[Judgment], check: str) -> tuple[list[Candidate], RefineStats]:
+    stats = RefineStats()
+    out = [c for j in judgments if (c := candidate(j, check, stats)) is not None]
+    return out, stats
+
+
+def training_items(kept: list[tuple[Candidate, float]], stats: RefineStats):
+    """(SFT examples, DPO pairs as (chosen example, rejected example, certainty)) of the confident candidates."""
+    sft = [c.chosen[o] for c, _ in kept for o in ORDERS]
+    dpo = [(c.chosen[o], c.rejected[o], w) for c, w in kept for o in ORDERS if o in c.rejected]
+    stats.confident = len(kept)
+    stats.sft_examples, stats.dpo_pairs = len(sft), len(dpo)
+    stats.mean_certainty_kept = sum(w for _, w in kept) / len(kept) if kept else 0.0
+    return sft, dpo
