@@ -135,6 +135,6 @@ def dpo_loss_fn(cfg: RunConfig, critic, pairs: list[tuple[Example, Example, floa
         w = weights[idx]
         loss, m = sequence_dpo_loss(lp_c, lp_r, ref_c[idx], ref_r[idx], ct.beta, weights=w)
         nll = (w * (-lp_c / n_c)).mean()
-        return loss + ct.nll_weight * nll, {**m, "nll": float(nll)}
+        return loss + ct.nll_weight * nll, {**m, "nll": float(nll.detach())}
 
     return loss_fn
