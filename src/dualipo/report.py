@@ -187,7 +187,7 @@ def build_context(run_dir: Path, ledger: Ledger, num_prompts: int, num_judgments
     critic_steps = per_step(run_dir, rounds, CRITIC_METRICS)
     certainties = {k: [r["certainty"] for r in ledger.judgments(k)] for k in rounds}
     return {
-        "title": f"dualipo run {run_dir.name}", "run_dir": str(run_dir), "config": cfg, "config_json":
+        "title": f"dualipo report: {run_dir.resolve().name}", "run_dir": str(run_dir), "config": cfg, "config_json":
             json.dumps(config, indent=2, sort_keys=True), "upper_bound": meta.get("upper_bound") == "1",
         "finished": bool(meta.get("finished")),
         "created": datetime.datetime.fromtimestamp(float(meta["created"])).isoformat(timespec="seconds"),

@@ -100,7 +100,8 @@ def kept_dropped(counts: Mapping[int, Mapping[str, float]]) -> str | None:
     rounds = sorted(k for k, c in counts.items() if c)
     if not rounds:
         return None
-    parts = ["kept"] + sorted({key for c in counts.values() for key, n in c.items() if key.startswith("dropped_") and n})
+    parts = ["kept"] + sorted({key for c in counts.values() for key, n in c.items()
+                               if key.startswith("dropped_") and n})
     fig = _figure(6.0, 3.0)
     ax = fig.subplots()
     bottom = [0.0] * len(rounds)
