@@ -69,6 +69,35 @@ def cmd_sample(args: argparse.Namespace) -> None:
     print(f"wrote {len(prompts) * len(args.seeds)} videos and {path}")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import json
+    from dataclasses import replace
+
+    from dualipo.generators.evaluate import evaluate_prompts
+    from dualipo.ledger import atomic_write_text
+    from dualipo.loop.context import read_prompt_file
+
+    cfg = _load(args)
+    cfg = replace(cfg, generator=replace(cfg.generator, path=args.generator))
+    prompts = read_prompt_file(Path(args.prompts), "--prompts")
+    for lora in args.lora:
+        if not Path(lora).exists():
+            raise ValueError(f"--lora: {lora} does not exist")
+    result = evaluate_prompts(cfg, prompts, args.seeds, args.lora)
+    result["prompts_file"] = args.prompts
+    atomic_write_text(Path(args.out), json.dumps(result, indent=2) + "\n")
+    mean = result["mean"]
+    print(f"wrote {args.out}: {result['num_videos']} videos; " + ", ".join(
+        f"{k} {v:.4f}" for k, v in mean.items() if isinstance(v, float)))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from dualipo.report import write_report
+
+    path = write_report(args.run_dir, args.out, num_prompts=args.num_prompts, num_judgments=args.num_judgments)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); open it in a browser, no server needed")
+
+
 def _quiet_model_loaders() -> None:
     """Keep the loop's own progress bars and log lines; drop the loaders' bars and notices (shown with -v)."""
     from diffusers.utils import logging as diffusers_logging
@@ -122,6 +151,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl")
     p.add_argument("--out", required=True, help="output file")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("evaluate", help="sample a generator on a prompt file with fixed seeds and write the "
+                       "weight-free video metrics (and oracle scores for shapes-world prompts) as JSON")
+    _config_args(p)
+    p.add_argument("--generator", required=True, help="local diffusers pipeline directory, or 'shipped'")
+    p.add_argument("--lora", action="append", default=[], help="generator_lora.safetensors to load and merge "
+                   "(repeatable, in order: a run's rounds 1..k give round k's generator)")
+    p.add_argument("--prompts", required=True, help="JSONL ({'prompt', 'id'}) or text file, one prompt per line")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one video per prompt and seed")
+    p.add_argument("--out", required=True, help="output JSON file")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="write a run's static HTML report (tables, plots, videos, critic judgments); "
+                       "one self-contained file that opens from disk")
+    p.add_argument("run_dir", help="a run directory written by `dualipo run`")
+    p.add_argument("--out", default=None, help="output file (default: RUN_DIR/report.html)")
+    p.add_argument("--num-prompts", type=int, default=4, help="held-out prompts in the video grid")
+    p.add_argument("--num-judgments", type=int, default=3, help="critic judgments shown per round")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("config", help="print the resolved config")
     _config_args(p)

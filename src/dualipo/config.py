@@ -309,6 +309,9 @@ class EvalConfig(_Section):
     """Step 7: fixed evaluation prompts and seeds, every round."""
     num_prompts: int = opt(16, ge=1)
     seeds: tuple[int, ...] = opt((0, 1))
+    critic_win_rate: bool = opt(True, doc="each round k > 0 the critic also compares every held-out video with "
+                                "round 0's of the same prompt and seed (win rate; costs one judgment per video "
+                                "and judging dimension)")
 
 
 @dataclass(frozen=True)

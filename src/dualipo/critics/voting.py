@@ -7,6 +7,7 @@ an even split between the top verdicts gives no verdict (None). Certainty = the 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
@@ -37,6 +38,14 @@ class Judgment:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def judgment_from_row(r, prompts: dict[str, str]) -> Judgment:
+    """A Judgment from a run ledger's `judgments` row (`prompts`: prompt id -> prompt)."""
+    samples = tuple(Sample(**s) for s in json.loads(r["samples"]))
+    videos = (r["video_a"], r["video_b"]) if r["mode"] == "pairwise" else (r["video_a"],)
+    return Judgment(prompts[r["prompt_id"]], videos, r["dimension"], r["mode"], samples, r["verdict"],
+                    r["certainty"], json.loads(r["votes"]), r["abstentions"])
 
 
 def make_sample(order: str, text: str, raw_verdict: str | None) -> Sample:

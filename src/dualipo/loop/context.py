@@ -43,13 +43,23 @@ class RunContext:
         return self.acc.is_main_process
 
     def round_dir(self, k: int) -> Path:
-        return self.run_dir / f"round_{k:02d}"
+        return round_dir(self.run_dir, k)
 
     def rel(self, path: Path) -> str:
         return str(Path(path).relative_to(self.run_dir))
 
     def abs(self, rel: str) -> Path:
         return self.run_dir / rel
+
+
+def round_dir(run_dir: Path, k: int) -> Path:
+    """Where round k's files live (videos, eval, pairs, train, adapters)."""
+    return Path(run_dir) / f"round_{k:02d}"
+
+
+def eval_prompt_id(pos: int) -> str:
+    """Id of the held-out prompt at position `pos` of the evaluation prompts (names its videos)."""
+    return f"e{pos:04d}"
 
 
 # ------------------------------------------------------------------------------------------ processes
@@ -104,23 +114,28 @@ def run_sharded(ctx: RunContext, units: Sequence[Any], work: Callable[[Any], lis
 # ------------------------------------------------------------------------------------------ prompts, seeds
 
 def load_prompt_pool(cfg: RunConfig) -> list[tuple[str, str]]:
-    """(prompt id, prompt) pairs: `rounds.prompt_file` (JSONL with `prompt` and optional `id`, or text with one
-    prompt per line) or, when it is empty, the shapes world's training prompts."""
+    """(prompt id, prompt) pairs: `rounds.prompt_file` (see `read_prompt_file`) or, when it is empty, the shapes
+    world's training prompts."""
     if not cfg.rounds.prompt_file:
         from dualipo.toy.world import prompt_pools
 
         return [(f"w{i:05d}", p) for i, p in enumerate(prompt_pools(cfg.world)[0])]
-    path = Path(cfg.rounds.prompt_file)
+    return read_prompt_file(Path(cfg.rounds.prompt_file), "rounds.prompt_file")
+
+
+def read_prompt_file(path: Path, what: str) -> list[tuple[str, str]]:
+    """(prompt id, prompt) pairs from JSONL (`prompt` and optional `id`) or text (one prompt per line; blank lines
+    and `#` comments skipped); errors name `what` (the option or key that gave the file), the file and the line."""
     if not path.is_file():
-        raise ValueError(f"rounds.prompt_file: {path} does not exist")
-    pool = _read_jsonl_prompts(path) if path.suffix == ".jsonl" else _read_text_prompts(path)
+        raise ValueError(f"{what}: {path} does not exist")
+    pool = _read_jsonl_prompts(path) if path.suffix == ".jsonl" else _read_text_prompts(path, what)
     if not pool:
-        raise ValueError(f"rounds.prompt_file: {path} holds no prompts")
-    for what, values in (("prompt id", [pid for pid, _ in pool]), ("prompt", [text for _, text in pool])):
+        raise ValueError(f"{what}: {path} holds no prompts")
+    for kind, values in (("prompt id", [pid for pid, _ in pool]), ("prompt", [text for _, text in pool])):
         seen: set[str] = set()
         for v in values:
             if v in seen:
-                raise ValueError(f"rounds.prompt_file: {path}: {what} {v!r} appears more than once")
+                raise ValueError(f"{what}: {path}: {kind} {v!r} appears more than once")
             seen.add(v)
     return pool
 
@@ -140,11 +155,11 @@ def _read_jsonl_prompts(path: Path) -> list[tuple[str, str]]:
     return pool
 
 
-def _read_text_prompts(path: Path) -> list[tuple[str, str]]:
+def _read_text_prompts(path: Path, what: str) -> list[tuple[str, str]]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
-        raise ValueError(f"rounds.prompt_file: {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise ValueError(f"{what}: {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     pool = []
     for n, line in enumerate(lines, start=1):
         if any(ord(c) < 32 and c != "\t" for c in line):

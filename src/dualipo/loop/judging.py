@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from dualipo.critics.voting import Judgment, Sample
+from dualipo.critics.voting import Judgment, judgment_from_row
 from dualipo.jsonl import write_jsonl
 from dualipo.ledger import atomic_path
 from dualipo.loop.context import RunContext, from_main, run_sharded, unit_seed
@@ -77,13 +77,6 @@ def judge_stage(ctx: RunContext, k: int) -> tuple[str, str]:
                                  "abstention_rate": abstained / max(samples, 1),
                                  "mean_certainty": sum(j.certainty for j in js) / max(len(js), 1)})
     return "done", f"{len(js)} judgments, {abstained} of {samples} sampled answers abstained"
-
-
-def judgment_from_row(r, prompts: dict[str, str]) -> Judgment:
-    samples = tuple(Sample(**s) for s in json.loads(r["samples"]))
-    videos = (r["video_a"], r["video_b"]) if r["mode"] == "pairwise" else (r["video_a"],)
-    return Judgment(prompts[r["prompt_id"]], videos, r["dimension"], r["mode"], samples, r["verdict"],
-                    r["certainty"], json.loads(r["votes"]), r["abstentions"])
 
 
 def _pair_votes(js: list[Judgment], chosen: str, rejected: str) -> dict[str, int]:

@@ -14,7 +14,8 @@ from typing import Callable
 
 from dualipo.generators.base import fixed_batches
 from dualipo.ledger import atomic_path, sha256_file
-from dualipo.loop.context import RunContext, from_main, generator_after, round_prompts, run_sharded, video_seed
+from dualipo.loop.context import (RunContext, eval_prompt_id, from_main, generator_after, round_prompts, run_sharded,
+                                  video_seed)
 from dualipo.video import Video, write_video
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,6 @@ def eval_items(ctx: RunContext, k: int, prompts: list[str]) -> list[Item]:
     items = []
     for pos, prompt in enumerate(prompts):
         for seed in ctx.cfg.eval.seeds:
-            pid = f"e{pos:04d}"
+            pid = eval_prompt_id(pos)
             items.append(Item(len(items), pid, prompt, seed, ctx.rel(ctx.round_dir(k) / "eval" / f"{pid}_s{seed}.mp4")))
     return items

@@ -248,6 +248,16 @@ def score(prompt: str, video: Video) -> OracleScore:
     return score_scene(parse_prompt(prompt), video)
 
 
+def score_dict(prompt: str, video: Video) -> dict[str, float] | None:
+    """The overall and per-dimension scores (4 decimals) as a dict, or None when `prompt` is not in the
+    shapes-world grammar."""
+    try:
+        s = score(prompt, video)
+    except ValueError:  # not a shapes-world prompt: nothing to score
+        return None
+    return {"overall": round(s.overall, 4), **{k: round(v, 4) for k, v in s.dims.items()}}
+
+
 def oracle_prefers(prompt: str, a: Video, b: Video, dimension: str = "overall", tie_margin: float = 0.02) -> str:
     """'A', 'B' or 'tie': which video the oracle prefers on `dimension`."""
     sa, sb = score(prompt, a).get(dimension), score(prompt, b).get(dimension)

@@ -1,0 +1,83 @@
+"""`dualipo evaluate` through the CLI on a tiny real generator saved as a diffusers directory (plus a LoRA)."""
+
+import json
+
+import pytest
+import torch
+
+from dualipo.cli import main
+from dualipo.config import build_config
+from dualipo.generators import build_generator
+
+WORLD_PROMPT = "a red circle moving left on a black background"
+
+
+@pytest.fixture(scope="module")
+def generator_dir(tmp_path_factory):
+    """A tiny random generator saved as a pipeline directory, and a perturbed LoRA for it."""
+    root = tmp_path_factory.mktemp("gen")
+    gen = build_generator(build_config("tiny"))
+    gen.save_pretrained(root / "pipe")
+    gen.add_lora(seed=0)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in gen.lora_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return root / "pipe", gen.save_lora(root / "lora")
+
+
+def test_evaluate_writes_metrics_and_oracle_scores(generator_dir, tmp_path, capsys):
+    pipe, lora = generator_dir
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "circle", "prompt": WORLD_PROMPT}) + "\n"
+                       + json.dumps({"prompt": "a cat playing the piano"}) + "\n")
+    out = tmp_path / "eval" / "result.json"
+    assert main(["evaluate", "--preset", "tiny", "--generator", str(pipe), "--prompts", str(prompts),
+                 "--seeds", "0", "1", "--out", str(out)]) == 0
+    assert f"wrote {out}: 4 videos" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["num_videos"] == 4 and result["seeds"] == [0, 1] and result["loras"] == []
+    videos = result["videos"]
+    assert [(v["prompt_id"], v["seed"]) for v in videos] == [("circle", 0), ("circle", 1), ("f00002", 0),
+                                                             ("f00002", 1)]
+    for v in videos:
+        m = v["metrics"]
+        assert set(m) == {"temporal_flickering", "static", "dynamic", "motion_smoothness", "frame_consistency"}
+        assert 0 <= m["temporal_flickering"] <= 1 and 0 <= m["motion_smoothness"] <= 1
+    assert all(0 <= v["oracle"]["overall"] <= 1 for v in videos[:2])  # a shapes-world prompt: scored
+    assert videos[2]["oracle"] is None and videos[3]["oracle"] is None  # not one: no oracle
+    mean = result["mean"]
+    assert mean["oracle_videos"] == 2 and 0 <= mean["oracle_overall"] <= 1 and "oracle_colour" in mean
+    assert mean["dynamic_degree"] == pytest.approx(sum(v["metrics"]["dynamic"] for v in videos) / 4)
+
+    with_lora = tmp_path / "lora.json"
+    assert main(["evaluate", "--preset", "tiny", "--generator", str(pipe), "--lora", str(lora), "--prompts",
+                 str(prompts), "--seeds", "0", "--out", str(with_lora)]) == 0
+    result = json.loads(with_lora.read_text())
+    assert result["loras"] == [str(lora)] and result["num_videos"] == 2
+
+
+@pytest.mark.parametrize("content, args, message", [
+    (None, [], "--prompts: {dir}/missing.txt does not exist"),
+    ('{"prompt": "a red circle moving left on a black background"}\nnot json\n', [], "prompts.jsonl:2: not valid JSON"),
+    ("# only a comment\n", [], "holds no prompts"),
+    (f"{WORLD_PROMPT}\n", ["--lora", "{dir}/nope.safetensors"], "--lora: {dir}/nope.safetensors does not exist"),
+])
+def test_evaluate_input_errors(generator_dir, tmp_path, capsys, content, args, message):
+    pipe, _ = generator_dir
+    name = "prompts.jsonl" if content and content.startswith("{") else "prompts.txt"
+    if content is not None:
+        (tmp_path / name).write_text(content)
+    prompts = tmp_path / (name if content is not None else "missing.txt")
+    args = [a.format(dir=tmp_path) for a in args]
+    assert main(["evaluate", "--preset", "tiny", "--generator", str(pipe), "--prompts", str(prompts), *args,
+                 "--out", str(tmp_path / "out.json")]) == 2
+    assert message.format(dir=tmp_path) in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_evaluate_needs_a_pipeline_directory(tmp_path, capsys):
+    (tmp_path / "p.txt").write_text(WORLD_PROMPT + "\n")
+    assert main(["evaluate", "--preset", "tiny", "--generator", str(tmp_path / "nowhere"), "--prompts",
+                 str(tmp_path / "p.txt"), "--out", str(tmp_path / "out.json")]) == 2
+    assert "no diffusers pipeline (model_index.json)" in capsys.readouterr().err
