@@ -338,11 +338,13 @@ def preset_small() -> RunConfig:
     measured best mode; its rationales need up to 96 tokens); the preference recipe measured on the shipped
     small generator (docs/preference_gain.md): beta 500 for its flow-matching error scale (5000 saturates at a
     1e-3 margin before the sampler moves), timesteps in the noisier half where layout, colour and motion are
-    decided, every confident judgment as a pair, batch 8; and loop sizes that fit 3 rounds of `dualipo run` in
+    decided, every confident judgment as a pair, batch 8; critic refinement with the shapes world's
+    rationale-verdict consistency check; and loop sizes that fit 3 rounds of `dualipo run` in
     about 20 minutes on a 2-core CPU (32 prompts x 4 videos a round = 192 judgments; 32 held-out prompts x 2
     seeds)."""
     c = RunConfig()
     return replace(c, critic=replace(c.critic, max_new_tokens=96), judging=replace(c.judging, describe_first=True),
+                   critic_train=replace(c.critic_train, consistency="shapes"),
                    pairs=replace(c.pairs, strategy="all_confident"),
                    train=replace(c.train, beta=500.0, noise_range=(0.5, 1.0), batch_size=8),
                    sampling=replace(c.sampling, prompts_per_round=32, videos_per_prompt=4),
