@@ -144,7 +144,13 @@ def run_rounds(cfg: RunConfig, out: str | Path, resume: bool = False) -> str:
     check_run_config(cfg, acc.num_processes)
     if cfg.rounds.threads:
         torch.set_num_threads(cfg.rounds.threads)
-    pool = load_prompt_pool(cfg)
+    pool = load_prompt_pool(cfg)  # a bad prompt file fails first
+    ct = cfg.critic_train
+    if ct.refine and cfg.critic.backend != "oracle" and ct.method == "sft" and ct.seed_mix > 0 and \
+            cfg.rounds.prompt_file and not ct.seed_file:
+        raise ValueError(f"critic_train.seed_mix={ct.seed_mix} mixes the human seed set into critic refinement: "
+                         "with rounds.prompt_file set, give it as critic_train.seed_file (the shapes world's own "
+                         "seed set is made only for its default prompt pool), or set critic_train.seed_mix=0")
     if cfg.sampling.prompts_per_round > len(pool):
         raise ValueError(f"sampling.prompts_per_round={cfg.sampling.prompts_per_round} but the prompt pool holds "
                          f"only {len(pool)} prompts")

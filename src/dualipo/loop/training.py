@@ -163,9 +163,7 @@ def seed_set(ctx: RunContext) -> str | None:
         return None
     if ct.seed_file:
         return ct.seed_file
-    if ctx.cfg.rounds.prompt_file:
-        raise ValueError("critic_train.seed_mix > 0 needs critic_train.seed_file (the human seed set) outside the "
-                         "shapes world; or set critic_train.seed_mix=0")
+    assert not ctx.cfg.rounds.prompt_file, "rounds.check_run_config refuses this before the run starts"
     path = ctx.run_dir / "seed" / "seed.jsonl"
     if not path.is_file():
         from dualipo.critics.seed import oracle_seed_set, write_seed
