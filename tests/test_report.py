@@ -48,7 +48,7 @@ def test_report_content(run):
     assert html.count("<svg") >= 4 and "<?xml" not in html
     for title in ("evaluation over rounds", "generator loss", "implicit accuracy", "kept vs dropped judgments"):
         assert title in html
-    assert "no critic refinement in this run" in html
+    assert "critic refinement loss" in html and "no critic refinement in this run" not in html  # the SRPO curve
     # videos as data URIs: the grid (2 held-out prompts x 3 rounds) and both videos of each sampled judgment
     assert html.count(DATA_VIDEO) == 2 * 3 + 2 * 3 * 2
     assert html.count("autoplay loop muted playsinline") == html.count(DATA_VIDEO)
@@ -60,7 +60,7 @@ def test_report_content(run):
     assert not re.search(r"""(src|href)=["']?(https?:)?//|url\(\s*["']?https?:""", html)
 
 
-def test_rationales_are_escaped_and_the_critic_curve_is_drawn(run, tmp_path):
+def test_rationales_are_escaped_and_a_run_without_refinement_says_so(run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     db = sqlite3.connect(copy / "ledger.sqlite")
@@ -71,14 +71,13 @@ def test_rationales_are_escaped_and_the_critic_curve_is_drawn(run, tmp_path):
         db.execute("UPDATE judgments SET samples = ? WHERE rowid = ?", (json.dumps(samples), rowid))
     db.commit()
     db.close()
-    (copy / "round_01" / "critic").mkdir()
-    (copy / "round_01" / "critic" / "metrics.jsonl").write_text(
-        "".join(json.dumps({"step": i, "loss": 2.0 / (i + 1)}) + "\n" for i in range(5)))
+    for k in (1, 2):  # as a frozen-critic (IPO) run leaves it
+        shutil.rmtree(copy / f"round_0{k}" / "critic")
     cli(["report", str(copy), "--out", str(tmp_path / "r.html"), "--num-prompts", "1", "--num-judgments", "1"],
         tmp_path)
     html = (tmp_path / "r.html").read_text()
     assert "&lt;img src=x onerror=alert(1)&gt; A is better" in html and "<img" not in html
-    assert "critic refinement loss" in html and "no critic refinement in this run" not in html
+    assert "no critic refinement in this run" in html
     assert html.count(DATA_VIDEO) == 1 * 3 + 2 * 1 * 2
 
 
