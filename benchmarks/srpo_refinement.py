@@ -73,7 +73,7 @@ def _seed_file(cfg, out: Path, pairs: int) -> Path:
 def _judge_pool(cfg, pool_file: Path, out: Path):
     """The starting critic's judgments of the pool (cached as JSONL); the oracle label rides along for analysis."""
     from dualipo.critics import build_critic
-    from dualipo.critics.voting import Judgment, Sample
+    from dualipo.critics.voting import Judgment
     from dualipo.jsonl import read_jsonl, write_jsonl
 
     f = out / "pool_judgments.jsonl"
@@ -89,9 +89,7 @@ def _judge_pool(cfg, pool_file: Path, out: Path):
             js += critic.judge_many([(r.prompt, r.videos[0], r.videos[1], r.dimension) for r in chunk])
         write_jsonl(f, ({"label": r.extra["clean_label"], **j.to_dict()} for r, j in zip(records, js)))
     rows = [r for _, r in read_jsonl(f)]
-    js = [Judgment(r["prompt"], tuple(r["videos"]), r["dimension"], r["mode"], tuple(Sample(**s) for s in r["samples"]),
-                   r["verdict"], r["certainty"], r["votes"], r["abstentions"]) for r in rows]
-    return js, [r["label"] for r in rows]
+    return [Judgment.from_dict(r) for r in rows], [r["label"] for r in rows]
 
 
 def pseudo_label_table(cfg, js, labels) -> dict:

@@ -75,17 +75,14 @@ def cmd_eval(cfg: RunConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_refine(cfg: RunConfig, args: argparse.Namespace) -> None:
-    from dualipo.critics.voting import Judgment, Sample
+    from dualipo.critics.voting import Judgment
     from dualipo.jsonl import read_jsonl
     from dualipo.srpo.train import refine_critic
 
     judgments = []
     for n, r in read_jsonl(args.judgments, "judgment file"):
         try:
-            samples = tuple(Sample(**s) for s in r["samples"])
-            judgments.append(Judgment(r["prompt"], tuple(r["videos"]), r["dimension"], r["mode"], samples,
-                                      r["verdict"], float(r["certainty"]), r.get("votes", {}),
-                                      int(r.get("abstentions", 0))))
+            judgments.append(Judgment.from_dict(r))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{args.judgments}:{n}: not a judgment record ({type(e).__name__}: {e}); expected the "
                              "JSONL that `dualipo critic eval --judgments` or a run's round writes") from None

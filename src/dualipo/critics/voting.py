@@ -39,6 +39,13 @@ class Judgment:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, r: dict) -> "Judgment":
+        """The inverse of `to_dict` (extra keys, such as an evaluation label, are ignored)."""
+        return cls(r["prompt"], tuple(r["videos"]), r["dimension"], r["mode"],
+                   tuple(Sample(**s) for s in r["samples"]), r["verdict"], float(r["certainty"]),
+                   dict(r.get("votes", {})), int(r.get("abstentions", 0)))
+
 
 def judgment_from_row(r, prompts: dict[str, str]) -> Judgment:
     """A Judgment from a run ledger's `judgments` row (`prompts`: prompt id -> prompt)."""
