@@ -14,6 +14,7 @@ The oracle never labels anything in a `critic` arm: it only evaluates.
     python benchmarks/preference_gain.py run --out runs/pg --arm NAME --seed 0 [--rounds 3] [--prompts 256]
         [--n 4] [--labels oracle] [--select all_pairs] [--gap 0.1] [--eval-prompts 64] [KEY=VALUE overrides]
     python benchmarks/preference_gain.py summary --out runs/pg --oracle-arm A --critic-arm B --control-arms C D
+        [--kto-arm K]
 
 Each (arm, seed) writes OUT/ARM/seedS.json when done (and resumes a round's training after an interruption).
 Round-1 samples of the base are shared by every arm with the same seed, prompts and N (OUT/_samples/).
@@ -208,11 +209,13 @@ def _gain(table: dict, arm: str | None, rnd: int) -> dict | None:
             "seeds": t["seeds"]}
 
 
-def summary(out: Path, oracle_arm: str | None, critic_arm: str | None, control_arms: list[str]) -> dict:
+def summary(out: Path, oracle_arm: str | None, critic_arm: str | None, control_arms: list[str],
+            kto_arm: str | None = None) -> dict:
     table = arms_table(out)
     return {"oracle_gain_1_round": _gain(table, oracle_arm, 1), "oracle_gain_2_rounds": _gain(table, oracle_arm, 2),
             "oracle_gain_3_rounds": _gain(table, oracle_arm, 3),
-            "critic_gain_1_round": _gain(table, critic_arm, 1), "critic_gain_3_rounds": _gain(table, critic_arm, 3),
+            "critic_gain_1_round": _gain(table, critic_arm, 1), "critic_gain_2_rounds": _gain(table, critic_arm, 2),
+            "critic_gain_3_rounds": _gain(table, critic_arm, 3), "kto_oracle_gain_1_round": _gain(table, kto_arm, 1),
             "control_gain": {a: [_gain(table, a, r) for r in (1, 2, 3)] for a in control_arms},
             "arms": table}
 
@@ -251,11 +254,12 @@ def main() -> None:
     ap.add_argument("--oracle-arm", help="summary: the arm whose gains are oracle_gain_*")
     ap.add_argument("--critic-arm", help="summary: the arm whose gains are critic_gain_*")
     ap.add_argument("--control-arms", nargs="*", default=[], help="summary: the equal-compute controls")
+    ap.add_argument("--kto-arm", help="summary: the KTO arm (oracle labels) whose gains are kto_oracle_gain_*")
     ap.add_argument("overrides", nargs="*")
     a = ap.parse_intermixed_args()
     torch.set_num_threads(a.threads)
     if a.command == "summary":
-        print(json.dumps(summary(Path(a.out), a.oracle_arm, a.critic_arm, a.control_arms), indent=1))
+        print(json.dumps(summary(Path(a.out), a.oracle_arm, a.critic_arm, a.control_arms, a.kto_arm), indent=1))
     else:
         run_arm(a)
 
