@@ -101,6 +101,8 @@ def test_refinement_data_rationales_per_order_and_counts():
     sft, dpo = training_items([(first, 0.75), (second, 1.0)], stats)
     assert (len(sft), len(dpo), stats.sft_examples, stats.dpo_pairs) == (4, 2, 4, 2)
     assert [w for *_, w in dpo] == [0.75, 0.75]
+    ties, tie_stats = candidates(js, "off", learn_ties=True)  # the tie majority becomes an example too
+    assert len(ties) == 3 and tie_stats.no_label["tie"] == 0 and ties[-1].chosen["AB"].target == "Answer: tie"
     _, filtered_stats = candidates(js, "shapes")
     # the two `b_ab` paths contradict their own descriptions; the bare tie answer has none to check on motion
     assert filtered_stats.paths_filtered == 3

@@ -235,6 +235,8 @@ class CriticTrainConfig(_Section):
     consistency: str = opt("claim", choices=("off", "claim", "shapes"), doc="refinement vote filter: a sampled "
                            "path votes only if its verdict agrees with its own reasoning (claim: the rationale's "
                            "stated claim; shapes: its descriptions against the prompt, shapes world)")
+    learn_ties: bool = opt(False, doc="refinement also learns confident 'tie' majorities (by default only A / B "
+                           "verdicts become examples)")
     certainty: str = opt("vote", choices=("vote", "pce"), doc="refinement certainty: majority vote share, or the "
                          "paper's Preference Certainty Estimator (needs pce_reference)")
     certainty_threshold: float = opt(0.75, ge=0, le=1, doc="certainty=vote: keep a judgment for refinement if "

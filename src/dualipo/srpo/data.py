@@ -3,7 +3,8 @@
 Per pairwise judgment (K sampled paths per order, both orders):
 1. consistency filter (`critics.consistency`): only paths whose verdict agrees with their own reasoning vote;
    the judgment is re-voted over them, in terms of which video wins;
-2. candidates: a majority verdict A or B (ties, even splits and all-abstained judgments get no label);
+2. candidates: a majority verdict A or B, and with `learn_ties` a majority 'tie' too (even splits and
+   all-abstained judgments get no label);
 3. certainty (`srpo.certainty`) and the threshold pick the confident candidates;
 4. SFT: per presentation order, the most frequent rationale among the majority's paths in that order (or the
    other order's, with Video A / B swapped, when that order has none): two examples per judgment;
@@ -74,7 +75,7 @@ def most_frequent(samples: list[Sample], order: str) -> str | None:
     return None
 
 
-def candidate(j: Judgment, check: str, stats: RefineStats) -> Candidate | None:
+def candidate(j: Judgment, check: str, stats: RefineStats, learn_ties: bool = False) -> Candidate | None:
     """The filtered judgment with its majority and minority rationales, or None (counted in `stats`)."""
     stats.judgments += 1
     stats.paths += len(j.samples)
@@ -87,7 +88,7 @@ def candidate(j: Judgment, check: str, stats: RefineStats) -> Candidate | None:
     if f.verdict is None:
         stats.no_label["no_majority"] += 1
         return None
-    if f.verdict == "tie":
+    if f.verdict == "tie" and not learn_ties:
         stats.no_label["tie"] += 1
         return None
     stats.candidates += 1
@@ -98,9 +99,10 @@ def candidate(j: Judgment, check: str, stats: RefineStats) -> Candidate | None:
     return Candidate(f, chosen, rejected)
 
 
-def candidates(judgments: list[Judgment], check: str) -> tuple[list[Candidate], RefineStats]:
+def candidates(judgments: list[Judgment], check: str,
+               learn_ties: bool = False) -> tuple[list[Candidate], RefineStats]:
     stats = RefineStats()
-    out = [c for j in judgments if (c := candidate(j, check, stats)) is not None]
+    out = [c for j in judgments if (c := candidate(j, check, stats, learn_ties)) is not None]
     return out, stats
 
 

@@ -57,7 +57,7 @@ def certainties(cfg: RunConfig, cands: list[Candidate]) -> list[float]:
 def select(cfg: RunConfig, judgments: list[Judgment]) -> tuple[list[tuple[Candidate, float]], RefineStats]:
     """The confident candidates with their certainties, and the counts."""
     ct = cfg.critic_train
-    cands, stats = candidates(judgments, ct.consistency)
+    cands, stats = candidates(judgments, ct.consistency, ct.learn_ties)
     weights = certainties(cfg, cands) if cands else []
     return [(c, w) for c, w in zip(cands, weights) if keep(w, ct.certainty, ct.certainty_threshold, ct.pce_threshold)], stats
 
