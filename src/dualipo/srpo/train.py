@@ -59,7 +59,8 @@ def select(cfg: RunConfig, judgments: list[Judgment]) -> tuple[list[tuple[Candid
     ct = cfg.critic_train
     cands, stats = candidates(judgments, ct.consistency, ct.learn_ties)
     weights = certainties(cfg, cands) if cands else []
-    return [(c, w) for c, w in zip(cands, weights) if keep(w, ct.certainty, ct.certainty_threshold, ct.pce_threshold)], stats
+    kept = [(c, w) for c, w in zip(cands, weights) if keep(w, ct.certainty, ct.certainty_threshold, ct.pce_threshold)]
+    return kept, stats
 
 
 def abstention_rate(critic, probe: list[Example]) -> float:
@@ -85,7 +86,7 @@ def refine_critic(cfg: RunConfig, judgments: list[Judgment], out: str | Path, se
     (out / "data.json").write_text(json.dumps(counts, indent=1) + "\n")
     if not kept or (ct.method == "dpo" and not dpo):
         raise NothingToLearn(f"no {'DPO pair' if kept else 'confident judgment'} to refine the critic on: of "
-                             f"{stats.judgments} judgments, {stats.candidates} had a majority A or B after the "
+                             f"{stats.judgments} judgments, {stats.candidates} had a majority verdict after the "
                              f"'{ct.consistency}' consistency filter ({stats.paths_filtered} paths filtered), "
                              f"{stats.confident} passed critic_train.certainty={ct.certainty} at "
                              f"{ct.certainty_threshold if ct.certainty == 'vote' else ct.pce_threshold}")
