@@ -31,9 +31,8 @@ import numpy as np
 import torch
 
 from dualipo.config import build_config
-from dualipo.critics.seed import load_seed, oracle_seed_set, write_seed
-
-DIMS = ("overall", "alignment", "motion", "consistency")
+from dualipo.critics.seed import SEED_DIMENSIONS as DIMS
+from dualipo.critics.seed import load_seed, oracle_seed_set, rendered_seed_set, write_seed
 
 
 def _generator_dir(cfg, adapters: list[str], out: Path) -> str:
@@ -58,16 +57,6 @@ def _videos(cfg, out: Path, n_prompts: int, split: str, seed: int) -> Path:
     if not (out / "prompts.jsonl").is_file():
         write_generator_samples(cfg, out, n_prompts, 4, split, seed)
     return out
-
-
-def _seed_file(cfg, out: Path, pairs: int) -> Path:
-    from dualipo.critics.toy_videos import write_variants
-
-    f = out / "seed.jsonl"
-    if not f.is_file():
-        write_variants(cfg.world, out / "videos", max(1, pairs // 2), 4, "train", 0)
-        write_seed(oracle_seed_set([out / "videos"], pairs, DIMS, 0.1, 0), f)
-    return f
 
 
 def _judge_pool(cfg, pool_file: Path, out: Path):
@@ -164,7 +153,7 @@ def main() -> None:
     if not (out / "heldout.jsonl").is_file():
         write_seed(oracle_seed_set([held_dir], a.heldout_pairs, DIMS, 0.0, 7), out / "heldout.jsonl")
     heldout = load_seed(out / "heldout.jsonl")
-    seed_file = _seed_file(cfg, Path(a.out) / "seed", a.seed_pairs)
+    seed_file = rendered_seed_set(cfg.world, Path(a.out) / "seed", a.seed_pairs, 0.1)
     js, labels = _judge_pool(cfg, out / "pool.jsonl", out)
     t_data = time.time() - t0
     result = {"name": a.name, "adapters": a.adapters, "overrides": a.overrides, "data_seconds": round(t_data),

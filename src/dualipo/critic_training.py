@@ -197,7 +197,6 @@ def train_loop(cfg: RunConfig, trainable, out: Path, loss_fn, evaluate, resume: 
         losses.append(float(loss.detach()))
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
-        row = None
         if evaluate is not None and (step % ct.eval_every == 0 or step == total):
             model.eval()
             row = {"step": step, "loss": float(np.mean(losses[-ct.eval_every:])), **evaluate(critic)}

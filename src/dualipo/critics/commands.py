@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Callable
 
 from dualipo.config import DIMENSIONS, RunConfig
+from dualipo.critics.seed import SEED_DIMENSIONS
 
-SEED_DIMENSIONS = ("overall", "alignment", "motion", "consistency")
 
 
 def cmd_videos(cfg: RunConfig, args: argparse.Namespace) -> None:

@@ -18,6 +18,7 @@ from dualipo.critics.prompts import PAIR_VERDICTS, POINT_VERDICTS, QUESTIONS
 from dualipo.jsonl import read_jsonl, write_jsonl
 
 PAIR_KEYS = ("prompt", "video_a", "video_b", "dimension", "label", "reason")
+SEED_DIMENSIONS = ("overall", "alignment", "motion", "consistency")  # the shapes world's seed sets
 POINT_KEYS = ("prompt", "video", "dimension", "label", "reason")
 
 
@@ -161,6 +162,22 @@ def oracle_seed_set(dirs: list[str | Path], n_pairs: int, dimensions: tuple[str,
         out.append(SeedRecord(prompt, (v,), dim, lab.label, lab.reason,
                               {"clean_label": lab.clean_label, "scores": list(lab.scores)}))
     return out
+
+
+def rendered_seed_set(world, out: str | Path, n_pairs: int, noise: float, seed: int = 0) -> Path:
+    """The shapes world's stand-in for a human seed set: renders and corruptions of n_pairs / 2 train prompts
+    (4 videos each) in OUT/videos, `n_pairs` oracle-labelled pairs with label noise in OUT/seed.jsonl (written
+    atomically, so an existing file is complete); returns that file, made once."""
+    from dualipo.critics.toy_videos import write_variants
+    from dualipo.ledger import atomic_path
+
+    path = Path(out) / "seed.jsonl"
+    if not path.is_file():
+        write_variants(world, Path(out) / "videos", max(1, n_pairs // 2), 4, "train", seed)
+        records = oracle_seed_set([Path(out) / "videos"], n_pairs, SEED_DIMENSIONS, noise, seed)
+        with atomic_path(path) as tmp:
+            write_seed(records, tmp)
+    return path
 
 
 def _pick_dimension(prompt, a, b, dimensions, rng, focus: float, margin: float) -> str:

@@ -128,10 +128,15 @@ def _counts(counts: dict) -> dict:
     return {**{key: v for key, v in counts.items() if isinstance(v, (int, float))}, **flat}
 
 
+def _critic_rows(ctx: RunContext, k: int) -> list:
+    """Ledger rows of the critics refined in rounds 1..k, in order (main process)."""
+    return [r for r in ctx.ledger.checkpoints(CRITIC_KIND) if r["round"] <= k]
+
+
 def critic_paths(ctx: RunContext, k: int) -> list[str]:
     """Run-relative weight files (DIR/model.safetensors) of the critics refined in rounds 1..k, in order (main
     process: the ledger)."""
-    return [r["path"] for r in ctx.ledger.checkpoints(CRITIC_KIND) if r["round"] <= k]
+    return [r["path"] for r in _critic_rows(ctx, k)]
 
 
 def critic_after(ctx: RunContext, k: int):
@@ -140,7 +145,7 @@ def critic_after(ctx: RunContext, k: int):
     from dualipo.critics import build_critic
 
     def latest():
-        rows = [r for r in ctx.ledger.checkpoints(CRITIC_KIND) if r["round"] <= k]
+        rows = _critic_rows(ctx, k)
         return (rows[-1]["path"], rows[-1]["sha256"]) if rows else None
 
     found = from_main(ctx, latest)
@@ -163,16 +168,7 @@ def seed_set(ctx: RunContext) -> str | None:
         return None
     if ct.seed_file:
         return ct.seed_file
-    assert not ctx.cfg.rounds.prompt_file, "rounds.check_run_config refuses this before the run starts"
-    path = ctx.run_dir / "seed" / "seed.jsonl"
-    if not path.is_file():
-        from dualipo.critics.seed import oracle_seed_set, write_seed
-        from dualipo.critics.toy_videos import write_variants
+    assert not ctx.cfg.rounds.prompt_file, "rounds.run_rounds refuses this before the run starts"
+    from dualipo.critics.seed import rendered_seed_set
 
-        videos = ctx.run_dir / "seed" / "videos"
-        write_variants(ctx.cfg.world, videos, max(1, ct.seed_pairs // 2), 4, "train", ct.seed)
-        records = oracle_seed_set([videos], ct.seed_pairs, ("overall", "alignment", "motion", "consistency"),
-                                  ct.seed_noise, ct.seed)
-        with atomic_path(path) as tmp:
-            write_seed(records, tmp)
-    return str(path)
+    return str(rendered_seed_set(ctx.cfg.world, ctx.run_dir / "seed", ct.seed_pairs, ct.seed_noise, ct.seed))
