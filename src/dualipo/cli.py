@@ -123,6 +123,20 @@ def cmd_run(args: argparse.Namespace) -> None:
         print(table)
 
 
+def cmd_ablate(args: argparse.Namespace) -> None:
+    import shlex
+
+    from dualipo.ablate import run_arms
+
+    if not args.verbose:
+        _quiet_model_loaders()
+    command = "dualipo " + shlex.join(args.argv)
+    md = run_arms(args.preset, args.config_file, args.overrides, args.out, args.arms, args.seeds, args.rounds,
+                  command)
+    print(md.read_text())
+    print(f"wrote {md}, {md.with_suffix('.html')} and {md.with_suffix('.json')}")
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from dualipo.export import export_preferences
 
@@ -144,6 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (videos, ledger, metrics, adapters)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from what its ledger records")
     p.set_defaults(func=cmd_run)
+
+    from dualipo.ablate import ARM_NAMES
+
+    p = sub.add_parser("ablate", help="the paper's comparison in miniature: Dual-IPO, IPO, the ablations and two "
+                       "equal-compute controls, each a full run in OUT/ARM/seedS (resumed when interrupted); writes "
+                       "OUT/ablation.md, .html and .json")
+    _config_args(p)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--arms", nargs="+", default=list(ARM_NAMES), choices=ARM_NAMES, metavar="ARM",
+                   help=f"arms to run (default: all): {', '.join(ARM_NAMES)}")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per arm and seed")
+    p.add_argument("--rounds", type=int, default=None, help="rounds per run (default: rounds.num_rounds)")
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("export", help="write a run's preference data in TRL conventions (prompt/chosen/rejected or "
                        "prompt/completion/label) with provenance columns")
@@ -212,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     func: Callable[[argparse.Namespace], None] = args.func
     try:

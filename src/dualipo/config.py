@@ -203,6 +203,10 @@ class TrainConfig(_Section):
     loss: str = opt("dpo", choices=("dpo", "kto", "sft"), doc="sft = plain denoising on the chosen items only "
                     "(rejection-sampling fine-tuning on best-of-N, or continued pretraining on real videos): the "
                     "equal-compute baseline")
+    data: str = opt("preferences", choices=("preferences", "renders"), doc="what the loop's train stage learns "
+                    "from: the round's preference data, or (with loss=sft; shapes world only) fresh renders of the "
+                    "round's prompts, one per sampled video: continued plain pretraining, the generator's "
+                    "equal-compute control of `dualipo ablate`")
     beta: float = opt(5000.0, gt=0, doc="Diffusion-DPO beta (about 5000 for epsilon models)")
     kto_beta: float = opt(1000.0, gt=0)
     lambda_winner: float = opt(0.0, ge=0, doc="lambda1: NLL on generated winners")
@@ -224,6 +228,8 @@ class TrainConfig(_Section):
         super().__post_init__()
         if len(self.noise_range) != 2 or self.noise_range[0] >= self.noise_range[1]:
             raise ConfigError(f"noise_range: expected (lo, hi) with 0 <= lo < hi <= 1, got {self.noise_range!r}")
+        if self.data == "renders" and self.loss != "sft":
+            raise ConfigError(f"data=renders (continued pretraining) trains with loss=sft, got loss={self.loss}")
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,9 @@ def check_run_config(cfg: RunConfig, num_processes: int) -> None:
         raise ValueError(f"judging.mode={cfg.judging.mode} with train.loss={cfg.train.loss}: pairwise judgments train "
                          f"with train.loss=dpo (or sft on the chosen videos), pointwise Good / Bad labels with "
                          f"train.loss=kto")
+    if cfg.train.data == "renders" and cfg.rounds.prompt_file:
+        raise ValueError("train.data=renders renders the shapes world's prompts; it cannot render "
+                         f"rounds.prompt_file={cfg.rounds.prompt_file!r}")
     if cfg.train.batch_size % num_processes:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {num_processes} processes")
     check_tracker(cfg.rounds.tracker)

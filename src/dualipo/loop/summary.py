@@ -33,6 +33,7 @@ def round_rows(ledger: Ledger) -> list[dict]:
                      "kept_acc": m.get("evaluate.critic_kept_accuracy"),
                      "pair_acc": m.get("evaluate.critic_pair_accuracy"),
                      "kept": m.get("pairs.kept"), "dropped": m.get("pairs.dropped"), "pairs": m.get("pairs.items"),
+                     "trained_items": m.get("train.items"),
                      "wall_s": wall.get(rnd, 0.0)})
     return rows
 

@@ -33,17 +33,32 @@ def _training_data(ctx: RunContext, k: int):
     return rows, [prompts[r["prompt_id"]] for r in rows], pairwise
 
 
+def _render_cache(ctx: RunContext, k: int, gen):
+    """`train.data=renders`: the world's render of each of the round's sampled items (same prompt, the item's seed
+    for the layout), as SFT data: continued plain pretraining in place of preference data."""
+    from dualipo.loop.sampling import train_items
+    from dualipo.toy.world import render_prompt
+    from dualipo.trainer import build_cache
+
+    items = train_items(ctx, k)
+    return build_cache(gen, [it.prompt for it in items],
+                       [render_prompt(it.prompt, it.seed, ctx.cfg.world) for it in items]), len(items)
+
+
 def train_stage(ctx: RunContext, k: int) -> tuple[str, str]:
     from dualipo.preferences import real_videos_from_world
-    from dualipo.trainer import build_cache, train_generator
+    from dualipo.trainer import build_cache
     from dualipo.video import read_video
 
+    cfg = ctx.cfg
+    if cfg.train.data == "renders":
+        gen, _ = generator_after(ctx, k - 1)
+        return _train(ctx, k, gen, *_render_cache(ctx, k, gen))
     rows, prompts, pairwise = _training_data(ctx, k)
     if not rows:
         log.warning("round %d: no confident preference data, so no generator training (the next round samples "
                     "from the same generator)", k)
         return "skipped", "no confident pairs: nothing to train on"
-    cfg = ctx.cfg
     gen, _ = generator_after(ctx, k - 1)
     real = real_videos_from_world(cfg.world, len(rows), seed=cfg.seed + k) if cfg.train.lambda_real > 0 else None
     if pairwise:  # train.loss=sft learns from the chosen videos only
@@ -52,6 +67,14 @@ def train_stage(ctx: RunContext, k: int) -> tuple[str, str]:
     else:
         cache = build_cache(gen, prompts, [read_video(ctx.abs(r["video"])) for r in rows],
                             desirable=[bool(r["desirable"]) for r in rows], real=real)
+    return _train(ctx, k, gen, cache, len(rows))
+
+
+def _train(ctx: RunContext, k: int, gen, cache, n_items: int) -> tuple[str, str]:
+    """Train round k's adapter on `cache` and record it."""
+    from dualipo.trainer import train_generator
+
+    cfg = ctx.cfg
     train_cfg = replace(cfg.train, seed=cfg.train.seed + 1000 * (k - 1))  # fresh draws (and LoRA init) per round
     out = ctx.round_dir(k) / "train"
     train_generator(gen, cache, train_cfg, out, accelerator=ctx.acc)
@@ -62,8 +85,8 @@ def train_stage(ctx: RunContext, k: int) -> tuple[str, str]:
         shutil.copyfile(out / "generator_lora.safetensors", tmp)
     ctx.ledger.add_checkpoint(k, ADAPTER_KIND, ctx.rel(final), sha256_file(final), weights_sha256(final),
                              train_cfg.num_steps)
-    ctx.metrics.log(k, "train", _train_summary(out / "metrics.jsonl", len(rows)))
-    return "done", f"{train_cfg.num_steps} steps on {len(rows)} items; adapter {ctx.rel(final)}"
+    ctx.metrics.log(k, "train", _train_summary(out / "metrics.jsonl", n_items))
+    return "done", f"{train_cfg.num_steps} steps on {n_items} items; adapter {ctx.rel(final)}"
 
 
 def _train_summary(path, items: int) -> dict:

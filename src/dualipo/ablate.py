@@ -1,0 +1,203 @@
+"""`dualipo ablate`: the paper's comparison in miniature. Every arm is a real `dualipo run` (the same loop, one
+config switch apart) in OUT/ARM/seedS/, run or resumed in turn; the table is read back from their ledgers.
+
+Arms (`ARMS`): Dual-IPO (the config as given); IPO (frozen critic); Dual-IPO without chain of thought, without
+voting (K = 1), without certainty filtering (thresholds 0: every decisive majority is used), without the
+rationale-verdict consistency filter, and with Diffusion-KTO on pointwise labels instead of DPO; and two
+equal-compute controls: `control_pretrain` spends the generator's training on continued plain pretraining (SFT on
+fresh renders of the round's prompts, twice the batch: the DPO step's latent passes) instead of preference data,
+and `control_seed` spends the critic's refinement steps on its seed set alone (`critic_train.seed_mix=1`).
+
+Every arm also gets `COMMON` (the critic win rate is not in the table, so it is not computed) and its seed:
+`seed`, `sampling.seed`, `train.seed` and `critic_train.seed` = S. The held-out evaluation (prompts and
+`eval.seeds`) is the same for every arm and seed, and is the only place the oracle is consulted.
+
+Table rows: the base generator (round 0), IPO and Dual-IPO after 1 and after R rounds, every other arm after R.
+Columns: held-out oracle score (mean and standard deviation over seeds) overall and per dimension; the
+difference to Dual-IPO after R rounds, paired by seed, with its standard error; the critic's accuracy against the
+noise-free oracle on the last round's judgments (made by the critic refined through the round before); the items
+the generator trained on in all rounds (pairs, KTO points or renders); wall minutes of all rounds including the base evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dualipo.config import RunConfig, build_config
+from dualipo.ledger import LEDGER, Ledger, atomic_write_text
+from dualipo.loop.summary import DIMS, round_rows
+
+log = logging.getLogger(__name__)
+COMMON = ("eval.critic_win_rate=false",)
+ARM_NAMES = ("dual_ipo", "ipo", "no_cot", "k1", "no_certainty", "no_consistency", "kto", "control_pretrain",
+             "control_seed")
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    label: str
+    overrides: tuple[str, ...]
+
+
+def arms(cfg: RunConfig) -> dict[str, Arm]:
+    """The arms, from the base config (the pretraining control doubles its batch size)."""
+    table = (
+        Arm("dual_ipo", "Dual-IPO", ()),
+        Arm("ipo", "IPO (frozen critic)", ("critic_train.refine=false",)),
+        Arm("no_cot", "Dual-IPO without CoT", ("judging.chain_of_thought=false", "judging.describe_first=false")),
+        Arm("k1", "Dual-IPO without voting (K = 1)", ("judging.num_votes=1",)),
+        Arm("no_certainty", "Dual-IPO without certainty filtering",
+            ("judging.certainty_threshold=0", "critic_train.certainty_threshold=0", "critic_train.pce_threshold=0")),
+        Arm("no_consistency", "Dual-IPO without the consistency filter", ("critic_train.consistency=off",)),
+        Arm("kto", "Dual-IPO with KTO (pointwise) instead of DPO", ("judging.mode=pointwise", "train.loss=kto")),
+        Arm("control_pretrain", "control: continued pretraining instead of preference rounds",
+            ("train.data=renders", "train.loss=sft", f"train.batch_size={2 * cfg.train.batch_size}",
+             "critic_train.refine=false", "judging.num_votes=1")),
+        Arm("control_seed", "control: critic refinement compute on seed training", ("critic_train.seed_mix=1",)),
+    )
+    assert tuple(a.name for a in table) == ARM_NAMES
+    return {a.name: a for a in table}
+
+
+def arm_config(preset: str, config_file: str | None, overrides: list[str], arm: Arm, seed: int,
+               num_rounds: int | None) -> RunConfig:
+    rounds = [f"rounds.num_rounds={num_rounds}"] if num_rounds else []
+    seeds = [f"{key}={seed}" for key in ("seed", "sampling.seed", "train.seed", "critic_train.seed")]
+    return build_config(preset, config_file, [*overrides, *COMMON, *arm.overrides, *rounds, *seeds])
+
+
+def run_arms(preset: str, config_file: str | None, overrides: list[str], out: str | Path, names: list[str],
+             seeds: list[int], num_rounds: int | None, command: str = "") -> Path:
+    """Run (or resume, or skip when finished) every arm x seed, then write the tables; returns the Markdown path."""
+    from dualipo.rounds import run_rounds
+
+    out = Path(out)
+    base = build_config(preset, config_file, overrides)
+    table = arms(base)
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ValueError(f"unknown arm(s) {unknown}; choose from {list(table)}")
+    configs = {(n, s): arm_config(preset, config_file, overrides, table[n], s, num_rounds) for n in names
+               for s in seeds}  # every arm's config is checked before the first run starts
+    for (name, seed), cfg in configs.items():
+        run_dir = out / name / f"seed{seed}"
+        if finished(run_dir):
+            log.info("ablation %s seed %d: finished earlier, reused", name, seed)
+            continue
+        log.info("ablation %s seed %d: %s", name, seed, " ".join(table[name].overrides) or "(the config as given)")
+        run_rounds(cfg, run_dir, resume=(run_dir / LEDGER).is_file())
+    return write_tables(out, table, seeds, num_rounds or base.rounds.num_rounds, command)
+
+
+def finished(run_dir: Path) -> bool:
+    if not (run_dir / LEDGER).is_file():
+        return False
+    ledger = Ledger.open(run_dir)
+    try:
+        return bool(ledger.meta().get("finished"))
+    finally:
+        ledger.close()
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    ledger = Ledger.open(run_dir)
+    try:
+        return round_rows(ledger)
+    finally:
+        ledger.close()
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+
+
+def _label(arm: Arm, k: int) -> str:
+    return f"{arm.label}, {k} round{'s' if k > 1 else ''}"
+
+
+def collect(out: Path, table: dict[str, Arm], seeds: list[int], num_rounds: int) -> list[dict]:
+    """The table's rows from the finished runs under OUT (arms or seeds not run yet are left out)."""
+    runs = {(n, s): _rows(out / n / f"seed{s}") for n in table for s in seeds if finished(out / n / f"seed{s}")}
+    wanted = [("base generator (round 0)", "dual_ipo", 0)]
+    for name in ("ipo", "dual_ipo"):
+        wanted += [(_label(table[name], k), name, k) for k in sorted({1, num_rounds})]
+    wanted += [(_label(a, num_rounds), a.name, num_rounds) for a in table.values() if a.name not in ("ipo", "dual_ipo")]
+    reference = {s: runs[("dual_ipo", s)][num_rounds]["oracle"] for s in seeds if ("dual_ipo", s) in runs}
+    rows = []
+    for label, name, k in wanted:
+        per_seed = {s: runs[(name, s)] for s in seeds if (name, s) in runs}
+        if not per_seed:
+            continue
+        at = {s: rr[k] for s, rr in per_seed.items()}
+        row = {"label": label, "arm": name, "round": k, "seeds": sorted(at),
+               "overrides": list(table[name].overrides) if k else []}
+        for key in ("oracle", *DIMS, "critic_acc"):
+            row[key], row[f"{key}_std"] = _mean_std([r[key] for r in at.values()])
+        row["per_seed_oracle"] = {str(s): r["oracle"] for s, r in at.items()}
+        row["pairs"] = _mean_std([sum(r["trained_items"] or 0 for r in rr[1:k + 1])
+                                  for rr in per_seed.values()])[0] if k else None
+        row["wall_min"] = _mean_std([sum(r["wall_s"] for r in rr[:k + 1]) / 60 for rr in per_seed.values()])[0]
+        diffs = [at[s]["oracle"] - reference[s] for s in at if s in reference and at[s]["oracle"] is not None]
+        row["delta"], sd = _mean_std(diffs) if k == num_rounds and name != "dual_ipo" else (None, None)
+        row["delta_se"] = None if sd is None else sd / np.sqrt(len(diffs))
+        rows.append(row)
+    return rows
+
+
+def _cell(v, sd=None, digits: int = 3, sign: bool = False) -> str:
+    if v is None:
+        return "-"
+    text = f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+    return text + (f" ± {sd:.{digits}f}" if sd is not None else "")
+
+
+def table_cells(row: dict) -> list[str]:
+    return [row["label"], _cell(row["oracle"], row["oracle_std"]), *(_cell(row[d]) for d in DIMS),
+            _cell(row["delta"], row["delta_se"], sign=True), _cell(row["critic_acc"]),
+            "-" if row["pairs"] is None else f"{row['pairs']:.0f}", f"{row['wall_min']:.1f}"]
+
+
+HEADER = ["arm", "oracle", *DIMS, "vs Dual-IPO", "critic acc", "pairs used", "wall min"]
+
+
+def markdown(rows: list[dict], seeds: list[int], command: str) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(table_cells(r)) + " |" for r in rows]
+    return "\n".join([f"Made by: `{command}`", "", *lines, "", NOTE.format(seeds=", ".join(map(str, seeds))), ""])
+
+
+NOTE = ("oracle: held-out oracle score, mean ± standard deviation over seeds ({seeds}); vs Dual-IPO: oracle "
+        "difference to Dual-IPO after the same number of rounds, paired by seed, ± its standard error; critic acc: "
+        "the critic's majority verdicts on the last round's judgments against the noise-free oracle; pairs: "
+        "what the generator trained on over all rounds: preference pairs (KTO: labelled videos; the pretraining control: "
+        "renders); wall min: wall time of all rounds "
+        "(machine load included).")
+
+
+def write_tables(out: Path, table: dict[str, Arm], seeds: list[int], num_rounds: int,
+                 command: str = "") -> Path:
+    """OUT/ablation.json, OUT/ablation.md and OUT/ablation.html (self-contained, autoescaped)."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
+    rows = collect(out, table, seeds, num_rounds)
+    if not rows:
+        raise ValueError(f"no finished ablation run under {out}")
+    atomic_write_text(out / "ablation.json", json.dumps({"command": command, "seeds": seeds, "rounds": num_rounds,
+                                                         "rows": rows}, indent=1) + "\n")
+    md = out / "ablation.md"
+    atomic_write_text(md, markdown(rows, seeds, command))
+    env = Environment(loader=PackageLoader("dualipo", "templates"), autoescape=True, undefined=StrictUndefined)
+    html = env.get_template("ablation.html.j2").render(
+        header=HEADER, rows=[{"cells": table_cells(r), "overrides": " ".join(r["overrides"])} for r in rows],
+        command=command, note=NOTE.format(seeds=", ".join(map(str, seeds))))
+    atomic_write_text(out / "ablation.html", html)
+    return md

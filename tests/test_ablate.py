@@ -1,0 +1,88 @@
+"""`dualipo ablate` through the real CLI on tiny real models: every arm is a finished loop run with its switch
+applied, the table is read back from their ledgers, a second call reuses the runs, and the pretraining control
+trains on renders."""
+
+import json
+
+import pytest
+
+from dualipo.ablate import arms, collect
+from dualipo.config import ConfigError, build_config
+from dualipo.ledger import Ledger
+from dualipo.loop.summary import round_rows
+from rounds_util import N, P, TINY, cli, query, snapshot
+
+ARMS = ["dual_ipo", "ipo", "control_pretrain", "control_seed"]
+
+
+def _config(run) -> dict:
+    return json.loads((run / "config.json").read_text())
+
+
+def test_ablate_runs_each_arm_and_tabulates_them(tmp_path):
+    cmd = ["ablate", *TINY, "--out", "abl", "--rounds", "2", "--seeds", "0", "1", "--arms", *ARMS]
+    p = cli(cmd, tmp_path)
+    out = tmp_path / "abl"
+    for arm in ARMS:
+        for s in (0, 1):
+            run = out / arm / f"seed{s}"
+            cfg = _config(run)
+            assert cfg["rounds"]["num_rounds"] == 2 and cfg["seed"] == cfg["sampling"]["seed"] == s
+            assert query(run, "SELECT value FROM meta WHERE key = 'finished'")
+    # each arm is its switch: IPO never refines, Dual-IPO does; the seed control refines on the seed set alone
+    assert not query(out / "ipo" / "seed0", "SELECT * FROM checkpoints WHERE kind = 'critic'")
+    assert query(out / "dual_ipo" / "seed0", "SELECT * FROM checkpoints WHERE kind = 'critic'")
+    assert _config(out / "control_seed" / "seed0")["critic_train"]["seed_mix"] == 1.0
+    # the pretraining control trains every round on one render per sampled video, at twice the batch
+    control = out / "control_pretrain" / "seed1"
+    assert _config(control)["train"]["batch_size"] == 2 * build_config("tiny").train.batch_size
+    assert query(control, "SELECT round, value FROM metrics WHERE stage = 'train' AND name = 'items'") == \
+        [(1, P * N), (2, P * N)]
+
+    md = (out / "ablation.md").read_text()
+    assert md.startswith("Made by: `dualipo ablate --preset tiny")
+    labels = [line.split(" | ")[0].lstrip("| ") for line in md.splitlines() if line.startswith("| ")][1:]
+    assert labels == ["base generator (round 0)", "IPO (frozen critic), 1 round", "IPO (frozen critic), 2 rounds",
+                      "Dual-IPO, 1 round", "Dual-IPO, 2 rounds",
+                      "control: continued pretraining instead of preference rounds, 2 rounds",
+                      "control: critic refinement compute on seed training, 2 rounds"]
+    assert md in p.stdout
+    html = (out / "ablation.html").read_text()
+    assert html.count("<tr>") == len(labels) + 1 and "critic_train.seed_mix=1" in html
+
+    # the JSON's figures are the ledgers' own: means over seeds, deltas paired by seed
+    rows = {r["label"]: r for r in json.loads((out / "ablation.json").read_text())["rows"]}
+    per = {(a, s): round_rows(Ledger.open(out / a / f"seed{s}")) for a in ARMS for s in (0, 1)}
+    ipo = rows["IPO (frozen critic), 2 rounds"]
+    assert ipo["oracle"] == pytest.approx((per[("ipo", 0)][2]["oracle"] + per[("ipo", 1)][2]["oracle"]) / 2)
+    assert ipo["delta"] == pytest.approx(sum(per[("ipo", s)][2]["oracle"] - per[("dual_ipo", s)][2]["oracle"]
+                                             for s in (0, 1)) / 2)
+    assert rows["Dual-IPO, 2 rounds"]["delta"] is None
+    assert rows["control: continued pretraining instead of preference rounds, 2 rounds"]["pairs"] == 2 * P * N
+
+    before = {a: snapshot(out / a / "seed0") for a in ARMS}
+    again = cli(cmd, tmp_path)  # finished runs are reused, the table is the same
+    assert "finished earlier, reused" in again.stderr
+    assert {a: snapshot(out / a / "seed0") for a in ARMS} == before
+    assert (out / "ablation.md").read_text() == md
+
+
+def test_collect_leaves_out_arms_not_run(tmp_path):
+    cfg = build_config("tiny")
+    with pytest.raises(ValueError, match="no finished ablation run"):
+        from dualipo.ablate import write_tables
+
+        write_tables(tmp_path, arms(cfg), [0], 2)
+    assert collect(tmp_path, arms(cfg), [0], 2) == []
+
+
+def test_ablate_and_render_control_errors(tmp_path):
+    bad = cli(["ablate", "--preset", "tiny", "--out", "x", "--arms", "nope"], tmp_path, check=False)
+    assert bad.returncode == 2 and "invalid choice: 'nope'" in bad.stderr
+    with pytest.raises(ConfigError, match="data=renders"):
+        build_config("tiny", overrides=["train.data=renders"])
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    refused = cli(["run", "--preset", "tiny", "train.data=renders", "train.loss=sft",
+                   f"rounds.prompt_file={prompts}", "--out", "r"], tmp_path, check=False)
+    assert refused.returncode == 2 and "cannot render" in refused.stderr and not (tmp_path / "r").exists()
