@@ -162,12 +162,13 @@ def test_refinement_loss_falls_on_a_fixed_batch(tiny_pairs, method):
 
 
 def test_guard_stops_and_restores_the_last_checkpoint(tiny_pairs, tmp_path):
-    cfg = build_config("tiny", overrides=["critic_train.eval_every=2", "critic_train.learning_rate=1e-2"])
-    fn = lambda c, step: (sft_loss(c, [p[0] for p in tiny_pairs]), {})  # noqa: E731
+    cfg = build_config("tiny", overrides=["critic_train.learning_rate=1e-2"])
+    fn = lambda c, step: (sft_loss(c, [p[0] for p in tiny_pairs]), {"step_seen": step})  # noqa: E731
     final = train_loop(cfg, load_trainable(cfg), tmp_path, fn, lambda c: {"probe": 0.0}, False, "guarded",
-                       num_steps=6, guard=lambda row: "rose" if row["step"] == 4 else None)
+                       num_steps=6, guard=lambda row: "rose" if row["step"] == 4 else None, eval_every=2)
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4] and rows[-1]["stopped"] == "rose"
+    assert [r["step_seen"] for r in rows] == [0.5, 2.5]  # the loss function's metrics, averaged since the last row
     ckpt = load_file(tmp_path / "ckpt" / "step_000002" / "trainable.safetensors")
     saved = load_file(final / "model.safetensors")
     assert not (tmp_path / "ckpt" / "step_000004").exists()
@@ -203,6 +204,8 @@ def test_critic_refine_cli_sft_and_dpo(judgment_file, tmp_path, capsys):
         assert f"critic.path={out / 'final'}" in printed and (out / "final" / "model.safetensors").is_file()
         rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
         assert rows[-1]["step"] == 2 and "abstention_rate" in rows[-1]
+        if method == "dpo":  # the DPO terms are logged next to the loss
+            assert {"nll", "reward_acc"} <= set(rows[-1]) and rows[-1]["nll"] > 0
         refined = build_critic(build_config("tiny", overrides=[f"critic.path={out / 'final'}"]))
         rec = json.loads(judgment_file.read_text().splitlines()[0])
         assert len(refined.judge(rec["prompt"], *rec["videos"], "motion").samples) == 4  # it loads and judges

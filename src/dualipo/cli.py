@@ -163,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ablate", help="the paper's comparison in miniature: Dual-IPO, IPO, the ablations and two "
                        "equal-compute controls, each a full run in OUT/ARM/seedS (resumed when interrupted); writes "
-                       "OUT/ablation.md, .html and .json")
+                       "OUT/ablation.md, .html and .json",
+                       epilog="KEY=VALUE overrides (applied to every arm) go before --arms / --seeds, e.g. "
+                       "dualipo ablate --preset small sampling.prompts_per_round=16 --out runs/ablate --seeds 0 1")
     _config_args(p)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--arms", nargs="+", default=list(ARM_NAMES), choices=ARM_NAMES, metavar="ARM",

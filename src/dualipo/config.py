@@ -257,6 +257,8 @@ class CriticTrainConfig(_Section):
     refine_steps: int = opt(100, ge=1, doc="optimizer steps of one refinement")
     probe_pairs: int = opt(16, ge=0, doc="pairs of the round whose greedy answers are checked for unparseable "
                            "verdicts during refinement (the DPO guard)")
+    probe_every: int = opt(25, ge=1, doc="refinement DPO: check the probe (the guard) every this many steps; a "
+                           "checkpoint is written at each check that passes, and a failed check restores it")
     finetune: str = opt("full", choices=("full", "lora"), doc="train all weights or a LoRA on the language model")
     lora_rank: int = opt(16, ge=1)
     lora_alpha: float = opt(16.0, gt=0)

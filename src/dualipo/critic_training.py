@@ -153,9 +153,11 @@ def load_trainable(cfg: RunConfig):
 
 
 def train_loop(cfg: RunConfig, trainable, out: Path, loss_fn, evaluate, resume: bool, desc: str,
-               num_steps: int | None = None, guard=None) -> Path:
+               num_steps: int | None = None, guard=None, eval_every: int | None = None) -> Path:
     """The explicit critic training loop: AdamW, warm-up + cosine, clipping, checkpoints with exact resume,
-    a NaN guard, `evaluate(critic) -> dict` rows in OUT/metrics.jsonl (with the mean loss since the last row).
+    a NaN guard, `evaluate(critic) -> dict` rows in OUT/metrics.jsonl every `eval_every` steps (default
+    `critic_train.eval_every`) and at the end, with the means since the last row of the loss and of the
+    metrics `loss_fn` returns.
 
     `loss_fn(critic, step) -> (loss, metrics)`. `guard(row) -> str | None`: checked at every evaluation; a
     reason stops training and restores the last checkpoint (written at the previous evaluation that passed).
@@ -178,14 +180,16 @@ def train_loop(cfg: RunConfig, trainable, out: Path, loss_fn, evaluate, resume: 
         losses = extra["losses"]
         log.info("resumed from %s at step %d", ckpt, step)
     metrics = out / "metrics.jsonl"
-    every = ct.eval_every if guard is not None else ct.checkpoint_every
+    eval_every = eval_every or ct.eval_every
+    every = eval_every if guard is not None else ct.checkpoint_every
+    extras: list[dict] = []
     bar = tqdm(total=total, initial=step, desc=desc, unit="step")
     while step < total:
         model.train()
         lr = learning_rate(step, ct.learning_rate, ct.warmup_steps, total)
         for g in optim.param_groups:
             g["lr"] = lr
-        loss, _ = loss_fn(critic, step)
+        loss, extra_metrics = loss_fn(critic, step)
         if not torch.isfinite(loss):
             raise CriticDiverged(f"{desc}: non-finite loss {float(loss)} at step {step}; last good checkpoint: "
                                  f"{latest_checkpoint(ckpt_root)}")
@@ -195,11 +199,16 @@ def train_loop(cfg: RunConfig, trainable, out: Path, loss_fn, evaluate, resume: 
         optim.step()
         step += 1
         losses.append(float(loss.detach()))
+        extras.append({k: float(v) for k, v in extra_metrics.items()})
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
-        if evaluate is not None and (step % ct.eval_every == 0 or step == total):
+        if evaluate is not None and (step % eval_every == 0 or step == total):
             model.eval()
-            row = {"step": step, "loss": float(np.mean(losses[-ct.eval_every:])), **evaluate(critic)}
+            window = extras[-eval_every:]
+            row = {"step": step, "loss": float(np.mean(losses[-eval_every:])),
+                   **{k: float(np.mean([e[k] for e in window if k in e])) for k in sorted({k for e in window
+                                                                                           for k in e})},
+                   **evaluate(critic)}
             stop = guard(row) if guard is not None else None
             if stop:
                 row["stopped"] = stop

@@ -7,7 +7,7 @@
   only, reference = the critic before this refinement (its log-probs computed once up front: the previous
   round's merged critic, or the adapters-disabled model under LoRA), plus `critic_train.nll_weight` x the
   certainty-weighted per-token NLL of the chosen rationale. A guard checks the unparseable-answer rate on a
-  probe set of the round's pairs every `critic_train.eval_every` steps; when it rises above both its value
+  probe set of the round's pairs every `critic_train.probe_every` steps; when it rises above both its value
   before training and `critic_train.max_abstain_rate`, training stops and the last checkpoint (the last
   evaluation that passed) is restored.
 Both train on `critic_training.train_loop` (progress, checkpoints, resume, NaN guard, OUT/metrics.jsonl).
@@ -114,7 +114,8 @@ def refine_critic(cfg: RunConfig, judgments: list[Judgment], out: str | Path, se
                 return f"unparseable answers on the probe rose from {before:.2f} to {rate:.2f}"
             return None
     final = train_loop(cfg, trainable, out, loss_fn, evaluate, resume, f"critic refinement ({ct.method})",
-                       num_steps=ct.refine_steps, guard=guard)
+                       num_steps=ct.refine_steps, guard=guard,
+                       eval_every=ct.probe_every if guard is not None else None)
     counts["abstention_rate_before"] = before
     return final, counts
 
