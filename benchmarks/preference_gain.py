@@ -206,7 +206,7 @@ def _gain(table: dict, arm: str | None, rnd: int) -> dict | None:
         return None
     t = table[arm]
     return {"arm": arm, "mean": t["gain_per_round_mean"][rnd - 1], "std": t["gain_per_round_std"][rnd - 1],
-            "seeds": t["seeds"]}
+            "seeds": t["seeds_per_round"][rnd - 1]}
 
 
 def summary(out: Path, oracle_arm: str | None, critic_arm: str | None, control_arms: list[str],
@@ -227,12 +227,15 @@ def arms_table(out: Path) -> dict:
         arms.setdefault(r["arm"], []).append(r)
     table = {}
     for arm, runs in arms.items():
-        done = min(len(r["rounds"]) for r in runs)  # rounds every seed has finished
-        gains = np.array([[rd["eval"]["overall"] - r["base"]["overall"] for rd in r["rounds"][:done]] for r in runs])
+        gains = [[rd["eval"]["overall"] - r["base"]["overall"] for rd in r["rounds"]] for r in runs]
+        depth = max(len(g) for g in gains)  # a round's figures are over the seeds that finished it
+        per_round = [[g[k] for g in gains if len(g) > k] for k in range(depth)]
         table[arm] = {"seeds": [r["seed"] for r in runs], "labels": runs[0]["labels"],
                       "select": runs[0]["select"], "overrides": runs[0]["overrides"],
-                      "gain_per_round_mean": gains.mean(0).round(4).tolist(),
-                      "gain_per_round_std": gains.std(0).round(4).tolist(), "runs": runs}
+                      "gain_per_round_mean": [round(float(np.mean(v)), 4) for v in per_round],
+                      "gain_per_round_std": [round(float(np.std(v)), 4) for v in per_round],
+                      "seeds_per_round": [[r["seed"] for r in runs if len(r["rounds"]) > k] for k in range(depth)],
+                      "runs": runs}
     return table
 
 
