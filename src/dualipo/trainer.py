@@ -167,7 +167,8 @@ def train_generator(gen: Generator, cache: LatentCache, cfg: TrainConfig, out_di
         raise ValueError("train.loss=kto needs desirable / undesirable labels; got pairs")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
+    # without CUDA, processes started by `accelerate launch --multi_gpu` (torchrun) join a gloo CPU group
+    acc = accelerator or Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
     rank, world = acc.process_index, acc.num_processes
     if cfg.batch_size % world:
         raise ValueError(f"train.batch_size={cfg.batch_size} must be divisible by the {world} processes")

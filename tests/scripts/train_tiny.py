@@ -1,6 +1,7 @@
 """Train the tiny generator on a fixed tiny pair set; run directly or under `accelerate launch`."""
 
 import sys
+from pathlib import Path
 
 import torch
 
@@ -22,6 +23,11 @@ def main(out: str) -> None:
     rejected = [render_prompt(p.replace("left", "right").replace("growing", "shrinking"), i, w)
                 for i, p in enumerate(PROMPTS)]
     train_generator(gen, build_cache(gen, PROMPTS, chosen, rejected), cfg.train, out)
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.is_main_process:
+        (Path(out) / "num_processes").write_text(str(state.num_processes))
 
 
 if __name__ == "__main__":
