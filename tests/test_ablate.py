@@ -65,6 +65,8 @@ def test_ablate_runs_each_arm_and_tabulates_them(tmp_path):
     assert "finished earlier, reused" in again.stderr
     assert {a: snapshot(out / a / "seed0") for a in ARMS} == before
     assert (out / "ablation.md").read_text() == md
+    other = cli(["ablate", *TINY, "--out", "abl", "--rounds", "3", "--arms", "ipo"], tmp_path, check=False)
+    assert other.returncode == 2 and "refusing to resume" in other.stderr  # a finished run of another config
 
 
 def test_collect_leaves_out_arms_not_run(tmp_path):

@@ -74,7 +74,8 @@ def arm_config(preset: str, config_file: str | None, overrides: list[str], arm: 
 
 def run_arms(preset: str, config_file: str | None, overrides: list[str], out: str | Path, names: list[str],
              seeds: list[int], num_rounds: int | None, command: str = "") -> Path:
-    """Run (or resume, or skip when finished) every arm x seed, then write the tables; returns the Markdown path."""
+    """Run or resume every arm x seed (a finished run is only checked: the loop refuses one made with another
+    config, and has nothing left to do otherwise), then write the tables; returns the Markdown path."""
     from dualipo.rounds import run_rounds
 
     out = Path(out)
@@ -89,8 +90,9 @@ def run_arms(preset: str, config_file: str | None, overrides: list[str], out: st
         run_dir = out / name / f"seed{seed}"
         if finished(run_dir):
             log.info("ablation %s seed %d: finished earlier, reused", name, seed)
-            continue
-        log.info("ablation %s seed %d: %s", name, seed, " ".join(table[name].overrides) or "(the config as given)")
+        else:
+            log.info("ablation %s seed %d: %s", name, seed,
+                     " ".join(table[name].overrides) or "(the config as given)")
         run_rounds(cfg, run_dir, resume=(run_dir / LEDGER).is_file())
     return write_tables(out, table, seeds, num_rounds or base.rounds.num_rounds, command)
 
