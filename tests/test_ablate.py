@@ -65,6 +65,11 @@ def test_ablate_runs_each_arm_and_tabulates_them(tmp_path):
     assert "finished earlier, reused" in again.stderr
     assert {a: snapshot(out / a / "seed0") for a in ARMS} == before
     assert (out / "ablation.md").read_text() == md
+    only = cli(["ablate", *TINY, "--out", "abl", "--rounds", "2", "--seeds", "0", "--arms", *ARMS, "--table-only"],
+               tmp_path)
+    assert "finished earlier" not in only.stderr and {a: snapshot(out / a / "seed0") for a in ARMS} == before
+    rows = json.loads((out / "ablation.json").read_text())["rows"]
+    assert all(r["seeds"] == [0] and r["oracle_std"] is None for r in rows)
     other = cli(["ablate", *TINY, "--out", "abl", "--rounds", "3", "--arms", "ipo"], tmp_path, check=False)
     assert other.returncode == 2 and "refusing to resume" in other.stderr  # a finished run of another config
 

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from dualipo.critics.voting import judgment, make_sample
-from dualipo.preferences import (pairs_from_judgments, points_from_judgments, read_pairs_jsonl,
+from dualipo.preferences import (pairs_from_judgments, points_from_judgments, points_from_pairwise, read_pairs_jsonl,
                                  real_videos_from_folder, write_pairs_jsonl)
 from dualipo.video import Video, write_video
 
@@ -33,6 +33,22 @@ def test_best_vs_worst_with_drops_counted():
     assert stats.judgments == 7 and stats.kept == 4
     assert stats.dropped == {"no_verdict": 1, "tie": 1, "uncertain": 1, "normal": 0}
     assert stats.items == 2 and stats.prompts_without_pair == 0
+
+
+def test_kto_points_from_pairwise_wins_and_losses():
+    js = [
+        J("p", "v0", "v1", ["A", "A", "A", "B"]),  # v0 beats v1 (0.75)
+        J("p", "v0", "v2", ["A", "A"]),            # v0 beats v2 (1.0)
+        J("p", "v1", "v2", ["B", "B", "B"]),       # v2 beats v1 (1.0)
+        J("p", "v2", "v3", ["B", "A"]),            # split: dropped, v3 is in no kept judgment
+        J("q", "w0", "w1", ["A", "A", "B"]),       # 0.67 < threshold: dropped
+    ]
+    points, tallies, stats = points_from_pairwise(js, threshold=0.7)
+    got = {p.video: (p.desirable, round(p.certainty, 4), t) for p, t in zip(points, tallies)}
+    # v0: 2 wins (certainty 0.75, 1.0); v1: 2 losses (0.75, 1.0); v2: 1 win 1 loss -> no example
+    assert got == {"v0": (True, 0.875, (2, 0)), "v1": (False, 0.875, (0, 2))}
+    assert (stats.judgments, stats.kept, stats.items, stats.prompts, stats.prompts_without_pair) == (5, 3, 2, 2, 1)
+    assert stats.dropped["no_verdict"] == 1 and stats.dropped["uncertain"] == 1
 
 
 def test_all_confident_makes_one_pair_per_confident_judgment():

@@ -126,6 +126,30 @@ def test_oracle_critic_is_the_labelled_upper_bound_and_kto_trains_on_points(tmp_
     assert len(rows) == points and {"prompt", "completion", "label", "round", "votes", "certainty"} <= set(rows[0])
 
 
+def test_kto_from_pairwise_judgments(tmp_path):
+    """A pairwise critic with train.loss=kto: each video's confident wins against its losses make it desirable or
+    undesirable; the generator trains on those points."""
+    run = tmp_path / "run"
+    assert main(["run", *TINY, "train.loss=kto", "--out", str(run)]) == 0
+    points = query(run, "SELECT video, desirable, votes FROM points")
+    assert points and not query(run, "SELECT * FROM pairs")
+    for video, desirable, votes in points:
+        v = json.loads(votes)
+        assert v["won"] != v["lost"] and bool(desirable) == (v["won"] > v["lost"])
+    wins = {}  # recount from the judgments: every kept judgment's verdict, per video
+    for a, b, verdict, certainty in query(run, "SELECT video_a, video_b, verdict, certainty FROM judgments"):
+        if verdict in ("A", "B") and certainty >= 0.5:
+            for video, won in ((a, verdict == "A"), (b, verdict == "B")):
+                wins.setdefault(video, [0, 0])[0 if won else 1] += 1
+    assert {v: [json.loads(x)["won"], json.loads(x)["lost"]] for v, _, x in points} == \
+        {v: wl for v, wl in wins.items() if wl[0] != wl[1]}
+    assert query(run, "SELECT status FROM stages WHERE round = 1 AND stage = 'train'") == [("done",)]
+    steps = [json.loads(x) for x in (run / "round_01" / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert "kto_loss" in steps[0]
+    assert main(["export", str(run), "--out", str(tmp_path / "kto.jsonl")]) == 0
+    assert len((tmp_path / "kto.jsonl").read_text().splitlines()) == len(points)
+
+
 def test_all_confident_pairs_and_the_sft_control(tmp_path):
     run = tmp_path / "run"
     assert main(["run", *TINY, "pairs.strategy=all_confident", "train.loss=sft", "--out", str(run)]) == 0

@@ -3,7 +3,8 @@ config switch apart) in OUT/ARM/seedS/, run or resumed in turn; the table is rea
 
 Arms (`ARMS`): Dual-IPO (the config as given); IPO (frozen critic); Dual-IPO without chain of thought, without
 voting (K = 1), without certainty filtering (thresholds 0: every decisive majority is used), without the
-rationale-verdict consistency filter, and with Diffusion-KTO on pointwise labels instead of DPO; and two
+rationale-verdict consistency filter, and with Diffusion-KTO instead of DPO (on the same pairwise judgments: a
+video that won more of its confident comparisons than it lost is desirable, one that lost more undesirable); and two
 equal-compute controls: `control_pretrain` spends the generator's training on continued plain pretraining (SFT on
 fresh renders of the round's prompts, twice the batch: the DPO step's latent passes) instead of preference data,
 and `control_seed` spends the critic's refinement steps on its seed set alone (`critic_train.seed_mix=1`).
@@ -55,7 +56,7 @@ def arms(cfg: RunConfig) -> dict[str, Arm]:
         Arm("no_certainty", "Dual-IPO without certainty filtering",
             ("judging.certainty_threshold=0", "critic_train.certainty_threshold=0", "critic_train.pce_threshold=0")),
         Arm("no_consistency", "Dual-IPO without the consistency filter", ("critic_train.consistency=off",)),
-        Arm("kto", "Dual-IPO with KTO (pointwise) instead of DPO", ("judging.mode=pointwise", "train.loss=kto")),
+        Arm("kto", "Dual-IPO with Diffusion-KTO instead of DPO", ("train.loss=kto",)),
         Arm("control_pretrain", "control: continued pretraining instead of preference rounds",
             ("train.data=renders", "train.loss=sft", f"train.batch_size={2 * cfg.train.batch_size}",
              "critic_train.refine=false", "judging.num_votes=1")),
@@ -73,9 +74,10 @@ def arm_config(preset: str, config_file: str | None, overrides: list[str], arm: 
 
 
 def run_arms(preset: str, config_file: str | None, overrides: list[str], out: str | Path, names: list[str],
-             seeds: list[int], num_rounds: int | None, command: str = "") -> Path:
+             seeds: list[int], num_rounds: int | None, command: str = "", table_only: bool = False) -> Path:
     """Run or resume every arm x seed (a finished run is only checked: the loop refuses one made with another
-    config, and has nothing left to do otherwise), then write the tables; returns the Markdown path."""
+    config, and has nothing left to do otherwise), then write the tables; returns the Markdown path. With
+    `table_only`, run nothing: tabulate the finished runs under OUT as they are."""
     from dualipo.rounds import run_rounds
 
     out = Path(out)
@@ -86,7 +88,7 @@ def run_arms(preset: str, config_file: str | None, overrides: list[str], out: st
         raise ValueError(f"unknown arm(s) {unknown}; choose from {list(table)}")
     configs = {(n, s): arm_config(preset, config_file, overrides, table[n], s, num_rounds) for n in names
                for s in seeds}  # every arm's config is checked before the first run starts
-    for (name, seed), cfg in configs.items():
+    for (name, seed), cfg in ([] if table_only else configs.items()):
         run_dir = out / name / f"seed{seed}"
         if finished(run_dir):
             log.info("ablation %s seed %d: finished earlier, reused", name, seed)

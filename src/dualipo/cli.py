@@ -132,7 +132,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
         _quiet_model_loaders()
     command = "dualipo " + shlex.join(args.argv)
     md = run_arms(args.preset, args.config_file, args.overrides, args.out, args.arms, args.seeds, args.rounds,
-                  command)
+                  command, table_only=args.table_only)
     print(md.read_text())
     print(f"wrote {md}, {md.with_suffix('.html')} and {md.with_suffix('.json')}")
 
@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"arms to run (default: all): {', '.join(ARM_NAMES)}")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per arm and seed")
     p.add_argument("--rounds", type=int, default=None, help="rounds per run (default: rounds.num_rounds)")
+    p.add_argument("--table-only", action="store_true", help="run nothing: write the table of the runs under "
+                   "--out that have finished (e.g. while other arms still run in another process)")
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("export", help="write a run's preference data in TRL conventions (prompt/chosen/rejected or "

@@ -28,7 +28,7 @@ def preference_rows(run_dir: str | Path, relative_to: str | Path) -> list[dict]:
     ledger = Ledger.open(run_dir)
     try:
         prompts = dict(ledger.prompts())
-        pairwise = ledger.config()["judging"]["mode"] == "pairwise"
+        pairwise = ledger.config()["train"]["loss"] != "kto"  # KTO runs record points
         rows = ledger.preferences("pairs" if pairwise else "points")
     finally:
         ledger.close()

@@ -128,6 +128,30 @@ def points_from_judgments(judgments: Sequence[Judgment], threshold: float) -> tu
     return points, stats
 
 
+def points_from_pairwise(judgments: Sequence[Judgment], threshold: float
+                         ) -> tuple[list[Point], list[tuple[int, int]], PreferenceStats]:
+    """KTO examples from confident pairwise judgments (Diffusion-KTO with a pairwise critic): a video that won
+    more of its confident comparisons than it lost is desirable, one that lost more is undesirable, one with as
+    many wins as losses gives no example. Returns the points, each point's (wins, losses), and the stats;
+    a point's certainty is the mean certainty of its judgments."""
+    stats = PreferenceStats()
+    record: dict[tuple[str, str], list] = {}  # (prompt, video) -> [wins, losses, certainties]
+    for j in _confident((j for j in judgments if j.mode == "pairwise"), threshold, stats):
+        for video, won in zip(j.videos, (j.verdict == "A", j.verdict == "B")):
+            r = record.setdefault((j.prompt, video), [0, 0, []])
+            r[0 if won else 1] += 1
+            r[2].append(j.certainty)
+    points, tallies = [], []
+    for (prompt, video), (wins, losses, certainty) in record.items():
+        if wins != losses:
+            points.append(Point(prompt, video, wins > losses, sum(certainty) / len(certainty)))
+            tallies.append((wins, losses))
+    stats.prompts = len({j.prompt for j in judgments})
+    stats.items = len(points)
+    stats.prompts_without_pair = stats.prompts - len({p.prompt for p in points})
+    return points, tallies, stats
+
+
 # ------------------------------------------------------------------------------------------ TRL-style files
 
 def write_pairs_jsonl(path: str | Path, pairs: Sequence[Pair], **provenance) -> Path:

@@ -51,10 +51,9 @@ def check_run_config(cfg: RunConfig, num_processes: int) -> None:
         from dualipo.srpo.certainty import check_reference
 
         check_reference(cfg.critic.path, ct.pce_reference)  # round 1's reference (later: the previous critic)
-    if (cfg.judging.mode == "pointwise") != (cfg.train.loss == "kto"):
-        raise ValueError(f"judging.mode={cfg.judging.mode} with train.loss={cfg.train.loss}: pairwise judgments train "
-                         f"with train.loss=dpo (or sft on the chosen videos), pointwise Good / Bad labels with "
-                         f"train.loss=kto")
+    if cfg.judging.mode == "pointwise" and cfg.train.loss != "kto":
+        raise ValueError(f"judging.mode=pointwise with train.loss={cfg.train.loss}: pointwise Good / Bad labels train "
+                         f"with train.loss=kto (pairwise judgments train with dpo, kto or sft on the chosen videos)")
     if cfg.train.data == "renders" and cfg.rounds.prompt_file:
         raise ValueError("train.data=renders renders the shapes world's prompts; it cannot render "
                          f"rounds.prompt_file={cfg.rounds.prompt_file!r}")

@@ -120,7 +120,7 @@ def critic_accuracy(ctx: RunContext, k: int) -> dict:
     out = {"critic_judgments_scored": len(hits),
            "critic_accuracy": float(np.mean(hits)) if hits else None,
            "critic_kept_accuracy": float(np.mean(kept_hits)) if kept_hits else None}
-    if ctx.cfg.judging.mode == "pairwise":
+    if ctx.cfg.train.loss != "kto":  # KTO runs record points, not pairs
         out.update(_pair_accuracy(ctx, k, score_of))
     return out
 

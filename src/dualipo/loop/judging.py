@@ -22,7 +22,8 @@ from dualipo.jsonl import write_jsonl
 from dualipo.ledger import atomic_path
 from dualipo.loop.context import RunContext, from_main, run_sharded, unit_seed
 from dualipo.loop.sampling import verified_videos
-from dualipo.preferences import Pair, pairs_from_judgments, points_from_judgments, write_pairs_jsonl
+from dualipo.preferences import (Pair, pairs_from_judgments, points_from_judgments, points_from_pairwise,
+                                 write_pairs_jsonl)
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,8 @@ def _relative_to(path: str, folder: str) -> str:
 
 
 def preference_stage(ctx: RunContext, k: int) -> tuple[str, str]:
-    """Confident judgments -> DPO pairs (`pairs.strategy`) or KTO points; written as TRL-style JSONL
+    """Confident judgments -> DPO pairs (`pairs.strategy`) or, with train.loss=kto, KTO points (pointwise
+    Good / Bad labels, or from pairwise judgments a video's wins against its losses); written as TRL-style JSONL
     beside the round's videos and recorded in the ledger (all of a round's rows in one transaction)."""
     if not ctx.main:
         return "done", ""
@@ -108,7 +110,7 @@ def preference_stage(ctx: RunContext, k: int) -> tuple[str, str]:
     js = [judgment_from_row(r, dict(ctx.pool)) for r in ctx.ledger.judgments(k)]
     gen_id = {r["path"]: r["generator"] for r in ctx.ledger.videos(k, "train")}
     thr = cfg.judging.certainty_threshold
-    if cfg.judging.mode == "pairwise":
+    if cfg.train.loss != "kto":
         pairs, stats = pairs_from_judgments(js, thr, cfg.pairs.min_margin, cfg.pairs.strategy)
         rows = [(k, i, ids[p.prompt], p.chosen, p.rejected, p.certainty, p.margin,
                  json.dumps(_pair_votes(js, p.chosen, p.rejected)), gen_id[p.chosen]) for i, p in enumerate(pairs)]
@@ -118,10 +120,16 @@ def preference_stage(ctx: RunContext, k: int) -> tuple[str, str]:
             write_pairs_jsonl(tmp, local, round=k)
         ctx.ledger.replace_preferences(k, "pairs", rows)
     else:
-        points, stats = points_from_judgments(js, thr)
-        votes = {(j.videos[0], j.dimension): j.votes for j in js}
-        rows = [(k, ids[p.prompt], p.video, dim, int(p.desirable), p.certainty, json.dumps(votes[(p.video, dim)]),
-                 gen_id[p.video]) for p, dim in _point_dims(points, js, thr)]
+        if cfg.judging.mode == "pointwise":
+            points, stats = points_from_judgments(js, thr)
+            votes = {(j.videos[0], j.dimension): j.votes for j in js}
+            labelled = [(p, dim, votes[(p.video, dim)]) for p, dim in _point_dims(points, js, thr)]
+        else:  # KTO from pairwise judgments: a video's confident wins against its losses
+            points, tallies, stats = points_from_pairwise(js, thr)
+            dims = "+".join(cfg.judging.dimensions)
+            labelled = [(p, dims, {"won": w, "lost": lost}) for p, (w, lost) in zip(points, tallies)]
+        rows = [(k, ids[p.prompt], p.video, dim, int(p.desirable), p.certainty, json.dumps(v), gen_id[p.video])
+                for p, dim, v in labelled]
         with atomic_path(ctx.round_dir(k) / "points.jsonl") as tmp:
             write_jsonl(tmp, ({"prompt": p.prompt, "completion": _relative_to(p.video, rd), "label": p.desirable,
                                "certainty": p.certainty, "round": k} for p in points))
@@ -130,7 +138,7 @@ def preference_stage(ctx: RunContext, k: int) -> tuple[str, str]:
     ctx.metrics.log(k, "pairs", {"judgments": stats.judgments, "kept": stats.kept, "dropped": sum(d.values()),
                                  **{f"dropped_{r}": n for r, n in d.items()}, "items": stats.items,
                                  "prompts_without_item": stats.prompts_without_pair})
-    what = "pairs" if cfg.judging.mode == "pairwise" else "labelled videos"
+    what = "pairs" if cfg.train.loss != "kto" else "labelled videos"
     if stats.items == 0:
         log.warning("round %d: no confident %s: of %d judgments, %d had no majority (abstained or split), %d were "
                     "ties, %d were below judging.certainty_threshold=%s; the %d kept rank no video of any prompt "

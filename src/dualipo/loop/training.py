@@ -27,7 +27,7 @@ CRITIC_KIND = "critic"
 
 
 def _training_data(ctx: RunContext, k: int):
-    pairwise = ctx.cfg.judging.mode == "pairwise"
+    pairwise = ctx.cfg.train.loss != "kto"  # KTO trains on points (pointwise labels, or wins vs losses)
     rows = from_main(ctx, lambda: [dict(r) for r in ctx.ledger.preferences("pairs" if pairwise else "points", k)])
     prompts = dict(ctx.pool)
     return rows, [prompts[r["prompt_id"]] for r in rows], pairwise
