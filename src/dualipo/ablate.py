@@ -17,7 +17,8 @@ Table rows: the base generator (round 0), IPO and Dual-IPO after 1 and after R r
 Columns: held-out oracle score (mean and standard deviation over seeds) overall and per dimension; the
 difference to Dual-IPO after R rounds, paired by seed, with its standard error; the critic's accuracy against the
 noise-free oracle on the last round's judgments (made by the critic refined through the round before); the items
-the generator trained on in all rounds (pairs, KTO points or renders); wall minutes of all rounds including the base evaluation.
+the generator trained on in all rounds (pairs, KTO points or renders); wall minutes of all rounds including the
+base evaluation.
 """
 
 from __future__ import annotations
@@ -181,10 +182,9 @@ def markdown(rows: list[dict], seeds: list[int], command: str) -> str:
 
 NOTE = ("oracle: held-out oracle score, mean ± standard deviation over seeds ({seeds}); vs Dual-IPO: oracle "
         "difference to Dual-IPO after the same number of rounds, paired by seed, ± its standard error; critic acc: "
-        "the critic's majority verdicts on the last round's judgments against the noise-free oracle; pairs: "
-        "what the generator trained on over all rounds: preference pairs (KTO: labelled videos; the pretraining control: "
-        "renders); wall min: wall time of all rounds "
-        "(machine load included).")
+        "the critic's majority verdicts on the last round's judgments against the noise-free oracle; pairs used: "
+        "what the generator trained on over all rounds: preference pairs (KTO: labelled videos; the pretraining "
+        "control: renders); wall min: wall time of all rounds (machine load included).")
 
 
 def write_tables(out: Path, table: dict[str, Arm], seeds: list[int], num_rounds: int,

@@ -205,10 +205,9 @@ def train_loop(cfg: RunConfig, trainable, out: Path, loss_fn, evaluate, resume: 
         if evaluate is not None and (step % eval_every == 0 or step == total):
             model.eval()
             window = extras[-eval_every:]
-            row = {"step": step, "loss": float(np.mean(losses[-eval_every:])),
-                   **{k: float(np.mean([e[k] for e in window if k in e])) for k in sorted({k for e in window
-                                                                                           for k in e})},
-                   **evaluate(critic)}
+            keys = sorted({k for e in window for k in e})
+            means = {k: float(np.mean([e[k] for e in window if k in e])) for k in keys}
+            row = {"step": step, "loss": float(np.mean(losses[-eval_every:])), **means, **evaluate(critic)}
             stop = guard(row) if guard is not None else None
             if stop:
                 row["stopped"] = stop
