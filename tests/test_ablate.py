@@ -46,7 +46,7 @@ def test_ablate_runs_each_arm_and_tabulates_them(tmp_path):
                       "Dual-IPO, 1 round", "Dual-IPO, 2 rounds",
                       "control: continued pretraining instead of preference rounds, 2 rounds",
                       "control: critic refinement compute on seed training, 2 rounds"]
-    assert md in p.stdout
+    assert md in p.stdout and all(line.endswith("| 0 1 |") for line in md.splitlines()[4:4 + len(labels)])
     html = (out / "ablation.html").read_text()
     assert html.count("<tr>") == len(labels) + 1 and "critic_train.seed_mix=1" in html
 

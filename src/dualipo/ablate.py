@@ -168,10 +168,11 @@ def _cell(v, sd=None, digits: int = 3, sign: bool = False) -> str:
 def table_cells(row: dict) -> list[str]:
     return [row["label"], _cell(row["oracle"], row["oracle_std"]), *(_cell(row[d]) for d in DIMS),
             _cell(row["delta"], row["delta_se"], sign=True), _cell(row["critic_acc"]),
-            "-" if row["pairs"] is None else f"{row['pairs']:.0f}", f"{row['wall_min']:.1f}"]
+            "-" if row["pairs"] is None else f"{row['pairs']:.0f}", f"{row['wall_min']:.1f}",
+            " ".join(map(str, row["seeds"]))]
 
 
-HEADER = ["arm", "oracle", *DIMS, "vs Dual-IPO", "critic acc", "pairs used", "wall min"]
+HEADER = ["arm", "oracle", *DIMS, "vs Dual-IPO", "critic acc", "pairs used", "wall min", "seeds"]
 
 
 def markdown(rows: list[dict], seeds: list[int], command: str) -> str:
@@ -180,7 +181,7 @@ def markdown(rows: list[dict], seeds: list[int], command: str) -> str:
     return "\n".join([f"Made by: `{command}`", "", *lines, "", NOTE.format(seeds=", ".join(map(str, seeds))), ""])
 
 
-NOTE = ("oracle: held-out oracle score, mean ± standard deviation over seeds ({seeds}); vs Dual-IPO: oracle "
+NOTE = ("oracle: held-out oracle score, mean ± standard deviation over the row's seeds (of {seeds}); vs Dual-IPO: oracle "
         "difference to Dual-IPO after the same number of rounds, paired by seed, ± its standard error; critic acc: "
         "the critic's majority verdicts on the last round's judgments against the noise-free oracle; pairs used: "
         "what the generator trained on over all rounds: preference pairs (KTO: labelled videos; the pretraining "
