@@ -91,7 +91,7 @@ def run_arms(preset: str, config_file: str | None, overrides: list[str], out: st
                for s in seeds}  # every arm's config is checked before the first run starts
     for (name, seed), cfg in ([] if table_only else configs.items()):
         run_dir = out / name / f"seed{seed}"
-        if finished(run_dir):
+        if _finished_rows(run_dir) is not None:
             log.info("ablation %s seed %d: finished earlier, reused", name, seed)
         else:
             log.info("ablation %s seed %d: %s", name, seed,
@@ -100,20 +100,13 @@ def run_arms(preset: str, config_file: str | None, overrides: list[str], out: st
     return write_tables(out, table, seeds, num_rounds or base.rounds.num_rounds, command)
 
 
-def finished(run_dir: Path) -> bool:
+def _finished_rows(run_dir: Path) -> list[dict] | None:
+    """The per-round rows of a finished run (`loop.summary.round_rows`), None when it has not finished."""
     if not (run_dir / LEDGER).is_file():
-        return False
+        return None
     ledger = Ledger.open(run_dir)
     try:
-        return bool(ledger.meta().get("finished"))
-    finally:
-        ledger.close()
-
-
-def _rows(run_dir: Path) -> list[dict]:
-    ledger = Ledger.open(run_dir)
-    try:
-        return round_rows(ledger)
+        return round_rows(ledger) if ledger.meta().get("finished") else None
     finally:
         ledger.close()
 
@@ -131,7 +124,8 @@ def _label(arm: Arm, k: int) -> str:
 
 def collect(out: Path, table: dict[str, Arm], seeds: list[int], num_rounds: int) -> list[dict]:
     """The table's rows from the finished runs under OUT (arms or seeds not run yet are left out)."""
-    runs = {(n, s): _rows(out / n / f"seed{s}") for n in table for s in seeds if finished(out / n / f"seed{s}")}
+    found = {(n, s): _finished_rows(out / n / f"seed{s}") for n in table for s in seeds}
+    runs = {key: rows for key, rows in found.items() if rows is not None}
     wanted = [("base generator (round 0)", "dual_ipo", 0)]
     for name in ("ipo", "dual_ipo"):
         wanted += [(_label(table[name], k), name, k) for k in sorted({1, num_rounds})]

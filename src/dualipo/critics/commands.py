@@ -12,7 +12,6 @@ from dualipo.config import DIMENSIONS, RunConfig
 from dualipo.critics.seed import SEED_DIMENSIONS
 
 
-
 def cmd_videos(cfg: RunConfig, args: argparse.Namespace) -> None:
     from dualipo.critics.toy_videos import write_generator_samples, write_variants
 
