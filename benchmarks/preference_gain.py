@@ -8,7 +8,8 @@ Labels (`--labels`): `oracle` (the perfect critic: the upper bound), `critic` (t
 K-vote judgments over every pair of a prompt's samples, certainty filtered), `render` (no labels: the prompts'
 own renders, for the continued-pretraining control). Selection (`--select`): `best_vs_worst` (one DPO pair per
 prompt), `all_pairs` (every pair whose score gap is at least `--gap`), `best` (the best sample per prompt, for
-SFT on best-of-N), `points` (KTO: samples above / below the prompt's mean by `--gap`).
+SFT on best-of-N), `points` (KTO: samples above / below the prompt's mean by `--gap`; with critic labels,
+samples that won more / fewer of their confident comparisons than they lost, as `dualipo run` does).
 The oracle never labels anything in a `critic` arm: it only evaluates.
 
     python benchmarks/preference_gain.py run --out runs/pg --arm NAME --seed 0 [--rounds 3] [--prompts 256]
@@ -88,7 +89,8 @@ def critic_preferences(critic, cfg, prompt: str, group: list[Video]):
 
 def _select(select: str, gap: float, groups):
     """groups: [(prompt, videos, scores, confident pairs or None)] -> (prompts, a, b or None, desirable or None).
-    With critic labels, `all_pairs` takes every confident judgment (the gap is the critic's certainty filter)."""
+    With critic labels, `all_pairs` takes every confident judgment and `points` counts wins against losses (the
+    gap is the critic's certainty filter)."""
     P, A, B, D = [], [], [], []
     for prompt, vids, s, won in groups:
         order = np.argsort(s)[::-1]
@@ -105,10 +107,17 @@ def _select(select: str, gap: float, groups):
             if s[order[0]] - s[order[-1]] >= gap:
                 P.append(prompt); A.append(vids[order[0]])
         elif select == "points":
-            mean = float(np.mean(s))
-            for v, x in zip(vids, s):
-                if abs(x - mean) >= gap:
-                    P.append(prompt); A.append(v); D.append(x > mean)
+            if won is None:  # scores: above / below the prompt's mean by the gap
+                mean = float(np.mean(s))
+                points = [(v, x > mean) for v, x in zip(vids, s) if abs(x - mean) >= gap]
+            else:  # judgments: won more of its confident comparisons than it lost (as the loop's KTO)
+                tally = np.zeros(len(vids), dtype=int)
+                for w, l in won:
+                    tally[w] += 1
+                    tally[l] -= 1
+                points = [(v, t > 0) for v, t in zip(vids, tally) if t != 0]
+            for v, desirable in points:
+                P.append(prompt); A.append(v); D.append(desirable)
         else:
             raise ValueError(select)
     return P, A, (B if select in ("best_vs_worst", "all_pairs") else None), (D if select == "points" else None)
