@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from dualipo.ledger import Ledger, atomic_path
+from dualipo.preferences import preference_kind
 
 FORMATS = ("jsonl", "parquet")
 POINT_VOTES = ("Good", "Normal", "Bad")
@@ -28,15 +29,15 @@ def preference_rows(run_dir: str | Path, relative_to: str | Path) -> list[dict]:
     ledger = Ledger.open(run_dir)
     try:
         prompts = dict(ledger.prompts())
-        pairwise = ledger.config()["train"]["loss"] != "kto"  # KTO runs record points
-        rows = ledger.preferences("pairs" if pairwise else "points")
+        kind = preference_kind(ledger.config()["train"]["loss"])
+        rows = ledger.preferences(kind)
     finally:
         ledger.close()
 
     def path(rel: str) -> str:
         return os.path.relpath(run_dir / rel, relative_to)
 
-    if pairwise:
+    if kind == "pairs":
         return [{"prompt": prompts[r["prompt_id"]], "chosen": path(r["chosen"]), "rejected": path(r["rejected"]),
                  "round": r["round"], "prompt_id": r["prompt_id"], "votes": json.loads(r["votes"]),
                  "certainty": r["certainty"], "margin": r["margin"], "generator_checkpoint": r["generator"]}

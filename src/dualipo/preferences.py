@@ -51,6 +51,12 @@ class PreferenceStats:
         return asdict(self)
 
 
+def preference_kind(loss: str) -> str:
+    """What a generator loss trains on, as the ledger names it: "points" (labelled videos) for Diffusion-KTO,
+    "pairs" (winner, loser) for DPO and for SFT on the winners."""
+    return "points" if loss == "kto" else "pairs"
+
+
 def drop_reason(j: Judgment, threshold: float) -> str | None:
     """Why a judgment makes no preference data ("no_verdict", "tie", "uncertain"), or None if it is kept."""
     if j.verdict is None:

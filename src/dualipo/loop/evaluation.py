@@ -26,6 +26,7 @@ import torch
 from dualipo.loop.context import RunContext, generator_after, run_sharded, unit_seed
 from dualipo.loop.sampling import Item, eval_items, sample_chunks
 from dualipo.metrics import mean_by_key, summarize_video_metrics, video_metrics, win_rate
+from dualipo.preferences import preference_kind
 from dualipo.toy import oracle
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def critic_accuracy(ctx: RunContext, k: int) -> dict:
     out = {"critic_judgments_scored": len(hits),
            "critic_accuracy": float(np.mean(hits)) if hits else None,
            "critic_kept_accuracy": float(np.mean(kept_hits)) if kept_hits else None}
-    if ctx.cfg.train.loss != "kto":  # KTO runs record points, not pairs
+    if preference_kind(ctx.cfg.train.loss) == "pairs":
         out.update(_pair_accuracy(ctx, k, score_of))
     return out
 

@@ -23,7 +23,7 @@ from dualipo.ledger import atomic_path
 from dualipo.loop.context import RunContext, from_main, run_sharded, unit_seed
 from dualipo.loop.sampling import verified_videos
 from dualipo.preferences import (Pair, pairs_from_judgments, points_from_judgments, points_from_pairwise,
-                                 write_pairs_jsonl)
+                                 preference_kind, write_pairs_jsonl)
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,8 @@ def preference_stage(ctx: RunContext, k: int) -> tuple[str, str]:
     js = [judgment_from_row(r, dict(ctx.pool)) for r in ctx.ledger.judgments(k)]
     gen_id = {r["path"]: r["generator"] for r in ctx.ledger.videos(k, "train")}
     thr = cfg.judging.certainty_threshold
-    if cfg.train.loss != "kto":
+    pairwise = preference_kind(cfg.train.loss) == "pairs"
+    if pairwise:
         pairs, stats = pairs_from_judgments(js, thr, cfg.pairs.min_margin, cfg.pairs.strategy)
         rows = [(k, i, ids[p.prompt], p.chosen, p.rejected, p.certainty, p.margin,
                  json.dumps(_pair_votes(js, p.chosen, p.rejected)), gen_id[p.chosen]) for i, p in enumerate(pairs)]
@@ -138,7 +139,7 @@ def preference_stage(ctx: RunContext, k: int) -> tuple[str, str]:
     ctx.metrics.log(k, "pairs", {"judgments": stats.judgments, "kept": stats.kept, "dropped": sum(d.values()),
                                  **{f"dropped_{r}": n for r, n in d.items()}, "items": stats.items,
                                  "prompts_without_item": stats.prompts_without_pair})
-    what = "pairs" if cfg.train.loss != "kto" else "labelled videos"
+    what = "pairs" if pairwise else "labelled videos"
     if stats.items == 0:
         log.warning("round %d: no confident %s: of %d judgments, %d had no majority (abstained or split), %d were "
                     "ties, %d were below judging.certainty_threshold=%s; the %d kept rank no video of any prompt "

@@ -21,16 +21,17 @@ from dataclasses import replace
 
 from dualipo.ledger import atomic_path, sha256_file, weights_sha256
 from dualipo.loop.context import ADAPTER_KIND, RunContext, from_main, generator_after
+from dualipo.preferences import preference_kind
 
 log = logging.getLogger(__name__)
 CRITIC_KIND = "critic"
 
 
 def _training_data(ctx: RunContext, k: int):
-    pairwise = ctx.cfg.train.loss != "kto"  # KTO trains on points (pointwise labels, or wins vs losses)
-    rows = from_main(ctx, lambda: [dict(r) for r in ctx.ledger.preferences("pairs" if pairwise else "points", k)])
+    kind = preference_kind(ctx.cfg.train.loss)
+    rows = from_main(ctx, lambda: [dict(r) for r in ctx.ledger.preferences(kind, k)])
     prompts = dict(ctx.pool)
-    return rows, [prompts[r["prompt_id"]] for r in rows], pairwise
+    return rows, [prompts[r["prompt_id"]] for r in rows], kind == "pairs"
 
 
 def _render_cache(ctx: RunContext, k: int, gen):
