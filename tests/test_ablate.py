@@ -85,7 +85,13 @@ def test_collect_leaves_out_arms_not_run(tmp_path):
 
 def test_ablate_and_render_control_errors(tmp_path):
     bad = cli(["ablate", "--preset", "tiny", "--out", "x", "--arms", "nope"], tmp_path, check=False)
-    assert bad.returncode == 2 and "invalid choice: 'nope'" in bad.stderr
+    assert bad.returncode == 2 and "unknown arm(s) ['nope']" in bad.stderr
+    # an override written after --arms / --seeds is still an override (here a bad one, refused by name)
+    late = cli(["ablate", "--preset", "tiny", "--out", "x", "--arms", "ipo", "--seeds", "0", "train.beta=-1",
+                "--table-only"], tmp_path, check=False)
+    assert late.returncode == 2 and "train.beta" in late.stderr and not (tmp_path / "x").exists()
+    assert "expected integers" in cli(["ablate", "--preset", "tiny", "--out", "x", "--seeds", "one"], tmp_path,
+                                      check=False).stderr
     with pytest.raises(ConfigError, match="data=renders"):
         build_config("tiny", overrides=["train.data=renders"])
     prompts = tmp_path / "prompts.txt"

@@ -36,8 +36,6 @@ from dualipo.loop.summary import DIMS, round_rows
 
 log = logging.getLogger(__name__)
 COMMON = ("eval.critic_win_rate=false",)
-ARM_NAMES = ("dual_ipo", "ipo", "no_cot", "k1", "no_certainty", "no_consistency", "kto", "control_pretrain",
-             "control_seed")
 
 
 @dataclass(frozen=True)
@@ -63,8 +61,10 @@ def arms(cfg: RunConfig) -> dict[str, Arm]:
              "critic_train.refine=false", "judging.num_votes=1")),
         Arm("control_seed", "control: critic refinement compute on seed training", ("critic_train.seed_mix=1",)),
     )
-    assert tuple(a.name for a in table) == ARM_NAMES
     return {a.name: a for a in table}
+
+
+ARM_NAMES = tuple(arms(RunConfig()))
 
 
 def arm_config(preset: str, config_file: str | None, overrides: list[str], arm: Arm, seed: int,

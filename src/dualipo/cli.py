@@ -131,8 +131,19 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     if not args.verbose:
         _quiet_model_loaders()
     command = "dualipo " + shlex.join(args.argv)
-    md = run_arms(args.preset, args.config_file, args.overrides, args.out, args.arms, args.seeds, args.rounds,
-                  command, table_only=args.table_only)
+    overrides = list(args.overrides)
+
+    def own(values: list[str]) -> list[str]:  # KEY=VALUE overrides after --arms / --seeds were taken by them
+        overrides.extend(v for v in values if "=" in v)
+        return [v for v in values if "=" not in v]
+
+    arms = own(args.arms)
+    try:
+        seeds = [int(s) for s in own(args.seeds)]
+    except ValueError:
+        raise ValueError(f"--seeds: expected integers, got {args.seeds}") from None
+    md = run_arms(args.preset, args.config_file, overrides, args.out, arms, seeds, args.rounds, command,
+                  table_only=args.table_only)
     print(md.read_text())
     print(f"wrote {md}, {md.with_suffix('.html')} and {md.with_suffix('.json')}")
 
@@ -164,13 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ablate", help="the paper's comparison in miniature: Dual-IPO, IPO, the ablations and two "
                        "equal-compute controls, each a full run in OUT/ARM/seedS (resumed when interrupted); writes "
                        "OUT/ablation.md, .html and .json",
-                       epilog="KEY=VALUE overrides (applied to every arm) go before --arms / --seeds, e.g. "
-                       "dualipo ablate --preset small sampling.prompts_per_round=16 --out runs/ablate --seeds 0 1")
+                       epilog="KEY=VALUE overrides apply to every arm, e.g. "
+                       "dualipo ablate --preset small --out runs/ablate --seeds 0 1 sampling.prompts_per_round=16")
     _config_args(p)
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--arms", nargs="+", default=list(ARM_NAMES), choices=ARM_NAMES, metavar="ARM",
+    p.add_argument("--arms", nargs="+", default=list(ARM_NAMES), metavar="ARM",
                    help=f"arms to run (default: all): {', '.join(ARM_NAMES)}")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per arm and seed")
+    p.add_argument("--seeds", nargs="+", default=["0"], metavar="SEED", help="one run per arm and seed")
     p.add_argument("--rounds", type=int, default=None, help="rounds per run (default: rounds.num_rounds)")
     p.add_argument("--table-only", action="store_true", help="run nothing: write the table of the runs under "
                    "--out that have finished (e.g. while other arms still run in another process)")
