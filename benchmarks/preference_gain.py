@@ -16,6 +16,11 @@ The oracle never labels anything in a `critic` arm: it only evaluates.
         [--n 4] [--labels oracle] [--select all_pairs] [--gap 0.1] [--eval-prompts 64] [KEY=VALUE overrides]
     python benchmarks/preference_gain.py summary --out runs/pg --oracle-arm A --critic-arm B --control-arms C D
         [--kto-arm K]
+    python benchmarks/preference_gain.py headroom --out runs/pg --seed 0 [--prompts 128] [--n 4]
+
+`headroom` scores the base's round-1 samples (those the arms share) with the oracle, per dimension: the mean sample, the best of
+N on that dimension, and the sample that is best overall (what a policy that always made its best sample would
+score on the train prompts).
 
 Each (arm, seed) writes OUT/ARM/seedS.json when done (and resumes a round's training after an interruption).
 Round-1 samples of the base are shared by every arm with the same seed, prompts and N (OUT/_samples/).
@@ -42,15 +47,21 @@ from dualipo.trainer import build_cache, train_generator
 from dualipo.video import Video
 
 
+def _cached(cache: Path, seeds, fps: int) -> list[Video] | None:
+    """The round-1 samples of the base from a cache of the same seed and N, or None; a cache of more prompts
+    holds these as its prefix (the same prompts, the same seeds)."""
+    for f in sorted(cache.parent.glob(cache.name.split("_p")[0] + "_p*_n*.npz")):
+        z = np.load(f)
+        if list(z["seeds"][:len(seeds)]) == list(seeds) and f.name.endswith(cache.name.split("_")[-1]):
+            return [Video(x, fps) for x in z["frames"][:len(seeds)]]
+    return None
+
+
 def _sample(gen, cfg, prompts, seeds, cache: Path | None):
-    """Sample, or read the round-1 samples of the base from a cache of the same seed and N; a cache of more
-    prompts holds these as its prefix (the same prompts, the same seeds)."""
+    """Sample, or read the round-1 samples of the base from the cache (and fill it)."""
     w = cfg.world
-    if cache is not None:
-        for f in sorted(cache.parent.glob(cache.name.split("_p")[0] + "_p*_n*.npz")):
-            z = np.load(f)
-            if list(z["seeds"][:len(seeds)]) == list(seeds) and f.name.endswith(cache.name.split("_")[-1]):
-                return [Video(x, w.fps) for x in z["frames"][:len(seeds)]]
+    if cache is not None and (videos := _cached(cache, seeds, w.fps)) is not None:
+        return videos
     videos = gen.sample(prompts, seeds, num_frames=w.num_frames, height=w.height, width=w.width,
                         batch_size=cfg.sampling.batch_size)
     if cache is not None:
@@ -248,9 +259,31 @@ def arms_table(out: Path) -> dict:
     return table
 
 
+def headroom(a) -> dict:
+    """Per dimension, over the train prompts of the base's round-1 samples (OUT/_samples; sampled there when
+    no arm has yet): the mean sample, the best of N on that dimension alone, and the sample best overall."""
+    cfg = build_config(a.preset, overrides=a.overrides)
+    pool = prompt_pools(cfg.world)[0]
+    prompts = [pool[i % len(pool)] for i in range(a.prompts)]
+    seeds = [10_000 * a.seed + 1000 + k for _ in prompts for k in range(a.n)]
+    cache = Path(a.out) / "_samples" / f"seed{a.seed}_p{a.prompts}_n{a.n}.npz"
+    videos = _cached(cache, seeds, cfg.world.fps) or _sample(build_generator(cfg), cfg,
+                                                             [p for p in prompts for _ in range(a.n)], seeds, cache)
+    groups = [[score(p, v) for v in videos[i * a.n:(i + 1) * a.n]] for i, p in enumerate(prompts)]
+    best = [max(range(a.n), key=lambda k: g[k].overall) for g in groups]
+    out = {}
+    for dim in ("overall", *sorted({d for g in groups for s in g for d in s.dims})):
+        vals = [[s.overall if dim == "overall" else s.dims.get(dim) for s in g] for g in groups]
+        vals = [(v, b) for v, b in zip(vals, best) if None not in v]  # prompts where the dimension applies
+        out[dim] = {"mean": round(float(np.mean([np.mean(v) for v, _ in vals])), 4),
+                    "best_of_n": round(float(np.mean([max(v) for v, _ in vals])), 4),
+                    "at_best_overall": round(float(np.mean([v[b] for v, b in vals])), 4), "prompts": len(vals)}
+    return {"seed": a.seed, "prompts": a.prompts, "n": a.n, "dims": out}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=("run", "summary"))
+    ap.add_argument("command", choices=("run", "summary", "headroom"))
     ap.add_argument("--out", required=True)
     ap.add_argument("--arm", default="dpo_oracle")
     ap.add_argument("--preset", default="small")
@@ -272,6 +305,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     if a.command == "summary":
         print(json.dumps(summary(Path(a.out), a.oracle_arm, a.critic_arm, a.control_arms, a.kto_arm), indent=1))
+    elif a.command == "headroom":
+        print(json.dumps(headroom(a), indent=1))
     else:
         run_arm(a)
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "preference_gain.py"
@@ -74,3 +75,20 @@ def test_run_rounds_extend_and_summary(tmp_path, labels, select):
                                         "seeds": [0]}
     assert s["oracle_gain_2_rounds"]["mean"] == pytest.approx(gains[1], abs=1e-4)
     assert s["oracle_gain_3_rounds"] is None
+
+
+def test_headroom_scores_the_shared_round1_samples(tmp_path):
+    """`headroom` samples the base once (the cache the arms share), then reads it back; per dimension the best
+    of N is at least the mean and at least the best-overall sample's score."""
+    args = ["headroom", "--prompts", "2", "--n", "2"]
+    h = json.loads(_run(tmp_path, *args))
+    cache = tmp_path / "pg" / "_samples" / "seed0_p2_n2.npz"
+    assert cache.is_file() and json.loads(_run(tmp_path, *args)) == h
+    frames = np.load(cache)["frames"]
+    prompts = pg.prompt_pools(pg.build_config("tiny").world)[0][:2]
+    overall = [[pg.score(p, pg.Video(frames[2 * i + k], 8)).overall for k in range(2)] for i, p in enumerate(prompts)]
+    assert h["dims"]["overall"]["mean"] == pytest.approx(np.mean(overall), abs=1e-4)
+    assert h["dims"]["overall"]["best_of_n"] == h["dims"]["overall"]["at_best_overall"] == \
+        pytest.approx(np.mean([max(o) for o in overall]), abs=1e-4)
+    for d in h["dims"].values():
+        assert d["mean"] <= d["best_of_n"] + 1e-9 and d["at_best_overall"] <= d["best_of_n"] + 1e-9
