@@ -41,6 +41,7 @@ import torch
 from dualipo.config import build_config
 from dualipo.generators import build_generator
 from dualipo.generators.evaluate import evaluate_generator
+from dualipo.preferences import real_videos_from_world
 from dualipo.toy.oracle import score
 from dualipo.toy.world import prompt_pools, render_prompt
 from dualipo.trainer import build_cache, train_generator
@@ -183,7 +184,9 @@ def run_arm(a) -> dict:
         t_label = time.time() - t0
         rec = {"round": r, "items": n_items, "mean_group_gap": round(mean_gap, 4)}
         if n_items:
-            cache = build_cache(gen, P, A, B, desirable=D)
+            real = (real_videos_from_world(cfg.world, n_items, seed=10_000 * a.seed + 100 * r + 50)
+                    if cfg.train.lambda_real > 0 else None)  # lambda2: the denoising loss on renders
+            cache = build_cache(gen, P, A, B, desirable=D, real=real)
             rdir = out / f"round{r}"
             gen.add_lora(seed=cfg.train.seed + r)
             tr = replace(cfg.train, seed=cfg.train.seed + 100 * a.seed + r)

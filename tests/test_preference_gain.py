@@ -53,13 +53,14 @@ def _run(tmp_path, *args):
 def test_run_rounds_extend_and_summary(tmp_path, labels, select):
     common = ["--arm", "a", "--prompts", "2", "--n", "2", "--eval-prompts", "2", "--gap", "0", "--labels", labels,
               "--select", select]
-    extra = ["train.loss=sft"] if labels == "render" else []
+    extra = ["train.loss=sft"] if labels == "render" else ["train.lambda_real=1"]  # DPO + lambda2 on renders
     _run(tmp_path, "run", *common, "--rounds", "1", *extra)
     first = json.loads((tmp_path / "pg" / "a" / "seed0.json").read_text())
     assert first["complete"] and len(first["rounds"]) == 1
     r1 = first["rounds"][0]
     assert r1["items"] == (4 if labels == "render" else 2)  # 2 prompts x 2 renders, or one pair per prompt (gap 0)
     assert (tmp_path / "pg" / "a" / "seed0" / "round1" / "generator_lora.safetensors").is_file()
+    assert ("nll_real" in r1["last_metrics"]) == (labels == "oracle")
 
     out = _run(tmp_path, "run", *common, "--rounds", "2", *extra)  # extends: round 1 is re-applied, not redone
     assert "round 1: reused" in out
