@@ -15,7 +15,7 @@ The oracle never labels anything in a `critic` arm: it only evaluates.
     python benchmarks/preference_gain.py run --out runs/pg --arm NAME --seed 0 [--rounds 3] [--prompts 256]
         [--n 4] [--labels oracle] [--select all_pairs] [--gap 0.1] [--eval-prompts 64] [KEY=VALUE overrides]
     python benchmarks/preference_gain.py summary --out runs/pg --oracle-arm A --critic-arm B --control-arms C D
-        [--kto-arm K]
+        [--kto-arm K] [--kto-critic-arm L]
     python benchmarks/preference_gain.py headroom --out runs/pg --seed 0 [--prompts 128] [--n 4]
 
 `headroom` scores the base's round-1 samples (those the arms share) with the oracle, per dimension: the mean sample, the best of
@@ -233,12 +233,13 @@ def _gain(table: dict, arm: str | None, rnd: int) -> dict | None:
 
 
 def summary(out: Path, oracle_arm: str | None, critic_arm: str | None, control_arms: list[str],
-            kto_arm: str | None = None) -> dict:
+            kto_arm: str | None = None, kto_critic_arm: str | None = None) -> dict:
     table = arms_table(out)
     return {"oracle_gain_1_round": _gain(table, oracle_arm, 1), "oracle_gain_2_rounds": _gain(table, oracle_arm, 2),
             "oracle_gain_3_rounds": _gain(table, oracle_arm, 3),
             "critic_gain_1_round": _gain(table, critic_arm, 1), "critic_gain_2_rounds": _gain(table, critic_arm, 2),
             "critic_gain_3_rounds": _gain(table, critic_arm, 3), "kto_oracle_gain_1_round": _gain(table, kto_arm, 1),
+            "kto_critic_gain_1_round": _gain(table, kto_critic_arm, 1),
             "control_gain": {a: [_gain(table, a, r) for r in (1, 2, 3)] for a in control_arms},
             "arms": table}
 
@@ -303,11 +304,13 @@ def main() -> None:
     ap.add_argument("--critic-arm", help="summary: the arm whose gains are critic_gain_*")
     ap.add_argument("--control-arms", nargs="*", default=[], help="summary: the equal-compute controls")
     ap.add_argument("--kto-arm", help="summary: the KTO arm (oracle labels) whose gains are kto_oracle_gain_*")
+    ap.add_argument("--kto-critic-arm", help="summary: the KTO arm with critic labels (kto_critic_gain_*)")
     ap.add_argument("overrides", nargs="*")
     a = ap.parse_intermixed_args()
     torch.set_num_threads(a.threads)
     if a.command == "summary":
-        print(json.dumps(summary(Path(a.out), a.oracle_arm, a.critic_arm, a.control_arms, a.kto_arm), indent=1))
+        print(json.dumps(summary(Path(a.out), a.oracle_arm, a.critic_arm, a.control_arms, a.kto_arm,
+                                 a.kto_critic_arm), indent=1))
     elif a.command == "headroom":
         print(json.dumps(headroom(a), indent=1))
     else:

@@ -70,12 +70,12 @@ def test_run_rounds_extend_and_summary(tmp_path, labels, select):
     with pytest.raises(AssertionError, match="another recipe"):  # a different recipe is refused, not mixed in
         _run(tmp_path, "run", *common, "--rounds", "3", "train.beta=1", *extra)
 
-    s = json.loads(_run(tmp_path, "summary", "--oracle-arm", "a"))
+    s = json.loads(_run(tmp_path, "summary", "--oracle-arm", "a", "--kto-critic-arm", "a"))
     gains = [r["eval"]["overall"] - second["base"]["overall"] for r in second["rounds"]]
     assert s["oracle_gain_1_round"] == {"arm": "a", "mean": pytest.approx(gains[0], abs=1e-4), "std": 0.0,
                                         "seeds": [0]}
     assert s["oracle_gain_2_rounds"]["mean"] == pytest.approx(gains[1], abs=1e-4)
-    assert s["oracle_gain_3_rounds"] is None
+    assert s["oracle_gain_3_rounds"] is None and s["kto_critic_gain_1_round"] == s["oracle_gain_1_round"]
 
 
 def test_headroom_scores_the_shared_round1_samples(tmp_path):
