@@ -18,9 +18,9 @@ The oracle never labels anything in a `critic` arm: it only evaluates.
         [--kto-arm K] [--kto-critic-arm L]
     python benchmarks/preference_gain.py headroom --out runs/pg --seed 0 [--prompts 128] [--n 4]
 
-`headroom` scores the base's round-1 samples (those the arms share) with the oracle, per dimension: the mean sample, the best of
-N on that dimension, and the sample that is best overall (what a policy that always made its best sample would
-score on the train prompts).
+`headroom` scores the base's round-1 samples (those the arms share) with the oracle, per dimension: the mean
+sample, the best of N on that dimension, and the sample that is best overall (what a policy that always made its
+best sample would score on the train prompts).
 
 Each (arm, seed) writes OUT/ARM/seedS.json when done (and resumes a round's training after an interruption).
 Round-1 samples of the base are shared by every arm with the same seed, prompts and N (OUT/_samples/).
@@ -56,6 +56,11 @@ def _cached(cache: Path, seeds, fps: int) -> list[Video] | None:
         if list(z["seeds"][:len(seeds)]) == list(seeds) and f.name.endswith(cache.name.split("_")[-1]):
             return [Video(x, fps) for x in z["frames"][:len(seeds)]]
     return None
+
+
+def _sample_seeds(seed: int, rnd: int, num_prompts: int, n: int) -> list[int]:
+    """The noise seeds of round `rnd`'s N samples per prompt (the same for every arm of a seed)."""
+    return [10_000 * seed + 1000 * rnd + k for _ in range(num_prompts) for k in range(n)]
 
 
 def _sample(gen, cfg, prompts, seeds, cache: Path | None):
@@ -169,7 +174,7 @@ def run_arm(a) -> dict:
             A, B, D = [v for g in groups_videos for v in g], None, None
             n_items, mean_gap = len(P), 0.0
         else:
-            seeds = [10_000 * a.seed + 1000 * r + k for _ in prompts for k in range(a.n)]
+            seeds = _sample_seeds(a.seed, r, len(prompts), a.n)
             shared = Path(a.out) / "_samples" / f"seed{a.seed}_p{a.prompts}_n{a.n}.npz" if r == 1 else None
             videos = _sample(gen, cfg, [p for p in prompts for _ in range(a.n)], seeds, shared)
             t_sample = time.time() - t0
@@ -269,7 +274,7 @@ def headroom(a) -> dict:
     cfg = build_config(a.preset, overrides=a.overrides)
     pool = prompt_pools(cfg.world)[0]
     prompts = [pool[i % len(pool)] for i in range(a.prompts)]
-    seeds = [10_000 * a.seed + 1000 + k for _ in prompts for k in range(a.n)]
+    seeds = _sample_seeds(a.seed, 1, len(prompts), a.n)
     cache = Path(a.out) / "_samples" / f"seed{a.seed}_p{a.prompts}_n{a.n}.npz"
     videos = _cached(cache, seeds, cfg.world.fps) or _sample(build_generator(cfg), cfg,
                                                              [p for p in prompts for _ in range(a.n)], seeds, cache)
