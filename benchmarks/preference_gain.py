@@ -63,12 +63,13 @@ def _sample_seeds(seed: int, rnd: int, num_prompts: int, n: int) -> list[int]:
     return [10_000 * seed + 1000 * rnd + k for _ in range(num_prompts) for k in range(n)]
 
 
-def _sample(gen, cfg, prompts, seeds, cache: Path | None):
-    """Sample, or read the round-1 samples of the base from the cache (and fill it)."""
+def _sample(get_gen, cfg, prompts, seeds, cache: Path | None):
+    """Sample with `get_gen()`, or read the round-1 samples of the base from the cache (and fill it); the
+    generator is only asked for when the samples are not cached."""
     w = cfg.world
     if cache is not None and (videos := _cached(cache, seeds, w.fps)) is not None:
         return videos
-    videos = gen.sample(prompts, seeds, num_frames=w.num_frames, height=w.height, width=w.width,
+    videos = get_gen().sample(prompts, seeds, num_frames=w.num_frames, height=w.height, width=w.width,
                         batch_size=cfg.sampling.batch_size)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +177,7 @@ def run_arm(a) -> dict:
         else:
             seeds = _sample_seeds(a.seed, r, len(prompts), a.n)
             shared = Path(a.out) / "_samples" / f"seed{a.seed}_p{a.prompts}_n{a.n}.npz" if r == 1 else None
-            videos = _sample(gen, cfg, [p for p in prompts for _ in range(a.n)], seeds, shared)
+            videos = _sample(lambda: gen, cfg, [p for p in prompts for _ in range(a.n)], seeds, shared)
             t_sample = time.time() - t0
             groups = []
             for i, p in enumerate(prompts):
@@ -276,8 +277,7 @@ def headroom(a) -> dict:
     prompts = [pool[i % len(pool)] for i in range(a.prompts)]
     seeds = _sample_seeds(a.seed, 1, len(prompts), a.n)
     cache = Path(a.out) / "_samples" / f"seed{a.seed}_p{a.prompts}_n{a.n}.npz"
-    videos = _cached(cache, seeds, cfg.world.fps) or _sample(build_generator(cfg), cfg,
-                                                             [p for p in prompts for _ in range(a.n)], seeds, cache)
+    videos = _sample(lambda: build_generator(cfg), cfg, [p for p in prompts for _ in range(a.n)], seeds, cache)
     groups = [[score(p, v) for v in videos[i * a.n:(i + 1) * a.n]] for i, p in enumerate(prompts)]
     best = [max(range(a.n), key=lambda k: g[k].overall) for g in groups]
     out = {}
