@@ -5,16 +5,18 @@ prompts from the current policy -> label them -> select training items -> train 
 it (the reference moves forward) -> score the held-out prompts with the oracle (fixed prompts and seeds).
 
 Labels (`--labels`): `oracle` (the perfect critic: the upper bound), `critic` (the shipped small critic's
-K-vote judgments over every pair of a prompt's samples, certainty filtered), `render` (no labels: the prompts'
-own renders, for the continued-pretraining control). Selection (`--select`): `best_vs_worst` (one DPO pair per
-prompt), `all_pairs` (every pair whose score gap is at least `--gap`), `best` (the best sample per prompt, for
-SFT on best-of-N), `points` (KTO: samples above / below the prompt's mean by `--gap`; with critic labels,
+K-vote judgments over every pair of a prompt's samples, certainty filtered), `web` (no labels: the prompts' own
+renders captioned like the web corpus the base learned from, `world.web`: the continued-pretraining control, what a
+user without a critic would do) or `curated` (the renders with their true prompts: curated data, a reference).
+Selection (`--select`): `best_vs_worst` (one DPO pair per prompt), `all_pairs` (every pair whose score gap is at
+least `--gap`), `best` (the best sample per prompt, for SFT on best-of-N), `points` (KTO: samples above / below the prompt's mean by `--gap`; with critic labels,
 samples that won more / fewer of their confident comparisons than they lost, as `dualipo run` does).
 The oracle never labels anything in a `critic` arm: it only evaluates.
 
     python benchmarks/preference_gain.py run --out runs/pg --arm NAME --seed 0 [--rounds 3] [--prompts 256]
         [--n 4] [--labels oracle] [--select all_pairs] [--gap 0.1] [--eval-prompts 64] [KEY=VALUE overrides]
-    python benchmarks/preference_gain.py summary --out runs/pg --oracle-arm A --critic-arm B --control-arms C D
+    python benchmarks/preference_gain.py summary --out runs/pg --oracle-arm A --critic-arm B --web-control-arm C
+        --curated-arm D
         [--kto-arm K] [--kto-critic-arm L]
     python benchmarks/preference_gain.py headroom --out runs/pg --seed 0 [--prompts 128] [--n 4]
 
@@ -43,6 +45,7 @@ from dualipo.generators import build_generator
 from dualipo.generators.evaluate import evaluate_generator
 from dualipo.preferences import real_videos_from_world
 from dualipo.toy.oracle import score
+from dualipo.toy.corrupt import web_captions
 from dualipo.toy.world import prompt_pools, render_prompt
 from dualipo.trainer import build_cache, train_generator
 from dualipo.video import Video
@@ -168,10 +171,12 @@ def run_arm(a) -> dict:
         t0 = time.time()
         start = ((r - 1) * a.prompts) % len(pool)
         prompts = [pool[(start + i) % len(pool)] for i in range(a.prompts)]
-        if a.labels == "render":
+        if a.labels in ("web", "curated"):
             groups_videos = [[render_prompt(p, 10_000 * a.seed + 100 * r + k, cfg.world) for k in range(a.n)]
                              for p in prompts]
             P = [p for p in prompts for _ in range(a.n)]
+            if a.labels == "web":
+                P = web_captions(P, cfg.world, stream=10_000 * a.seed + 100 * r)
             A, B, D = [v for g in groups_videos for v in g], None, None
             n_items, mean_gap = len(P), 0.0
         else:
@@ -190,8 +195,8 @@ def run_arm(a) -> dict:
         t_label = time.time() - t0
         rec = {"round": r, "items": n_items, "mean_group_gap": round(mean_gap, 4)}
         if n_items:
-            real = (real_videos_from_world(cfg.world, n_items, seed=10_000 * a.seed + 100 * r + 50)
-                    if cfg.train.lambda_real > 0 else None)  # lambda2: the denoising loss on renders
+            real = (real_videos_from_world(cfg.world, n_items, cfg.train.real_set_size)
+                    if cfg.train.lambda_real > 0 else None)  # lambda2: the denoising loss on a curated set
             cache = build_cache(gen, P, A, B, desirable=D, real=real)
             rdir = out / f"round{r}"
             gen.add_lora(seed=cfg.train.seed + r)
@@ -238,16 +243,22 @@ def _gain(table: dict, arm: str | None, rnd: int) -> dict | None:
             "seeds": t["seeds_per_round"][rnd - 1]}
 
 
-def summary(out: Path, oracle_arm: str | None, critic_arm: str | None, control_arms: list[str],
-            kto_arm: str | None = None, kto_critic_arm: str | None = None) -> dict:
+def summary(out: Path, oracle_arm: str | None, critic_arm: str | None, web_control_arm: str | None = None,
+            curated_arm: str | None = None, kto_arm: str | None = None, kto_critic_arm: str | None = None) -> dict:
+    """The gains over the base per arm role. `control_gain` is the fair control's (more of the web corpus);
+    `curated_gain` the curated-data reference's."""
     table = arms_table(out)
-    return {"oracle_gain_1_round": _gain(table, oracle_arm, 1), "oracle_gain_2_rounds": _gain(table, oracle_arm, 2),
+    web = [_gain(table, web_control_arm, r) for r in (1, 2, 3)]
+    runs = [r for t in table.values() for r in t["runs"]]
+    return {"seeds": sorted({r["seed"] for r in runs}),
+            "eval_videos": sorted({r["base"].get("num_videos") for r in runs} - {None}),
+            "control_gain": web, "web_control_gain": web,
+            "curated_gain": [_gain(table, curated_arm, r) for r in (1, 2, 3)],
+            "oracle_gain_1_round": _gain(table, oracle_arm, 1), "oracle_gain_2_rounds": _gain(table, oracle_arm, 2),
             "oracle_gain_3_rounds": _gain(table, oracle_arm, 3),
             "critic_gain_1_round": _gain(table, critic_arm, 1), "critic_gain_2_rounds": _gain(table, critic_arm, 2),
             "critic_gain_3_rounds": _gain(table, critic_arm, 3), "kto_oracle_gain_1_round": _gain(table, kto_arm, 1),
-            "kto_critic_gain_1_round": _gain(table, kto_critic_arm, 1),
-            "control_gain": {a: [_gain(table, a, r) for r in (1, 2, 3)] for a in control_arms},
-            "arms": table}
+            "kto_critic_gain_1_round": _gain(table, kto_critic_arm, 1), "arms": table}
 
 
 def arms_table(out: Path) -> dict:
@@ -300,22 +311,23 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--n", type=int, default=4)
-    ap.add_argument("--labels", default="oracle", choices=("oracle", "critic", "render"))
+    ap.add_argument("--labels", default="oracle", choices=("oracle", "critic", "web", "curated"))
     ap.add_argument("--select", default="all_pairs", choices=("best_vs_worst", "all_pairs", "best", "points"))
     ap.add_argument("--gap", type=float, default=0.1)
     ap.add_argument("--eval-prompts", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--oracle-arm", help="summary: the arm whose gains are oracle_gain_*")
     ap.add_argument("--critic-arm", help="summary: the arm whose gains are critic_gain_*")
-    ap.add_argument("--control-arms", nargs="*", default=[], help="summary: the equal-compute controls")
+    ap.add_argument("--web-control-arm", help="summary: the fair equal-compute control (--labels web)")
+    ap.add_argument("--curated-arm", help="summary: the curated-data reference (--labels curated)")
     ap.add_argument("--kto-arm", help="summary: the KTO arm (oracle labels) whose gains are kto_oracle_gain_*")
     ap.add_argument("--kto-critic-arm", help="summary: the KTO arm with critic labels (kto_critic_gain_*)")
     ap.add_argument("overrides", nargs="*")
     a = ap.parse_intermixed_args()
     torch.set_num_threads(a.threads)
     if a.command == "summary":
-        print(json.dumps(summary(Path(a.out), a.oracle_arm, a.critic_arm, a.control_arms, a.kto_arm,
-                                 a.kto_critic_arm), indent=1))
+        print(json.dumps(summary(Path(a.out), a.oracle_arm, a.critic_arm, a.web_control_arm, a.curated_arm,
+                                 a.kto_arm, a.kto_critic_arm), indent=1))
     elif a.command == "headroom":
         print(json.dumps(headroom(a), indent=1))
     else:

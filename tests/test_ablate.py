@@ -1,18 +1,18 @@
 """`dualipo ablate` through the real CLI on tiny real models: every arm is a finished loop run with its switch
 applied, the table is read back from their ledgers, a second call reuses the runs, and the pretraining control
-trains on renders."""
+trains on renders with web captions."""
 
 import json
 
 import pytest
 
 from dualipo.ablate import arms, collect
-from dualipo.config import ConfigError, build_config
+from dualipo.config import COLOURS, ConfigError, build_config
 from dualipo.ledger import Ledger
 from dualipo.loop.summary import round_rows
 from rounds_util import N, P, TINY, cli, query, snapshot
 
-ARMS = ["dual_ipo", "ipo", "control_pretrain", "control_seed"]
+ARMS = ["dual_ipo", "ipo", "control_web", "control_seed"]
 
 
 def _config(run) -> dict:
@@ -20,7 +20,8 @@ def _config(run) -> dict:
 
 
 def test_ablate_runs_each_arm_and_tabulates_them(tmp_path):
-    cmd = ["ablate", *TINY, "--out", "abl", "--rounds", "2", "--seeds", "0", "1", "--arms", *ARMS]
+    cmd = ["ablate", *TINY, "--out", "abl", "--rounds", "2", "--seeds", "0", "1", "--arms", *ARMS,
+           "world.web.colour=1"]
     p = cli(cmd, tmp_path)
     out = tmp_path / "abl"
     for arm in ARMS:
@@ -33,18 +34,28 @@ def test_ablate_runs_each_arm_and_tabulates_them(tmp_path):
     assert not query(out / "ipo" / "seed0", "SELECT * FROM checkpoints WHERE kind = 'critic'")
     assert query(out / "dual_ipo" / "seed0", "SELECT * FROM checkpoints WHERE kind = 'critic'")
     assert _config(out / "control_seed" / "seed0")["critic_train"]["seed_mix"] == 1.0
-    # the pretraining control trains every round on one render per sampled video, at twice the batch
-    control = out / "control_pretrain" / "seed1"
+    # the web control trains every round on one render per sampled video, at twice the batch, captioned like the
+    # web corpus (here every colour named wrong), fresh caption draws per round and seed
+    control = out / "control_web" / "seed1"
     assert _config(control)["train"]["batch_size"] == 2 * build_config("tiny").train.batch_size
     assert query(control, "SELECT round, value FROM metrics WHERE stage = 'train' AND name = 'items'") == \
         [(1, P * N), (2, P * N)]
+    sampled = {(p, s) for p, s in query(control, "SELECT p.prompt, v.seed FROM videos v JOIN prompts p ON "
+                                                 "p.prompt_id = v.prompt_id WHERE v.round = 1 AND v.split = 'train'")}
+    data = [json.loads(x) for x in (control / "round_01" / "train_data.jsonl").read_text().splitlines()]
+    assert {(d["prompt"], d["seed"]) for d in data} == sampled  # the renders of the round's own items
+    def without_colours(text):
+        return [w for w in text.split() if w not in COLOURS]
+
+    assert all(d["caption"] != d["prompt"] and without_colours(d["caption"]) == without_colours(d["prompt"])
+               for d in data)
 
     md = (out / "ablation.md").read_text()
     assert md.startswith("Made by: `dualipo ablate --preset tiny")
     labels = [line.split(" | ")[0].lstrip("| ") for line in md.splitlines() if line.startswith("| ")][1:]
     assert labels == ["base generator (round 0)", "IPO (frozen critic), 1 round", "IPO (frozen critic), 2 rounds",
                       "Dual-IPO, 1 round", "Dual-IPO, 2 rounds",
-                      "control: continued pretraining instead of preference rounds, 2 rounds",
+                      "control: continued pretraining on the web corpus instead of preference rounds, 2 rounds",
                       "control: critic refinement compute on seed training, 2 rounds"]
     assert md in p.stdout and all(line.endswith("| 0 1 |") for line in md.splitlines()[4:4 + len(labels)])
     html = (out / "ablation.html").read_text()
@@ -58,7 +69,8 @@ def test_ablate_runs_each_arm_and_tabulates_them(tmp_path):
     assert ipo["delta"] == pytest.approx(sum(per[("ipo", s)][2]["oracle"] - per[("dual_ipo", s)][2]["oracle"]
                                              for s in (0, 1)) / 2)
     assert rows["Dual-IPO, 2 rounds"]["delta"] is None
-    assert rows["control: continued pretraining instead of preference rounds, 2 rounds"]["pairs"] == 2 * P * N
+    assert rows["control: continued pretraining on the web corpus instead of preference rounds, 2 rounds"]["pairs"] \
+        == 2 * P * N
 
     before = {a: snapshot(out / a / "seed0") for a in ARMS}
     again = cli(cmd, tmp_path)  # finished runs are reused, the table is the same
@@ -92,10 +104,10 @@ def test_ablate_and_render_control_errors(tmp_path):
     assert late.returncode == 2 and "train.beta" in late.stderr and not (tmp_path / "x").exists()
     assert "expected integers" in cli(["ablate", "--preset", "tiny", "--out", "x", "--seeds", "one"], tmp_path,
                                       check=False).stderr
-    with pytest.raises(ConfigError, match="data=renders"):
-        build_config("tiny", overrides=["train.data=renders"])
+    with pytest.raises(ConfigError, match="data=web"):
+        build_config("tiny", overrides=["train.data=web"])
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle\n")
-    refused = cli(["run", "--preset", "tiny", "train.data=renders", "train.loss=sft",
+    refused = cli(["run", "--preset", "tiny", "train.data=curated", "train.loss=sft",
                    f"rounds.prompt_file={prompts}", "--out", "r"], tmp_path, check=False)
     assert refused.returncode == 2 and "cannot render" in refused.stderr and not (tmp_path / "r").exists()

@@ -49,15 +49,16 @@ def _run(tmp_path, *args):
     return p.stdout
 
 
-@pytest.mark.parametrize("labels", ["oracle", "render"])
+@pytest.mark.parametrize("labels", ["oracle", "web"])
 def test_run_rounds_extend_and_summary(tmp_path, labels):
     common = ["--arm", "a", "--prompts", "2", "--n", "2", "--eval-prompts", "2", "--gap", "0", "--labels", labels]
-    extra = ["train.loss=sft"] if labels == "render" else ["train.lambda_real=1"]  # DPO + lambda2 on renders
+    extra = (["train.loss=sft", "world.web.colour=1"] if labels == "web"
+             else ["train.lambda_real=1"])  # DPO + lambda2 on the curated set
     _run(tmp_path, "run", *common, "--rounds", "1", *extra)
     first = json.loads((tmp_path / "pg" / "a" / "seed0.json").read_text())
     assert first["complete"] and len(first["rounds"]) == 1
     r1 = first["rounds"][0]
-    assert r1["items"] == (4 if labels == "render" else 2)  # 2 prompts x 2 renders, or one pair per prompt (gap 0)
+    assert r1["items"] == (4 if labels == "web" else 2)  # 2 prompts x 2 renders, or one pair per prompt (gap 0)
     assert (tmp_path / "pg" / "a" / "seed0" / "round1" / "generator_lora.safetensors").is_file()
     assert ("nll_real" in r1["last_metrics"]) == (labels == "oracle")
 
@@ -69,7 +70,8 @@ def test_run_rounds_extend_and_summary(tmp_path, labels):
     with pytest.raises(AssertionError, match="another recipe"):  # a different recipe is refused, not mixed in
         _run(tmp_path, "run", *common, "--rounds", "3", "train.beta=1", *extra)
 
-    s = json.loads(_run(tmp_path, "summary", "--oracle-arm", "a", "--kto-critic-arm", "a"))
+    s = json.loads(_run(tmp_path, "summary", "--oracle-arm", "a", "--kto-critic-arm", "a", "--web-control-arm", "a"))
+    assert s["seeds"] == [0] and s["control_gain"] == s["web_control_gain"] and s["curated_gain"] == [None] * 3
     gains = [r["eval"]["overall"] - second["base"]["overall"] for r in second["rounds"]]
     assert s["oracle_gain_1_round"] == {"arm": "a", "mean": pytest.approx(gains[0], abs=1e-4), "std": 0.0,
                                         "seeds": [0]}

@@ -5,9 +5,12 @@ Arms (`ARMS`): Dual-IPO (the config as given); IPO (frozen critic); Dual-IPO wit
 voting (K = 1), without certainty filtering (thresholds 0: every decisive majority is used), without the
 rationale-verdict consistency filter, and with Diffusion-KTO instead of DPO (on the same pairwise judgments: a
 video that won more of its confident comparisons than it lost is desirable, one that lost more undesirable); and two
-equal-compute controls: `control_pretrain` spends the generator's training on continued plain pretraining (SFT on
-fresh renders of the round's prompts, twice the batch: the DPO step's latent passes) instead of preference data,
-and `control_seed` spends the critic's refinement steps on its seed set alone (`critic_train.seed_mix=1`).
+equal-compute controls: `control_web` spends the generator's training on continued plain pretraining on the web
+corpus the base learned from (SFT on fresh renders of the round's prompts with web captions, twice the batch: the
+DPO step's latent passes) instead of preference data: what a user without a critic would do; `control_seed`
+spends the critic's refinement steps on its seed set alone (`critic_train.seed_mix=1`). Two references that no
+real user has: `oracle`, the same loop with the oracle as a perfect critic (the upper bound of the labels), and
+`curated`, continued pretraining on renders with their true prompts (clean, curated data).
 
 Every arm also gets `COMMON` (the critic win rate is not in the table, so it is not computed) and its seed:
 `seed`, `sampling.seed`, `train.seed` and `critic_train.seed` = S. The held-out evaluation (prompts and
@@ -56,12 +59,20 @@ def arms(cfg: RunConfig) -> dict[str, Arm]:
             ("judging.certainty_threshold=0", "critic_train.certainty_threshold=0", "critic_train.pce_threshold=0")),
         Arm("no_consistency", "Dual-IPO without the consistency filter", ("critic_train.consistency=off",)),
         Arm("kto", "Dual-IPO with Diffusion-KTO instead of DPO", ("train.loss=kto",)),
-        Arm("control_pretrain", "control: continued pretraining instead of preference rounds",
-            ("train.data=renders", "train.loss=sft", f"train.batch_size={2 * cfg.train.batch_size}",
-             "critic_train.refine=false", "judging.num_votes=1")),
+        Arm("control_web", "control: continued pretraining on the web corpus instead of preference rounds",
+            _pretrain("web", cfg)),
         Arm("control_seed", "control: critic refinement compute on seed training", ("critic_train.seed_mix=1",)),
+        Arm("oracle", "upper bound: DPO on the oracle's labels", ("critic.backend=oracle",)),
+        Arm("curated", "reference: continued pretraining on curated renders (true captions)", _pretrain("curated", cfg)),
     )
     return {a.name: a for a in table}
+
+
+def _pretrain(data: str, cfg: RunConfig) -> tuple[str, ...]:
+    """Continued pretraining at the preference step's compute (a DPO step encodes a pair: twice the batch); the
+    critic is not trained and judges once (its judgments are not used)."""
+    return (f"train.data={data}", "train.loss=sft", f"train.batch_size={2 * cfg.train.batch_size}",
+            "critic_train.refine=false", "judging.num_votes=1")
 
 
 ARM_NAMES = tuple(arms(RunConfig()))
@@ -178,8 +189,8 @@ def markdown(rows: list[dict], seeds: list[int], command: str) -> str:
 NOTE = ("oracle: held-out oracle score, mean ± standard deviation over the row's seeds (of {seeds}); vs Dual-IPO: oracle "
         "difference to Dual-IPO after the same number of rounds, paired by seed, ± its standard error; critic acc: "
         "the critic's majority verdicts on the last round's judgments against the noise-free oracle; pairs used: "
-        "what the generator trained on over all rounds: preference pairs (KTO: labelled videos; the pretraining "
-        "control: renders); wall min: wall time of all rounds (machine load included).")
+        "what the generator trained on over all rounds: preference pairs (KTO: labelled videos; continued "
+        "pretraining: renders); wall min: wall time of all rounds (machine load included).")
 
 
 def write_tables(out: Path, table: dict[str, Arm], seeds: list[int], num_rounds: int,

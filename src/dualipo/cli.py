@@ -32,13 +32,16 @@ def cmd_config(args: argparse.Namespace) -> None:
 
 
 def cmd_world_sample(args: argparse.Namespace) -> None:
-    from dualipo.toy.sample import sample_world
+    from dualipo.jsonl import read_jsonl
+    from dualipo.toy.sample import caption_table, sample_world
 
     cfg = _load(args)
     out = Path(args.out)
     save_config(cfg, out / "config.json")
     path = sample_world(cfg.world, out, n=args.n, split=args.split, seed=args.seed)
-    print(f"wrote {args.n} videos and {path}")
+    print(caption_table([rec for _, rec in read_jsonl(path)]))
+    print(f"wrote {args.n} videos, {path} and {out / 'index.html'} (renders beside their web captions and true "
+          f"prompts; * = the web caption names something wrong)")
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:

@@ -49,8 +49,32 @@ class _Section:
 
 
 @dataclass(frozen=True)
+class WebCaptionConfig(_Section):
+    """How the captions of the web-like corpus are wrong: each attribute of a caption is named wrong with its own
+    probability, independently (the video always shows the true prompt).
+
+    Real text-to-video models are pretrained on web alt-text that often names the wrong colour, motion or count;
+    preference optimisation exists to correct what such data taught. The small base learns from this corpus, and
+    the fair equal-compute control (`train.data=web`) is more of it. A wrong value is drawn uniformly from the
+    world's own vocabulary; captions stay in the grammar. Deterministic in (`seed`, stream, item index).
+    """
+    colour: float = opt(0.0, ge=0, le=1, doc="an object's colour named wrong (each object independently)")
+    shape: float = opt(0.0, ge=0, le=1, doc="the first object's shape named wrong (needs >= 2 world shapes)")
+    count: float = opt(0.0, ge=0, le=1, doc="one object called two, or two called one (one-kind scenes)")
+    relation: float = opt(0.0, ge=0, le=1, doc="the spatial relation reversed (two-object scenes)")
+    motion: float = opt(0.0, ge=0, le=1, doc="another of the world's motions named")
+    speed: float = opt(0.0, ge=0, le=1, doc="the speed word wrong or missing (moving scenes)")
+    background: float = opt(0.0, ge=0, le=1, doc="the background colour named wrong")
+    seed: int = opt(0, ge=0)
+
+    @property
+    def clean(self) -> bool:
+        return not any(getattr(self, f.name) for f in fields(self) if f.name != "seed")
+
+
+@dataclass(frozen=True)
 class WorldConfig(_Section):
-    """The procedural shapes world: video size and the prompt grammar's vocabulary."""
+    """The procedural shapes world: video size, the prompt grammar's vocabulary, and the web corpus's captions."""
     height: int = opt(48, ge=16, le=512)
     width: int = opt(48, ge=16, le=512)
     num_frames: int = opt(9, ge=2, le=257)
@@ -65,6 +89,7 @@ class WorldConfig(_Section):
     num_train_prompts: int = opt(512, ge=1)
     num_eval_prompts: int = opt(64, ge=1)
     seed: int = opt(0, ge=0)
+    web: WebCaptionConfig = field(default_factory=WebCaptionConfig)
 
 
 @dataclass(frozen=True)
@@ -203,14 +228,18 @@ class TrainConfig(_Section):
     loss: str = opt("dpo", choices=("dpo", "kto", "sft"), doc="sft = plain denoising on the chosen items only "
                     "(rejection-sampling fine-tuning on best-of-N, or continued pretraining on real videos): the "
                     "equal-compute baseline")
-    data: str = opt("preferences", choices=("preferences", "renders"), doc="what the loop's train stage learns "
-                    "from: the round's preference data, or (with loss=sft; shapes world only) fresh renders of the "
-                    "round's prompts, one per sampled video: continued plain pretraining, the generator's "
-                    "equal-compute control of `dualipo ablate`")
+    data: str = opt("preferences", choices=("preferences", "web", "curated"), doc="what the loop's train stage "
+                    "learns from: the round's preference data, or (with loss=sft; shapes world only) fresh renders "
+                    "of the round's prompts, one per sampled video, captioned like the web corpus the base learned "
+                    "from (web: world.web's caption errors; continued pretraining, what a user without a critic "
+                    "would do, the fair equal-compute control of `dualipo ablate`) or with their true prompts "
+                    "(curated: clean data no real user has, a reference)")
     beta: float = opt(5000.0, gt=0, doc="Diffusion-DPO beta (about 5000 for epsilon models)")
     kto_beta: float = opt(1000.0, gt=0)
     lambda_winner: float = opt(0.0, ge=0, doc="lambda1: NLL on generated winners")
     lambda_real: float = opt(0.0, ge=0, doc="lambda2: NLL on real videos")
+    real_set_size: int = opt(64, ge=1, doc="lambda2's real videos in the shapes world: a small curated set of this "
+                             "many renders with true captions, the same every round")
     learning_rate: float = opt(1e-4, gt=0)
     lr_schedule: str = opt("constant", choices=("constant", "linear", "cosine"))
     warmup_steps: int = opt(0, ge=0)
@@ -228,8 +257,8 @@ class TrainConfig(_Section):
         super().__post_init__()
         if len(self.noise_range) != 2 or self.noise_range[0] >= self.noise_range[1]:
             raise ConfigError(f"noise_range: expected (lo, hi) with 0 <= lo < hi <= 1, got {self.noise_range!r}")
-        if self.data == "renders" and self.loss != "sft":
-            raise ConfigError(f"data=renders (continued pretraining) trains with loss=sft, got loss={self.loss}")
+        if self.data != "preferences" and self.loss != "sft":
+            raise ConfigError(f"data={self.data} (continued pretraining) trains with loss=sft, got loss={self.loss}")
 
 
 @dataclass(frozen=True)

@@ -184,12 +184,15 @@ def read_pairs_jsonl(path: str | Path) -> list[Pair]:
 
 # ------------------------------------------------------------------------------------------ real videos
 
-def real_videos_from_world(world, n: int, seed: int = 0) -> list[tuple[str, object]]:
-    """Rendered shapes-world videos of training prompts: the toy world's 'real videos' (lambda2)."""
+def real_videos_from_world(world, n: int, set_size: int) -> list[tuple[str, object]]:
+    """The toy world's 'real videos' (lambda2): a small curated set, renders of the first `set_size` training
+    prompts with their true captions (fixed seeds, the same set every round), cycled to `n` items."""
     from dualipo.toy.world import prompt_pools, render_prompt
 
     train, _ = prompt_pools(world)
-    return [(train[i % len(train)], render_prompt(train[i % len(train)], seed + i, world)) for i in range(n)]
+    curated = [(train[j % len(train)], render_prompt(train[j % len(train)], j, world))
+               for j in range(min(n, set_size))]
+    return [curated[i % len(curated)] for i in range(n)]
 
 
 def real_videos_from_folder(folder: str | Path) -> list[tuple[str, object]]:

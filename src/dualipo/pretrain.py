@@ -2,7 +2,9 @@
 
 Stages, each resumable from its own checkpoints in OUT/ckpt_{stage}/ (`dualipo.checkpoint`: weights, optimizer
 state, step):
-1. data: `num_videos` renders of train-pool prompts (`prompt_pools(world)[0]`), cached in OUT/data.safetensors;
+1. data: `num_videos` renders of train-pool prompts (`prompt_pools(world)[0]`) with their captions, cached in
+   OUT/data.safetensors; the captions are web captions (`world.web`, attributes named wrong at the configured
+   rates: the small preset's base learns from a web-like corpus) or, with every rate 0, the true prompts;
 2. vae: the VAE alone (a random VAE is not an autoencoder), foreground-weighted MSE + KL, on random crops
    (or first copied from the pipeline named by `pretrain.vae_from`; with `vae_steps=0` used as is);
    then its latent statistics are written into its config so normalised latents are unit scale;
@@ -31,6 +33,7 @@ from tqdm.auto import tqdm
 from dualipo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dualipo.config import RunConfig, save_config, to_dict
 from dualipo.generators import Generator, build_generator
+from dualipo.toy.corrupt import web_captions
 from dualipo.toy.world import prompt_pools, render_prompt
 
 log = logging.getLogger(__name__)
@@ -59,23 +62,29 @@ def _append_metric(out: Path, row: dict) -> None:
 # ------------------------------------------------------------------------------------------- data
 
 def render_dataset(cfg: RunConfig, out: Path) -> tuple[list[str], torch.Tensor]:
-    """(prompts, videos_NFHWC uint8), cached in OUT/data.safetensors."""
+    """(captions, videos_NFHWC uint8), cached in OUT/data.safetensors (with the true prompts beside the
+    captions)."""
     p, world = cfg.pretrain, cfg.world
     path = out / "data.safetensors"
     if path.exists():
         from safetensors import safe_open
 
         with safe_open(str(path), "pt") as f:
-            prompts = json.loads(f.metadata()["prompts"])
-        return prompts, load_file(str(path))["videos"]
+            captions = json.loads(f.metadata()["captions"])
+        return captions, load_file(str(path))["videos"]
     train, _ = prompt_pools(world)
     rng = np.random.default_rng([p.seed, 11])
     prompts = [train[int(i)] for i in rng.integers(len(train), size=p.num_videos)]
     videos = np.stack([render_prompt(pr, p.seed * 1_000_000 + i, world).frames
                        for i, pr in enumerate(tqdm(prompts, desc="rendering", unit="video"))])
+    captions = web_captions(prompts, world, stream=p.seed)
     tensor = torch.from_numpy(videos)
-    save_file({"videos": tensor}, str(path), metadata={"prompts": json.dumps(prompts)})
-    return prompts, tensor
+    save_file({"videos": tensor}, str(path), metadata={"prompts": json.dumps(prompts),
+                                                       "captions": json.dumps(captions)})
+    wrong = sum(a != b for a, b in zip(prompts, captions))
+    log.info("pretraining corpus: %d renders, %d captions (%.1f %%) with an attribute named wrong", len(prompts),
+             wrong, 100 * wrong / len(prompts))
+    return captions, tensor
 
 
 def _pixels_BCFHW(videos_NFHWC: torch.Tensor) -> torch.Tensor:

@@ -54,8 +54,8 @@ def check_run_config(cfg: RunConfig, num_processes: int) -> None:
     if cfg.judging.mode == "pointwise" and cfg.train.loss != "kto":
         raise ValueError(f"judging.mode=pointwise with train.loss={cfg.train.loss}: pointwise Good / Bad labels train "
                          f"with train.loss=kto (pairwise judgments train with dpo, kto or sft on the chosen videos)")
-    if cfg.train.data == "renders" and cfg.rounds.prompt_file:
-        raise ValueError("train.data=renders renders the shapes world's prompts; it cannot render "
+    if cfg.train.data != "preferences" and cfg.rounds.prompt_file:
+        raise ValueError(f"train.data={cfg.train.data} renders the shapes world's prompts; it cannot render "
                          f"rounds.prompt_file={cfg.rounds.prompt_file!r}")
     if cfg.train.batch_size % num_processes:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {num_processes} processes")

@@ -262,7 +262,7 @@ def train_from_pair_file(cfg, pairs_path: str | Path, out_dir: str | Path) -> Pa
         cache = LatentCache.load(cache_path)
     else:
         pairs = read_pairs_jsonl(pairs_path)
-        real = real_videos_from_world(cfg.world, len(pairs), seed=cfg.seed) if cfg.train.lambda_real > 0 else None
+        real = real_videos_from_world(cfg.world, len(pairs), cfg.train.real_set_size) if cfg.train.lambda_real > 0 else None
         cache = build_cache(gen, [p.prompt for p in pairs], [read_video(p.chosen) for p in pairs],
                             [read_video(p.rejected) for p in pairs], real=real)
         out.mkdir(parents=True, exist_ok=True)

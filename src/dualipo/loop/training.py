@@ -34,16 +34,29 @@ def _training_data(ctx: RunContext, k: int):
     return rows, [prompts[r["prompt_id"]] for r in rows], kind == "pairs"
 
 
+WEB_STREAM = 1_000  # caption streams of the loop's web control: 1000 + 1000 x seed + round (pretraining: its seed)
+
+
 def _render_cache(ctx: RunContext, k: int, gen):
-    """`train.data=renders`: the world's render of each of the round's sampled items (same prompt, the item's seed
-    for the layout), as SFT data: continued plain pretraining in place of preference data."""
+    """`train.data=web|curated`: the world's render of each of the round's sampled items (same prompt, the item's
+    seed for the layout) as SFT data, captioned like the web corpus (fresh caption draws each round and seed) or
+    with the true prompt: continued plain pretraining in place of preference data. What it trains on is written
+    to round_k/train_data.jsonl (true prompt, caption, seed)."""
+    from dualipo.jsonl import write_jsonl
     from dualipo.loop.sampling import train_items
+    from dualipo.toy.corrupt import web_captions
     from dualipo.toy.world import render_prompt
     from dualipo.trainer import build_cache
 
+    cfg = ctx.cfg
     items = train_items(ctx, k)
-    return build_cache(gen, [it.prompt for it in items],
-                       [render_prompt(it.prompt, it.seed, ctx.cfg.world) for it in items]), len(items)
+    captions = [it.prompt for it in items]
+    if cfg.train.data == "web":
+        captions = web_captions(captions, cfg.world, stream=WEB_STREAM * (1 + cfg.seed) + k)
+    if ctx.main:
+        write_jsonl(ctx.round_dir(k) / "train_data.jsonl", [{"prompt": it.prompt, "caption": c, "seed": it.seed}
+                                                            for it, c in zip(items, captions)])
+    return build_cache(gen, captions, [render_prompt(it.prompt, it.seed, cfg.world) for it in items]), len(items)
 
 
 def train_stage(ctx: RunContext, k: int) -> tuple[str, str]:
@@ -52,7 +65,7 @@ def train_stage(ctx: RunContext, k: int) -> tuple[str, str]:
     from dualipo.video import read_video
 
     cfg = ctx.cfg
-    if cfg.train.data == "renders":
+    if cfg.train.data != "preferences":
         gen, _ = generator_after(ctx, k - 1)
         return _train(ctx, k, gen, *_render_cache(ctx, k, gen))
     rows, prompts, pairwise = _training_data(ctx, k)
@@ -61,7 +74,7 @@ def train_stage(ctx: RunContext, k: int) -> tuple[str, str]:
                     "from the same generator)", k)
         return "skipped", "no confident pairs: nothing to train on"
     gen, _ = generator_after(ctx, k - 1)
-    real = real_videos_from_world(cfg.world, len(rows), seed=cfg.seed + k) if cfg.train.lambda_real > 0 else None
+    real = real_videos_from_world(cfg.world, len(rows), cfg.train.real_set_size) if cfg.train.lambda_real > 0 else None
     if pairwise:  # train.loss=sft learns from the chosen videos only
         rejected = [read_video(ctx.abs(r["rejected"])) for r in rows] if cfg.train.loss == "dpo" else None
         cache = build_cache(gen, prompts, [read_video(ctx.abs(r["chosen"])) for r in rows], rejected, real=real)

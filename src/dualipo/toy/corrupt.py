@@ -1,6 +1,8 @@
-"""Deliberate defects for the shapes world: one wrong attribute in the scene, or broken pixels.
+"""Deliberate defects for the shapes world: one wrong attribute in the scene, broken pixels, or web captions.
 
-Used to make seed sets with known losers and to test that the oracle lowers exactly the right dimension.
+Scene and pixel corruptions make seed sets with known losers and test that the oracle lowers exactly the right
+dimension. `web_caption` makes the web-like corpus: a true render captioned with attributes named wrong at the
+rates of `WorldConfig.web` (see `WebCaptionConfig` for why).
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from dualipo.config import BACKGROUNDS, COLOURS, SHAPES, WorldConfig
-from dualipo.toy.world import DIRECTIONS, RELATIONS, Obj, Scene, with_changes
+from dualipo.toy.world import DIRECTIONS, RELATIONS, SPEEDS, Obj, Scene, parse_prompt, with_changes
 from dualipo.video import Video
 
 SCENE_CORRUPTIONS = ("colour", "shape", "motion", "count", "relation", "background")
@@ -50,6 +52,49 @@ def corrupt_scene(scene: Scene, kind: str, rng: np.random.Generator) -> Scene:
     return with_changes(scene, background=_other(BACKGROUNDS, scene.background, rng))
 
 
+def web_caption(scene: Scene, world: WorldConfig, rng: np.random.Generator) -> Scene:
+    """What a web caption of a video of `scene` says: each attribute named wrong with its rate in `world.web`,
+    independently, a wrong value drawn uniformly from the world's vocabulary (an attribute with one value in
+    the world, or that the scene lacks, stays right). Always draws the same random numbers, so item i's caption
+    does not depend on what earlier items drew."""
+    w = world.web
+    flips = {k: rng.random() < getattr(w, k) for k in ("colour", "shape", "count", "relation", "motion", "speed",
+                                                        "background")}
+    flip_other, picks = rng.random() < w.colour, rng.random(6)
+
+    def other(options, current, u):
+        choices = [o for o in options if o != current]
+        return choices[int(u * len(choices))] if choices else current
+
+    obj, second = scene.obj, scene.other
+    if flips["colour"]:
+        obj = Obj(obj.shape, other([c for c in world.colours if second is None or c != second.colour], obj.colour,
+                                   picks[0]))
+    if second is not None and flip_other:
+        second = Obj(second.shape, other([c for c in world.colours if c != obj.colour], second.colour, picks[1]))
+    if flips["shape"]:
+        obj = Obj(other(world.shapes, obj.shape, picks[2]), obj.colour)
+    motion, speed = scene.motion, scene.speed
+    if flips["motion"]:
+        motion = other(world.motions, motion, picks[3])
+        speed = speed if motion in DIRECTIONS else None
+    if flips["speed"] and motion in DIRECTIONS:
+        speed = other((None, *SPEEDS), speed, picks[4])
+    count = 3 - scene.count if flips["count"] and second is None else scene.count
+    relation = OPPOSITE[scene.relation] if flips["relation"] and second is not None else scene.relation
+    background = other(world.backgrounds, scene.background, picks[5]) if flips["background"] else scene.background
+    return Scene(obj, motion, background, count=count, speed=speed, other=second, relation=relation)
+
+
+def web_captions(prompts: list[str], world: WorldConfig, stream: int) -> list[str]:
+    """Web captions of renders of `prompts` (item i's from its own generator seeded by (world.web.seed, stream,
+    i)): the same call gives the same captions; another `stream` gives fresh draws."""
+    if world.web.clean:
+        return list(prompts)
+    return [web_caption(parse_prompt(p), world, np.random.default_rng([world.web.seed, stream, i])).prompt
+            for i, p in enumerate(prompts)]
+
+
 def add_flicker(video: Video, rng: np.random.Generator, strength: float = 0.6) -> Video:
     """Per-frame brightness jumps: about half the frames dimmed by up to `strength`."""
     gains = np.where(rng.random(video.num_frames) < 0.5, 1 - strength * rng.uniform(0.6, 1, video.num_frames), 1.0)
@@ -65,4 +110,4 @@ def noise_video(cfg: WorldConfig, rng: np.random.Generator) -> Video:
 
 
 __all__ = ["SCENE_CORRUPTIONS", "PIXEL_CORRUPTIONS", "RELATIONS", "applicable", "corrupt_scene",
-           "add_flicker", "noise_video"]
+           "add_flicker", "noise_video", "web_caption", "web_captions"]
