@@ -94,3 +94,13 @@ def test_world_sample_shows_render_web_caption_and_true_prompt(tmp_path):
         assert (true.strip(), rest) == (r["prompt"], r["web_caption"])
     page = (tmp_path / "w/index.html").read_text()
     assert page.count("<img src='thumbs/") == 4 and all(r["web_caption"] in page for r in records)
+
+
+def test_lambda2_reads_a_small_curated_set():
+    from dualipo.preferences import real_videos_from_world
+
+    world = build_config("tiny").world
+    real = real_videos_from_world(world, 7, set_size=3)
+    assert [p for p, _ in real] == [p for p, _ in real[:3]] * 2 + [real[0][0]]  # three renders, cycled
+    assert all(real[i][1] is real[i % 3][1] for i in range(7))
+    assert all(score(p, v).overall > 0.9 for p, v in real[:3])  # true captions

@@ -86,6 +86,8 @@ class WorldConfig(_Section):
     p_pair: float = opt(0.35, ge=0, le=1, doc="fraction of prompts with two objects and a spatial relation")
     p_count_two: float = opt(0.2, ge=0, le=1, doc="fraction of one-object prompts that ask for two copies")
     p_speed: float = opt(0.4, ge=0, le=1, doc="fraction of moving prompts with 'slowly' / 'quickly'")
+    object_scale: float = opt(1.0, gt=0, le=2.5, doc="object size relative to the default (half-size 0.11-0.14 of "
+                              "the frame side)")
     num_train_prompts: int = opt(512, ge=1)
     num_eval_prompts: int = opt(64, ge=1)
     seed: int = opt(0, ge=0)

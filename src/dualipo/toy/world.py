@@ -170,7 +170,7 @@ def layout(scene: Scene, seed: int, cfg: WorldConfig) -> list[Placement]:
     rng = np.random.default_rng([seed, 1])
     side = min(cfg.height, cfg.width)
     T = cfg.num_frames
-    r0 = rng.uniform(0.11, 0.14) * side
+    r0 = rng.uniform(0.11, 0.14) * side * cfg.object_scale
     t = np.linspace(0.0, 1.0, T)
     scale = {"growing": SIZE_CHANGE ** (2 * t - 1), "shrinking": SIZE_CHANGE ** (1 - 2 * t)}.get(
         scene.motion, np.ones(T))
