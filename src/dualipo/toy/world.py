@@ -179,8 +179,10 @@ def layout(scene: Scene, seed: int, cfg: WorldConfig) -> list[Placement]:
     axis = None
     if scene.other is not None:
         axis = {"to the left of": (-1, 0), "to the right of": (1, 0), "above": (0, -1), "below": (0, 1)}[scene.relation]
-    elif scene.count == 2:
+    elif scene.count == 2:  # side by side; across the motion when there is one, so that the pair has room to move
         axis = (1, 0) if rng.random() < 0.5 else (0, 1)
+        if scene.motion in DIRECTIONS:
+            axis = (0, 1) if DIRECTIONS[scene.motion][0] else (1, 0)
     if axis is not None:  # two objects side by side must fit: shrink both if needed
         half = (cfg.width if axis[0] else cfg.height) / 2 - 1 - spacing
         radii = radii * min(1.0, half / (2 * 1.2 * float(radii.max())))
