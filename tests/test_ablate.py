@@ -55,6 +55,7 @@ def test_ablate_runs_each_arm_and_tabulates_them(tmp_path):
     labels = [line.split(" | ")[0].lstrip("| ") for line in md.splitlines() if line.startswith("| ")][1:]
     assert labels == ["base generator (round 0)", "IPO (frozen critic), 1 round", "IPO (frozen critic), 2 rounds",
                       "Dual-IPO, 1 round", "Dual-IPO, 2 rounds",
+                      "control: continued pretraining on the web corpus instead of preference rounds, 1 round",
                       "control: continued pretraining on the web corpus instead of preference rounds, 2 rounds",
                       "control: critic refinement compute on seed training, 2 rounds"]
     assert md in p.stdout and all(line.endswith("| 0 1 |") for line in md.splitlines()[4:4 + len(labels)])
@@ -69,6 +70,11 @@ def test_ablate_runs_each_arm_and_tabulates_them(tmp_path):
     assert ipo["delta"] == pytest.approx(sum(per[("ipo", s)][2]["oracle"] - per[("dual_ipo", s)][2]["oracle"]
                                              for s in (0, 1)) / 2)
     assert rows["Dual-IPO, 2 rounds"]["delta"] is None
+    one = rows["Dual-IPO, 1 round"]  # against the web control after the same round, paired by seed
+    assert one["delta_control"] == pytest.approx(sum(per[("dual_ipo", s)][1]["oracle"] - per[("control_web", s)][1][
+        "oracle"] for s in (0, 1)) / 2)
+    diffs = [per[("dual_ipo", s)][1]["oracle"] - per[("control_web", s)][1]["oracle"] for s in (0, 1)]
+    assert one["delta_control_se"] == pytest.approx(abs(diffs[0] - diffs[1]) / 2)  # std (ddof 1) / sqrt(2)
     assert rows["control: continued pretraining on the web corpus instead of preference rounds, 2 rounds"]["pairs"] \
         == 2 * P * N
 

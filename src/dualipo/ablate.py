@@ -16,10 +16,12 @@ Every arm also gets `COMMON` (the critic win rate is not in the table, so it is 
 `seed`, `sampling.seed`, `train.seed` and `critic_train.seed` = S. The held-out evaluation (prompts and
 `eval.seeds`) is the same for every arm and seed, and is the only place the oracle is consulted.
 
-Table rows: the base generator (round 0), IPO and Dual-IPO after 1 and after R rounds, every other arm after R.
+Table rows: the base generator (round 0); IPO, Dual-IPO, the oracle's labels, the web control and the curated
+reference after 1 and after R rounds; every other arm after R.
 Columns: held-out oracle score (mean and standard deviation over seeds) overall and per dimension; the
-difference to Dual-IPO after R rounds, paired by seed, with its standard error; the critic's accuracy against the
-noise-free oracle on the last round's judgments (made by the critic refined through the round before); the items
+differences to Dual-IPO and to the web control after the same number of rounds, paired by seed, with their
+standard errors; the critic's accuracy against the noise-free oracle on the last round's judgments (made by
+the critic refined through the round before); the items
 the generator trained on in all rounds (pairs, KTO points or renders); wall minutes of all rounds including the
 base evaluation.
 """
@@ -76,6 +78,7 @@ def _pretrain(data: str, cfg: RunConfig) -> tuple[str, ...]:
 
 
 ARM_NAMES = tuple(arms(RunConfig()))
+MAIN_ARMS = ("ipo", "dual_ipo", "oracle", "control_web", "curated")  # rows after 1 and after R rounds
 
 
 def arm_config(preset: str, config_file: str | None, overrides: list[str], arm: Arm, seed: int,
@@ -138,10 +141,9 @@ def collect(out: Path, table: dict[str, Arm], seeds: list[int], num_rounds: int)
     found = {(n, s): _finished_rows(out / n / f"seed{s}") for n in table for s in seeds}
     runs = {key: rows for key, rows in found.items() if rows is not None}
     wanted = [("base generator (round 0)", "dual_ipo", 0)]
-    for name in ("ipo", "dual_ipo"):
+    for name in MAIN_ARMS:
         wanted += [(_label(table[name], k), name, k) for k in sorted({1, num_rounds})]
-    wanted += [(_label(a, num_rounds), a.name, num_rounds) for a in table.values() if a.name not in ("ipo", "dual_ipo")]
-    reference = {s: runs[("dual_ipo", s)][num_rounds]["oracle"] for s in seeds if ("dual_ipo", s) in runs}
+    wanted += [(_label(a, num_rounds), a.name, num_rounds) for a in table.values() if a.name not in MAIN_ARMS]
     rows = []
     for label, name, k in wanted:
         per_seed = {s: runs[(name, s)] for s in seeds if (name, s) in runs}
@@ -156,11 +158,20 @@ def collect(out: Path, table: dict[str, Arm], seeds: list[int], num_rounds: int)
         row["pairs"] = _mean_std([sum(r["trained_items"] or 0 for r in rr[1:k + 1])
                                   for rr in per_seed.values()])[0] if k else None
         row["wall_min"] = _mean_std([sum(r["wall_s"] for r in rr[:k + 1]) / 60 for rr in per_seed.values()])[0]
-        diffs = [at[s]["oracle"] - reference[s] for s in at if s in reference and at[s]["oracle"] is not None]
-        row["delta"], sd = _mean_std(diffs) if k == num_rounds and name != "dual_ipo" else (None, None)
-        row["delta_se"] = None if sd is None else sd / np.sqrt(len(diffs))
+        row["delta"], row["delta_se"] = _paired(at, runs, "dual_ipo", name, k)
+        row["delta_control"], row["delta_control_se"] = _paired(at, runs, "control_web", name, k)
         rows.append(row)
     return rows
+
+
+def _paired(at: dict, runs: dict, reference: str, name: str, k: int) -> tuple[float | None, float | None]:
+    """Mean oracle difference to `reference` after the same round, paired by seed, and its standard error."""
+    if k == 0 or name == reference:
+        return None, None
+    diffs = [r["oracle"] - runs[(reference, s)][k]["oracle"] for s, r in at.items()
+             if (reference, s) in runs and r["oracle"] is not None]
+    mean, sd = _mean_std(diffs)
+    return mean, None if sd is None else sd / np.sqrt(len(diffs))
 
 
 def _cell(v, sd=None, digits: int = 3, sign: bool = False) -> str:
@@ -172,12 +183,13 @@ def _cell(v, sd=None, digits: int = 3, sign: bool = False) -> str:
 
 def table_cells(row: dict) -> list[str]:
     return [row["label"], _cell(row["oracle"], row["oracle_std"]), *(_cell(row[d]) for d in DIMS),
-            _cell(row["delta"], row["delta_se"], sign=True), _cell(row["critic_acc"]),
+            _cell(row["delta"], row["delta_se"], sign=True),
+            _cell(row["delta_control"], row["delta_control_se"], sign=True), _cell(row["critic_acc"]),
             "-" if row["pairs"] is None else f"{row['pairs']:.0f}", f"{row['wall_min']:.1f}",
             " ".join(map(str, row["seeds"]))]
 
 
-HEADER = ["arm", "oracle", *DIMS, "vs Dual-IPO", "critic acc", "pairs used", "wall min", "seeds"]
+HEADER = ["arm", "oracle", *DIMS, "vs Dual-IPO", "vs web control", "critic acc", "pairs used", "wall min", "seeds"]
 
 
 def markdown(rows: list[dict], seeds: list[int], command: str) -> str:
@@ -186,8 +198,9 @@ def markdown(rows: list[dict], seeds: list[int], command: str) -> str:
     return "\n".join([f"Made by: `{command}`", "", *lines, "", NOTE.format(seeds=", ".join(map(str, seeds))), ""])
 
 
-NOTE = ("oracle: held-out oracle score, mean ± standard deviation over the row's seeds (of {seeds}); vs Dual-IPO: oracle "
-        "difference to Dual-IPO after the same number of rounds, paired by seed, ± its standard error; critic acc: "
+NOTE = ("oracle: held-out oracle score, mean ± standard deviation over the row's seeds (of {seeds}); vs Dual-IPO / vs "
+        "web control: oracle difference to Dual-IPO / to the web control after the same number of rounds, paired by "
+        "seed, ± its standard error; critic acc: "
         "the critic's majority verdicts on the last round's judgments against the noise-free oracle; pairs used: "
         "what the generator trained on over all rounds: preference pairs (KTO: labelled videos; continued "
         "pretraining: renders); wall min: wall time of all rounds (machine load included).")
