@@ -384,7 +384,7 @@ def preset_small() -> RunConfig:
     (`world.web`), so its errors are the corpus's errors, which more of that corpus does not fix.
     The shipped small critic judges in two steps (its measured best mode; its rationales need up to 96 tokens);
     the preference recipe: beta 500 for the flow-matching error scale, timesteps in the noisier half where layout,
-    colour and motion are decided, every confident judgment as a pair, batch 8; critic refinement with the shapes
+    colour and motion are decided, every confident judgment as a pair, 300 steps of batch 8 a round; critic refinement with the shapes
     world's rationale-verdict consistency check; loop sizes for a demo of minutes on a 2-core CPU (32 prompts x 4
     videos a round = 192 judgments; 32 held-out prompts x 2 seeds)."""
     c = RunConfig()
@@ -395,7 +395,7 @@ def preset_small() -> RunConfig:
                    judging=replace(c.judging, describe_first=True),
                    critic_train=replace(c.critic_train, consistency="shapes"),
                    pairs=replace(c.pairs, strategy="all_confident"),
-                   train=replace(c.train, beta=500.0, noise_range=(0.5, 1.0), batch_size=8),
+                   train=replace(c.train, beta=500.0, noise_range=(0.5, 1.0), batch_size=8, num_steps=300),
                    sampling=replace(c.sampling, prompts_per_round=32, videos_per_prompt=4),
                    eval=replace(c.eval, num_prompts=32),
                    pretrain=replace(c.pretrain, vae_from="shipped", vae_steps=0, steps=8000))
