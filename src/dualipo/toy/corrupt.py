@@ -55,8 +55,8 @@ def corrupt_scene(scene: Scene, kind: str, rng: np.random.Generator) -> Scene:
 def web_caption(scene: Scene, world: WorldConfig, rng: np.random.Generator) -> Scene:
     """What a web caption of a video of `scene` says: each attribute named wrong with its rate in `world.web`,
     independently, a wrong value drawn uniformly from the world's vocabulary (an attribute with one value in
-    the world, or that the scene lacks, stays right). Always draws the same random numbers, so item i's caption
-    does not depend on what earlier items drew."""
+    the world, or that the scene lacks, stays right). Every attribute has its own fixed draws from `rng`, so
+    changing one attribute's rate does not change what the others draw."""
     w = world.web
     flips = {k: rng.random() < getattr(w, k) for k in ("colour", "shape", "count", "relation", "motion", "speed",
                                                         "background")}
