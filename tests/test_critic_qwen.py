@@ -150,3 +150,27 @@ def test_shipped_small_critic_answers_in_format(videos):
     j = critic.judge_many([(PROMPT, videos[0], videos[1], "alignment")], num_votes=1)[0]
     assert len(j.samples) == 2 and j.abstentions == 0  # trained: both answers end in `Answer: X`
     assert all(s.text.startswith("Video A shows") for s in j.samples)
+
+
+def test_pairs_from_scores_scores_each_distinct_video_once(cfg, videos):
+    """judging.pairs_from=scores: one batched pointwise call for the distinct (prompt, video, dimension) of all
+    pairs (a video in two pairs is scored once); K x K comparison votes per pair, no presentation orders."""
+    scored = dataclasses.replace(cfg, judging=dataclasses.replace(cfg.judging, pairs_from="scores"))
+    critic = build_critic(scored)
+    k, calls = cfg.judging.num_votes, []
+    original = critic.generate
+
+    def recording(texts, vids, n, **kw):
+        calls.append((texts, n))
+        return original(texts, vids, n, **kw)
+
+    critic.generate = recording
+    third = render_prompt(PROMPT, 2, cfg.world)
+    js = critic.judge_many([(PROMPT, videos[0], videos[1], "motion"), (PROMPT, videos[0], third, "motion")])
+    assert len(calls) == 1 and len(calls[0][0]) == 3 and calls[0][1] == k
+    assert all("How good is the video on motion?" in t and t.count("<|video_pad|>") == 1 for t in calls[0][0])
+    for j in js:
+        assert [s.order for s in j.samples] == ["A"] * k + ["B"] * k and j.mode == "pairwise"
+        assert sum(j.votes.values()) == (k - sum(s.verdict is None for s in j.samples[:k])) * \
+            (k - sum(s.verdict is None for s in j.samples[k:]))
+    assert js[0].samples[:k] == js[1].samples[:k]  # the shared video's paths, scored once

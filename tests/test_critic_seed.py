@@ -29,6 +29,25 @@ def test_oracle_seed_set_roundtrip(video_dir, tmp_path):
     assert not json.loads(path.read_text().splitlines()[0])["video_a"].startswith("/")  # stored relative
 
 
+def test_pointwise_labels_cover_every_video_and_dimension_once(video_dir):
+    recs = oracle_seed_set([video_dir], n_pairs=0, dimensions=("alignment", "motion"), noise=0.0, seed=0,
+                           pointwise=12)  # 2 prompts x 3 videos x 2 dimensions
+    assert all(r.mode == "pointwise" and r.label in ("Good", "Normal", "Bad") for r in recs)
+    assert len({(r.videos, r.dimension) for r in recs}) == 12
+    assert all(r.reason.startswith("The video shows ") and r.reason.endswith(f"{r.label} on {r.dimension}.")
+               for r in recs)
+
+
+def test_pointwise_labels_against_other_prompts(video_dir):
+    from dualipo.critics.seed import read_pool
+
+    own = {v: p for p, vids in read_pool(video_dir).items() for v in vids}
+    recs = oracle_seed_set([video_dir], 0, ("alignment",), noise=0.0, seed=0, pointwise=6, other_prompt=1.0)
+    assert all(r.prompt != own[r.videos[0]] for r in recs)
+    assert all(r.prompt == own[r.videos[0]] for r in oracle_seed_set([video_dir], 0, ("alignment",), 0.0,
+                                                                      pointwise=6))
+
+
 def test_noise_changes_labels(video_dir):
     clean = oracle_seed_set([video_dir], 4, ("alignment",), noise=0.0, seed=1)
     noisy = oracle_seed_set([video_dir], 4, ("alignment",), noise=1.0, seed=1)

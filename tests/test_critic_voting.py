@@ -35,3 +35,23 @@ def test_position_flip():
     assert position_flip(biased) is True
     assert position_flip(consistent) is False
     assert position_flip([make_sample("AB", "", "tie"), make_sample("BA", "", "A")]) is None
+
+
+def test_pair_from_points_votes_over_every_pair_of_paths():
+    from dualipo.critics.voting import compare_points, pair_from_points
+
+    assert [compare_points(a, b) for a, b in [("Good", "Bad"), ("Bad", "Normal"), ("Normal", "Normal"),
+                                              (None, "Good"), ("Good", None)]] == ["A", "B", "tie", None, None]
+    a = [make_sample("", "t", v) for v in ("Good", "Good", "Normal")]
+    b = [make_sample("", "t", v) for v in ("Normal", "Bad", None)]
+    j = pair_from_points("p", ("a.mp4", "b.mp4"), "colour", a, b)
+    # a's levels 2, 2, 1 against b's 1, 0 (b's third path abstained): 2 vs 1 A, 2 vs 0 A (twice each),
+    # 1 vs 1 tie, 1 vs 0 A -> A 5, tie 1; the abstaining path casts none of its 3 votes
+    assert j.votes == {"A": 5, "tie": 1} and j.verdict == "A" and abs(j.certainty - 5 / 6) < 1e-9
+    assert j.abstentions == 1 and j.mode == "pairwise" and [s.order for s in j.samples] == list("AAABBB")
+    even = pair_from_points("p", ("a", "b"), "colour", [make_sample("", "t", "Good")],
+                            [make_sample("", "t", "Good")])
+    assert even.verdict == "tie" and even.certainty == 1.0
+    split = pair_from_points("p", ("a", "b"), "colour", [make_sample("", "t", "Normal")],
+                             [make_sample("", "t", v) for v in ("Good", "Bad")])
+    assert split.verdict is None and split.certainty == 0.0  # A 1, B 1: no majority

@@ -123,3 +123,13 @@ def test_report_loads_in_a_browser(run, tmp_path):
     assert n == 2 * 3 + 2 * 3 * 2
     assert problems == []
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_one_point_curve_is_drawn_as_a_dot():
+    from matplotlib.figure import Figure
+
+    from dualipo.report_plots import _step_lines
+
+    ax = Figure().subplots()
+    assert _step_lines(ax, {1: [{"step": 100, "loss": 0.5}], 2: [{"loss": 0.4}, {"loss": 0.3}]}, ["loss"])
+    assert [line.get_marker() for line in ax.lines if line.get_linestyle() == "-"] == ["o", "None"]

@@ -176,6 +176,19 @@ def test_guard_stops_and_restores_the_last_checkpoint(tiny_pairs, tmp_path):
     assert torch.equal(saved["model.embed_tokens.weight"], ckpt["model.language_model.embed_tokens.weight"].half())
 
 
+def test_metrics_rows_every_log_every_steps_and_evaluation_on_its_own_schedule(tiny_pairs, tmp_path):
+    """The refinement curve is dense enough to draw: a loss row every log_every steps, the evaluation added at
+    eval_every and at the end; each row's loss averages the steps since the previous row."""
+    cfg = build_config("tiny", overrides=["critic_train.log_every=2"])
+    fn = lambda c, step: (sft_loss(c, [p[0] for p in tiny_pairs]), {"step_seen": step})  # noqa: E731
+    train_loop(cfg, load_trainable(cfg), tmp_path, fn, lambda c: {"probe": 0.0}, False, "logged", num_steps=7,
+               eval_every=5)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 5, 6, 7]
+    assert ["probe" in r for r in rows] == [False, False, True, False, True]
+    assert [r["step_seen"] for r in rows] == [0.5, 2.5, 4.0, 5.0, 6.0]
+
+
 @pytest.fixture
 def judgment_file(tmp_path):
     cfg = build_config("tiny")

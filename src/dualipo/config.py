@@ -209,6 +209,9 @@ class JudgingConfig(_Section):
     chain_of_thought: bool = opt(True, doc="False = answer-only ablation")
     describe_first: bool = opt(False, doc="two-step judging (CoT only): describe each video without the prompt, "
                                "then the rationale starts from those descriptions (against copying the prompt)")
+    pairs_from: str = opt("comparison", choices=("comparison", "scores"), doc="a pairwise verdict from one "
+                          "comparison of both videos, or from scoring each video on its own (Good / Normal / Bad, K "
+                          "paths) and voting over the K x K comparisons of the scores (qwen_vl critic)")
     temperature: float = opt(0.8, ge=0)
     top_p: float = opt(1.0, gt=0, le=1)
     certainty_threshold: float = opt(0.5, ge=0, le=1, doc="keep a judgment for the generator's preference data if "
@@ -315,6 +318,8 @@ class CriticTrainConfig(_Section):
                                                 "the seed set's pairwise dimensions")
     checkpoint_every: int = opt(150, ge=1)
     eval_every: int = opt(150, ge=1)
+    log_every: int = opt(10, ge=1, doc="a metrics row (the loss averaged since the last row) every this many steps, "
+                         "between evaluations")
     eval_pairs: int = opt(100, ge=0, doc="held-out pairs (videos when captioning) evaluated greedily at each "
                           "eval; 0 = none")
     num_threads: int = opt(0, ge=0, doc="torch threads (0 = leave torch's default)")

@@ -155,9 +155,9 @@ def load_trainable(cfg: RunConfig):
 def train_loop(cfg: RunConfig, trainable, out: Path, loss_fn, evaluate, resume: bool, desc: str,
                num_steps: int | None = None, guard=None, eval_every: int | None = None) -> Path:
     """The explicit critic training loop: AdamW, warm-up + cosine, clipping, checkpoints with exact resume,
-    a NaN guard, `evaluate(critic) -> dict` rows in OUT/metrics.jsonl every `eval_every` steps (default
-    `critic_train.eval_every`) and at the end, with the means since the last row of the loss and of the
-    metrics `loss_fn` returns.
+    a NaN guard, a row in OUT/metrics.jsonl every `critic_train.log_every` steps with the means since the last
+    row of the loss and of the metrics `loss_fn` returns, and `evaluate(critic) -> dict` added to the rows every
+    `eval_every` steps (default `critic_train.eval_every`) and at the end.
 
     `loss_fn(critic, step) -> (loss, metrics)`. `guard(row) -> str | None`: checked at every evaluation; a
     reason stops training and restores the last checkpoint (written at the previous evaluation that passed).
@@ -183,6 +183,7 @@ def train_loop(cfg: RunConfig, trainable, out: Path, loss_fn, evaluate, resume: 
     eval_every = eval_every or ct.eval_every
     every = eval_every if guard is not None else ct.checkpoint_every
     extras: list[dict] = []
+    last_row = step  # the step of the last metrics row: each row averages the steps since
     bar = tqdm(total=total, initial=step, desc=desc, unit="step")
     while step < total:
         model.train()
@@ -202,13 +203,17 @@ def train_loop(cfg: RunConfig, trainable, out: Path, loss_fn, evaluate, resume: 
         extras.append({k: float(v) for k, v in extra_metrics.items()})
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
-        if evaluate is not None and (step % eval_every == 0 or step == total):
-            model.eval()
-            window = extras[-eval_every:]
+        due = evaluate is not None and (step % eval_every == 0 or step == total)
+        if due or step % ct.log_every == 0:
+            window = extras[last_row - step:]
             keys = sorted({k for e in window for k in e})
             means = {k: float(np.mean([e[k] for e in window if k in e])) for k in keys}
-            row = {"step": step, "loss": float(np.mean(losses[-eval_every:])), **means, **evaluate(critic)}
-            stop = guard(row) if guard is not None else None
+            row = {"step": step, "loss": float(np.mean(losses[last_row - step:])), **means}
+            last_row = step
+            if due:
+                model.eval()
+                row.update(evaluate(critic))
+            stop = guard(row) if guard is not None and due else None
             if stop:
                 row["stopped"] = stop
             with metrics.open("a") as f:

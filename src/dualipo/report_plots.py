@@ -41,7 +41,8 @@ def _step_lines(ax, per_round: Mapping[int, Sequence[Mapping]], keys: Sequence[s
         for i, key in enumerate(keys):
             pts = [(offset + n, r[key]) for n, r in enumerate(records) if r.get(key) is not None]
             if pts:
-                ax.plot(*zip(*pts), color=COLOURS[i], linewidth=1.2, label=key if k == min(per_round) else None)
+                ax.plot(*zip(*pts), color=COLOURS[i], linewidth=1.2, marker="o" if len(pts) == 1 else None,
+                        markersize=4, label=key if k == min(per_round) else None)  # one point: a dot
                 drawn = True
         offset += len(records)
     ax.set_xlabel("optimizer step (rounds in sequence)")

@@ -28,7 +28,7 @@ def cmd_seed(cfg: RunConfig, args: argparse.Namespace) -> None:
     n = args.pairs if args.pairs is not None else cfg.critic_train.seed_pairs
     noise = args.noise if args.noise is not None else cfg.critic_train.seed_noise
     recs = oracle_seed_set(args.videos, n, tuple(args.dimensions), noise, args.seed, args.pointwise,
-                           tie_margin=args.tie_margin)
+                           tie_margin=args.tie_margin, other_prompt=args.other_prompts)
     print(f"wrote {len(recs)} seed records to {write_seed(recs, args.out)}")
 
 
@@ -125,6 +125,8 @@ def add_critic_commands(sub, config_args: Callable, load: Callable) -> None:
     p.add_argument("--pairs", type=int, default=None, help="default: critic_train.seed_pairs")
     p.add_argument("--noise", type=float, default=None, help="label noise; default: critic_train.seed_noise")
     p.add_argument("--pointwise", type=int, default=0, help="also this many pointwise records")
+    p.add_argument("--other-prompts", type=float, default=0.0, help="share of the pointwise records that judge "
+                   "a video against another prompt of the pool")
     p.add_argument("--tie-margin", type=float, default=None,
                    help="oracle scores closer than this are a tie (default: dualipo.toy.seed_labels.TIE_MARGIN)")
     p.add_argument("--dimensions", nargs="+", default=list(SEED_DIMENSIONS), choices=DIMENSIONS)

@@ -18,7 +18,7 @@ import torch
 from dualipo.config import CriticConfig, JudgingConfig
 from dualipo.critics import prompts
 from dualipo.critics.vision_inputs import VisionSpec, encode, load_frames, patchify
-from dualipo.critics.voting import Judgment, judgment, make_sample
+from dualipo.critics.voting import Judgment, judgment, make_sample, pair_from_points
 from dualipo.video import Video
 
 log = logging.getLogger(__name__)
@@ -144,9 +144,13 @@ class QwenVLCritic:
     def judge_many(self, items: Sequence[tuple[str, VideoLike, VideoLike, str]],
                    num_votes: int | None = None, chain_of_thought: bool | None = None,
                    both_orders: bool | None = None) -> list[Judgment]:
-        """Pairwise judgments of many (prompt, a, b, dimension), batched (see `answers`)."""
+        """Pairwise judgments of many (prompt, a, b, dimension), batched (see `answers`); with
+        `judging.pairs_from=scores`, from pointwise scores of each distinct (prompt, video, dimension)
+        (`voting.pair_from_points`; `both_orders` does not apply)."""
         k = num_votes or self.judging.num_votes
         cot = self.judging.chain_of_thought if chain_of_thought is None else chain_of_thought
+        if self.judging.pairs_from == "scores":
+            return self._pairs_from_scores(items, k, cot)
         both = self.judging.both_orders if both_orders is None else both_orders
         rows, keys = [], []
         for i, (prompt, a, b, dim) in enumerate(items):
@@ -157,6 +161,12 @@ class QwenVLCritic:
         for (i, order), group in zip(keys, self.answers(rows, k, cot)):
             per_item[i] += [make_sample(order, t, prompts.parse_verdict(t, "pairwise")) for t in group]
         return [judgment(p, (_name(a), _name(b)), d, "pairwise", s) for (p, a, b, d), s in zip(items, per_item)]
+
+    def _pairs_from_scores(self, items, k: int, cot: bool) -> list[Judgment]:
+        distinct = {(p, _key(v), d): (p, v, d) for p, a, b, d in items for v in (a, b)}
+        scored = dict(zip(distinct, self.score_many(list(distinct.values()), k, cot)))
+        return [pair_from_points(p, (_name(a), _name(b)), d, scored[p, _key(a), d].samples,
+                                 scored[p, _key(b), d].samples) for p, a, b, d in items]
 
     def score_many(self, items: Sequence[tuple[str, VideoLike, str]], num_votes: int | None = None,
                    chain_of_thought: bool | None = None) -> list[Judgment]:

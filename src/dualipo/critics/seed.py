@@ -122,14 +122,16 @@ def read_pool(directory: Path) -> dict[str, list[str]]:
 
 def oracle_seed_set(dirs: list[str | Path], n_pairs: int, dimensions: tuple[str, ...], noise: float,
                     seed: int = 0, pointwise: int = 0, focus: float = 0.8,
-                    tie_margin: float | None = None) -> list[SeedRecord]:
+                    tie_margin: float | None = None, other_prompt: float = 0.0) -> list[SeedRecord]:
     """Pairs formed within a prompt from the video directories, labelled by the oracle with label noise.
 
     With probability `focus` a pair is asked about a dimension on which its two videos differ by more than
     `tie_margin` (as an annotator is asked about the defect they see); otherwise about a uniformly drawn one
     (often a tie). Oracle scores closer than `tie_margin` are a tie: an annotator does not tell them apart.
 
-    Records keep the oracle's noise-free verdict in `clean_label` (for held-out evaluation).
+    `pointwise` more records label one video on one dimension (Good / Normal / Bad), each (video, dimension)
+    once before any is labelled again; with probability `other_prompt` it is judged against another prompt of
+    the pool (what a video that does not show its prompt looks like: most useful on clean renders). Records keep the oracle's noise-free verdict in `clean_label` (for held-out evaluation).
     """
     from dualipo.toy.seed_labels import TIE_MARGIN, label_pair, label_single
     from dualipo.video import read_video
@@ -154,10 +156,12 @@ def oracle_seed_set(dirs: list[str | Path], n_pairs: int, dimensions: tuple[str,
         lab = label_pair(prompt, video(va), video(vb), dim, rng, noise, tie_margin)
         out.append(SeedRecord(prompt, (va, vb), dim, lab.label, lab.reason,
                               {"clean_label": lab.clean_label, "scores": list(lab.scores)}))
-    for _ in range(pointwise):
-        prompt = prompts[int(rng.integers(len(prompts)))]
-        v = pool[prompt][int(rng.integers(len(pool[prompt])))]
-        dim = dimensions[int(rng.integers(len(dimensions)))]
+    singles = [(p, v, d) for p in pool for v in pool[p] for d in dimensions]
+    order = rng.permutation(len(singles))
+    for i in tqdm(range(pointwise), desc="labelling seed videos", unit="label", disable=not pointwise):
+        prompt, v, dim = singles[order[i % len(singles)]]
+        if rng.random() < other_prompt:
+            prompt = [p for p in pool if p != prompt][int(rng.integers(len(pool) - 1))] if len(pool) > 1 else prompt
         lab = label_single(prompt, video(v), dim, rng, noise)
         out.append(SeedRecord(prompt, (v,), dim, lab.label, lab.reason,
                               {"clean_label": lab.clean_label, "scores": list(lab.scores)}))

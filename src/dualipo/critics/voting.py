@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Sequence
 
 from dualipo.critics.prompts import swap_verdict
@@ -18,7 +18,7 @@ from dualipo.critics.prompts import swap_verdict
 @dataclass(frozen=True)
 class Sample:
     """One sampled reasoning path: the raw text, its parsed verdict in its own order, and mapped to (a, b)."""
-    order: str  # "AB" or "BA" (pairwise) / "" (pointwise)
+    order: str  # "AB" or "BA" (pairwise) / "" (pointwise) / "A" or "B" (a pair scored pointwise)
     text: str
     raw_verdict: str | None
     verdict: str | None  # in the (a, b) frame; None = abstention
@@ -81,6 +81,31 @@ def judgment(prompt: str, videos: Sequence[str], dimension: str, mode: str,
     votes, abstained = tally([s.verdict for s in samples])
     verdict, share = majority(votes)
     return Judgment(prompt, tuple(videos), dimension, mode, tuple(samples), verdict, share, votes, abstained)
+
+
+POINT_LEVELS = {"Good": 2, "Normal": 1, "Bad": 0}
+
+
+def compare_points(a: str | None, b: str | None) -> str | None:
+    """One comparison of two pointwise verdicts: 'A' if a's level is higher, 'B' if lower, 'tie' if equal;
+    None (no vote) if either path abstained."""
+    if a is None or b is None:
+        return None
+    la, lb = POINT_LEVELS[a], POINT_LEVELS[b]
+    return "tie" if la == lb else "A" if la > lb else "B"
+
+
+def pair_from_points(prompt: str, videos: Sequence[str], dimension: str, samples_a: Sequence[Sample],
+                     samples_b: Sequence[Sample]) -> Judgment:
+    """A pairwise judgment aggregated from two pointwise ones (each video scored on its own with K paths):
+    every (path of a, path of b) casts one vote (`compare_points`), K x K votes in all; the majority and its
+    share as in `majority`. No position can bias it: neither video is shown beside the other. The samples are
+    a's paths (order 'A') then b's (order 'B'); `abstentions` counts the abstaining paths."""
+    votes, _ = tally([compare_points(a.verdict, b.verdict) for a in samples_a for b in samples_b])
+    verdict, share = majority(votes)
+    samples = tuple(replace(s, order="A") for s in samples_a) + tuple(replace(s, order="B") for s in samples_b)
+    return Judgment(prompt, tuple(videos), dimension, "pairwise", samples, verdict, share, votes,
+                    sum(s.verdict is None for s in samples))
 
 
 def position_flip(samples: Sequence[Sample]) -> bool | None:
