@@ -55,3 +55,26 @@ def test_pair_from_points_votes_over_every_pair_of_paths():
     split = pair_from_points("p", ("a", "b"), "colour", [make_sample("", "t", "Normal")],
                              [make_sample("", "t", v) for v in ("Good", "Bad")])
     assert split.verdict is None and split.certainty == 0.0  # A 1, B 1: no majority
+
+
+def test_calibration_table_arithmetic():
+    from dualipo.critics.commands import calibration_text
+    from dualipo.critics.evaluate import calibration_table
+    from dualipo.critics.voting import Judgment
+
+    def j(verdict, certainty):
+        return Judgment("p", ("a", "b"), "motion", "pairwise", (), verdict, certainty)
+
+    judged = [j("A", 1.0), j("A", 0.9), j("B", 0.75), j("B", 0.6), j("tie", 1.0), j(None, 0.0)]
+    labels = ["A", "B", "B", "tie", "A", "B"]
+    rows = calibration_table(judged, labels, thresholds=(0.5, 0.7, 0.95))
+    # >= 0.5 keeps the four A / B verdicts: right 1 and 3, the third reversed (B labelled, A said), the fourth a tie
+    assert rows[0] == {"threshold": 0.5, "kept": 4, "kept_share": 0.6667, "kept_accuracy": 0.5,
+                       "kept_reversed": 0.25}
+    assert rows[1] == {"threshold": 0.7, "kept": 3, "kept_share": 0.5, "kept_accuracy": 0.6667,
+                       "kept_reversed": 0.3333}
+    assert rows[2] == {"threshold": 0.95, "kept": 1, "kept_share": 0.1667, "kept_accuracy": 1.0,
+                       "kept_reversed": 0.0}
+    assert calibration_table([j(None, 0.0)], ["A"], (0.5,))[0]["kept_accuracy"] is None
+    text = calibration_text(rows).splitlines()
+    assert len(text) == 4 and text[1].split() == ["0.50", "4", "0.667", "0.500", "0.250"]

@@ -150,6 +150,23 @@ def test_kto_from_pairwise_judgments(tmp_path):
     assert len((tmp_path / "kto.jsonl").read_text().splitlines()) == len(points)
 
 
+def test_pairs_judged_from_pointwise_scores_train_and_refine(tmp_path):
+    """judging.pairs_from=scores through the loop: every pair's votes compare the two videos' pointwise scores
+    (K x K), the kept ones train the generator, and refinement learns each video's majority score."""
+    run = tmp_path / "run"
+    assert main(["run", *TINY, "judging.pairs_from=scores", "--out", str(run)]) == 0
+    rows = query(run, "SELECT samples, votes, verdict FROM judgments")
+    k = build_config("tiny").judging.num_votes
+    for samples, votes, verdict in rows:
+        orders = [s["order"] for s in json.loads(samples)]
+        assert orders == ["A"] * k + ["B"] * k
+        assert sum(json.loads(votes).values()) <= k * k
+    assert any(v in ("A", "B") for *_, v in rows)
+    assert query(run, "SELECT status FROM stages WHERE round = 1 AND stage = 'train'") == [("done",)]
+    data = json.loads((run / "round_01" / "critic" / "data.json").read_text())
+    assert data["sft_examples"] == 2 * data["confident"] > 0  # each kept pair's two videos
+
+
 def test_all_confident_pairs_and_the_sft_control(tmp_path):
     run = tmp_path / "run"
     assert main(["run", *TINY, "pairs.strategy=all_confident", "train.loss=sft", "--out", str(run)]) == 0

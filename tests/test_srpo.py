@@ -108,6 +108,27 @@ def test_refinement_data_rationales_per_order_and_counts():
     assert filtered_stats.paths_filtered == 3
 
 
+def test_refinement_data_from_pairs_judged_on_pointwise_scores():
+    """A confident pair judged from scores teaches each video its own majority pointwise rationale; a path whose
+    claim contradicts its answer does not vote (the claim check)."""
+    from dualipo.critics.voting import pair_from_points
+
+    def point(level, claim=None):
+        return make_sample("", f"The video shows {RIGHT}. {claim or level} on motion.\nAnswer: {level}", level)
+
+    good, bad, liar = point("Good"), point("Bad"), point("Good", claim="Bad")
+    j = pair_from_points(PROMPT, ("a", "b"), "motion", [good, good, liar], [bad, bad, good])
+    assert j.verdict == "A" and j.votes == {"A": 6, "tie": 3}  # liar votes before filtering
+    (c,), stats = candidates([j], "claim")
+    assert stats.paths_filtered == 1 and c.judgment.votes == {"A": 4, "tie": 2}
+    assert set(c.chosen) == {"A", "B"} and c.chosen["A"].videos == ("a",) and c.chosen["B"].videos == ("b",)
+    assert c.chosen["A"].target == good.text and c.chosen["B"].target == bad.text
+    assert "How good is the video on motion?" in c.chosen["A"].text and "Video B:" not in c.chosen["A"].text
+    assert set(c.rejected) == {"B"} and c.rejected["B"].target == good.text  # a's paths are unanimous
+    sft, dpo = training_items([(c, c.judgment.certainty)], stats)
+    assert [e.videos for e in sft] == [("a",), ("b",)] and len(dpo) == 1
+
+
 @pytest.fixture(scope="module")
 def tiny_pairs(tmp_path_factory):
     """Two real pairs of tiny videos with CoT rationales, as (chosen, rejected, certainty)."""

@@ -218,7 +218,8 @@ def train_loop(cfg: RunConfig, trainable, out: Path, loss_fn, evaluate, resume: 
                 row["stopped"] = stop
             with metrics.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            log.info("step %d: %s", step, {k: v for k, v in row.items() if isinstance(v, float)})
+            if due:
+                log.info("step %d: %s", step, {k: v for k, v in row.items() if isinstance(v, float)})
             if stop:
                 last = latest_checkpoint(ckpt_root)
                 log.warning("%s stopped at step %d: %s; restoring %s", desc, step, stop, last or "the start")

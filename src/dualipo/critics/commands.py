@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -71,6 +72,16 @@ def cmd_eval(cfg: RunConfig, args: argparse.Namespace) -> None:
                          chain_of_thought=cfg.judging.chain_of_thought, progress=True,
                          judgments_out=args.judgments, certainty_threshold=cfg.judging.certainty_threshold)
     print(json.dumps(res, indent=2))
+    print(calibration_text(res["calibration"]), file=sys.stderr)  # stdout stays one JSON document
+
+
+def calibration_text(rows: list[dict]) -> str:
+    """The calibration table (`critics.evaluate.calibration_table`) as aligned text."""
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["certainty >=  kept  share  kept acc  reversed"]
+    lines += [f"{r['threshold']:>11.2f}  {r['kept']:>4}  {r['kept_share']:.3f}  {fmt(r['kept_accuracy']):>8}  "
+              f"{fmt(r['kept_reversed']):>8}" for r in rows]
+    return "\n".join(lines)
 
 
 def cmd_refine(cfg: RunConfig, args: argparse.Namespace) -> None:

@@ -22,10 +22,11 @@ def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_
     `judgments_out`, every judgment (rationales, votes, verdict) is written there as JSONL beside its label.
 
     Also: `accuracy_decisive` (on pairs labelled A or B), `majority_baseline` (accuracy of always answering the
-    most common label), `accuracy_ab` / `accuracy_ba` (single-order majorities), `tie_rate` (share of tie verdicts),
-    `undecided_rate` (no majority), `abstention_rate` (share of unparseable samples), `position_bias`
+    most common label), `accuracy_ab` / `accuracy_ba` (single-order majorities), `tie_rate` (share of tie
+    verdicts), `undecided_rate` (no majority), `abstention_rate` (share of unparseable samples), `position_bias`
     (share of pairs whose A/B-order and B/A-order majorities name the same letter, among pairs where both
-    name a letter) and `per_dimension` accuracy.
+    name a letter; it and the single-order accuracies are None for pairs judged from pointwise scores),
+    `per_dimension` accuracy and `calibration` (`calibration_table`).
 
     And what the round loop would learn from (`dualipo.preferences`: a verdict A or B with certainty at least
     `certainty_threshold`): `kept_share` (share of pairs kept), `kept_accuracy` (share of the kept whose verdict is
@@ -47,8 +48,9 @@ def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_
         hits.append(j.verdict == r.label)
         per_dim[r.dimension].append(hits[-1])
         for order in ("AB", "BA"):
-            v, _ = majority(tally([s.verdict for s in j.samples if s.order == order])[0])
-            order_hits[order].append(v == r.label)
+            if any(s.order == order for s in j.samples):  # none when judged from pointwise scores
+                v, _ = majority(tally([s.verdict for s in j.samples if s.order == order])[0])
+                order_hits[order].append(v == r.label)
         f = position_flip(j.samples)
         if f is not None:
             flips.append(f)
@@ -56,23 +58,43 @@ def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_
         abstained += j.abstentions
     verdicts = [j.verdict for j in judgments]
     kept = [(j.verdict, r.label) for r, j in zip(pairs, judgments) if drop_reason(j, certainty_threshold) is None]
+    calibration = calibration_table(judgments, [r.label for r in pairs])
     return {
         "n": len(pairs), "num_votes": num_votes, "chain_of_thought": chain_of_thought,
         "accuracy": float(np.mean(hits)),
         "accuracy_decisive": float(np.mean([h for h, r in zip(hits, pairs) if r.label != "tie"] or [0.0])),
         "majority_baseline": float(max(np.mean([r.label == v for r in pairs]) for v in ("A", "B", "tie"))),
-        "accuracy_ab": float(np.mean(order_hits["AB"])), "accuracy_ba": float(np.mean(order_hits["BA"])),
+        "accuracy_ab": float(np.mean(order_hits["AB"])) if order_hits["AB"] else None,
+        "accuracy_ba": float(np.mean(order_hits["BA"])) if order_hits["BA"] else None,
         "tie_rate": float(np.mean([v == "tie" for v in verdicts])),
         "undecided_rate": float(np.mean([v is None for v in verdicts])),
         "abstention_rate": abstained / max(samples, 1),
-        "position_bias": float(np.mean(flips)) if flips else 0.0,
+        "position_bias": float(np.mean(flips)) if flips else (0.0 if order_hits["AB"] else None),
         "mean_certainty": float(np.mean([j.certainty for j in judgments])),
         "kept_share": len(kept) / len(pairs),
         "kept_accuracy": float(np.mean([v == label for v, label in kept])) if kept else 0.0,
         "kept_reversed": float(np.mean([label not in (v, "tie") for v, label in kept])) if kept else 0.0,
         "per_dimension": {d: round(float(np.mean(h)), 4) for d, h in sorted(per_dim.items())},
+        "calibration": calibration,
         "label_counts": {k: int(v) for k, v in zip(*np.unique([r.label for r in pairs], return_counts=True))},
     }
+
+
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def calibration_table(judgments, labels: list[str], thresholds=THRESHOLDS) -> list[dict]:
+    """Per certainty threshold, what the loop would keep (`preferences.drop_reason`): the share of pairs kept,
+    the kept accuracy (verdict == label) and the kept reversed (the label names the other video). A calibrated
+    critic's kept accuracy rises with the threshold."""
+    rows = []
+    for t in thresholds:
+        kept = [(j.verdict, label) for j, label in zip(judgments, labels) if drop_reason(j, t) is None]
+        rows.append({"threshold": t, "kept": len(kept), "kept_share": round(len(kept) / max(len(labels), 1), 4),
+                     "kept_accuracy": round(float(np.mean([v == lab for v, lab in kept])), 4) if kept else None,
+                     "kept_reversed": round(float(np.mean([lab not in (v, "tie") for v, lab in kept])), 4)
+                     if kept else None})
+    return rows
 
 
 CAPTION_FIELDS = ("objects", "motion", "background", "steadiness")

@@ -50,6 +50,11 @@ def point_instruction(dimension: str, chain_of_thought: bool = True) -> str:
     return f"{head} Reply with the line Answer: Good, Normal or Bad only."
 
 
+def mode_of(text: str) -> str:
+    """'pointwise' if a chat text asks for a pointwise verdict (`point_instruction`), else 'pairwise'."""
+    return "pointwise" if "Answer: Good, Normal or Bad" in text else "pairwise"
+
+
 def chat(user: str) -> str:
     """Qwen chat format for one user turn, ending where the assistant's answer starts."""
     return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"

@@ -131,7 +131,8 @@ def oracle_seed_set(dirs: list[str | Path], n_pairs: int, dimensions: tuple[str,
 
     `pointwise` more records label one video on one dimension (Good / Normal / Bad), each (video, dimension)
     once before any is labelled again; with probability `other_prompt` it is judged against another prompt of
-    the pool (what a video that does not show its prompt looks like: most useful on clean renders). Records keep the oracle's noise-free verdict in `clean_label` (for held-out evaluation).
+    the pool (what a video that does not show its prompt looks like: most useful on clean renders). Records
+    keep the oracle's noise-free verdict in `clean_label` (for held-out evaluation).
     """
     from dualipo.toy.seed_labels import TIE_MARGIN, label_pair, label_single
     from dualipo.video import read_video

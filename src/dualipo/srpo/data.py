@@ -10,6 +10,9 @@ Per pairwise judgment (K sampled paths per order, both orders):
    other order's, with Video A / B swapped, when that order has none): two examples per judgment;
 5. DPO: per order, (that majority rationale, the most frequent minority rationale), weighted by the certainty;
    unanimous judgments have no minority and make no DPO pair.
+A pair judged from pointwise scores (`judging.pairs_from=scores`) is filtered path by path on its claim,
+re-aggregated, and a confident one teaches each of its two videos its own majority pointwise rationale (DPO:
+against its minority one).
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from dataclasses import asdict, dataclass, field
 from dualipo.critic_training import Example
 from dualipo.critics import prompts
 from dualipo.critics.consistency import filter_judgment
-from dualipo.critics.voting import Judgment, Sample
+from dualipo.critics.prompts import rationale_agrees
+from dualipo.critics.voting import Judgment, Sample, majority, pair_from_points, tally
 
 ORDERS = ("AB", "BA")
+SCORED = ("A", "B")  # the sample orders of a pair judged from pointwise scores: video a's paths, video b's
 
 
 @dataclass(frozen=True)
@@ -53,8 +58,13 @@ def example(j: Judgment, order: str, target: str) -> Example:
     """The training example of `target` in presentation `order`; an answer-only target gets the answer-only
     instruction (as the critic was asked when it wrote it)."""
     a, b = j.videos
-    cot = len([ln for ln in target.splitlines() if ln.strip()]) > 1
-    return Example(prompts.pair_prompt(j.prompt, j.dimension, cot), (a, b) if order == "AB" else (b, a), target)
+    return Example(prompts.pair_prompt(j.prompt, j.dimension, _reasoned(target)), (a, b) if order == "AB" else (b, a),
+                   target)
+
+
+def _reasoned(target: str) -> bool:
+    """Whether a target holds a rationale before its answer line (else it was an answer-only reply)."""
+    return len([ln for ln in target.splitlines() if ln.strip()]) > 1
 
 
 def in_order(sample: Sample, order: str) -> str:
@@ -75,15 +85,52 @@ def most_frequent(samples: list[Sample], order: str) -> str | None:
     return None
 
 
+def scored(j: Judgment) -> bool:
+    """Whether a pairwise judgment was aggregated from pointwise scores (`voting.pair_from_points`)."""
+    return j.mode == "pairwise" and bool(j.samples) and all(s.order in SCORED for s in j.samples)
+
+
+def _filter_scored(j: Judgment, check: str) -> tuple[Judgment, int]:
+    """A pair judged from pointwise scores, re-aggregated over the paths whose verdict agrees with their own
+    rationale's claim ('Good on motion.'; the `shapes` check reads pairwise rationales, so it checks the claim
+    here too)."""
+    if check == "off":
+        return j, 0
+    keep = [s for s in j.samples if s.raw_verdict is not None and rationale_agrees(s.text, s.raw_verdict)]
+    filtered = sum(s.raw_verdict is not None for s in j.samples) - len(keep)
+    f = pair_from_points(j.prompt, j.videos, j.dimension, [s for s in keep if s.order == "A"],
+                         [s for s in keep if s.order == "B"])
+    return f, filtered
+
+
+def _scored_examples(f: Judgment, pick: str) -> dict[str, Example]:
+    """Per video of a confident pair judged from pointwise scores: its most frequent rationale among its paths
+    that agree with its own majority score (`pick='major'`) or disagree with it ('minor'), as a pointwise
+    example."""
+    out = {}
+    for video, side in zip(f.videos, SCORED):
+        paths = [s for s in f.samples if s.order == side and s.verdict is not None]
+        own, _ = majority(tally([s.verdict for s in paths])[0])
+        pool = [s.text.strip() for s in paths if (s.verdict == own) == (pick == "major")]
+        if own is not None and pool:
+            counts = Counter(pool)
+            text = max(counts, key=lambda t: counts[t])
+            out[side] = Example(prompts.point_prompt(f.prompt, f.dimension, _reasoned(text)), (video,), text)
+    return out
+
+
 def candidate(j: Judgment, check: str, stats: RefineStats, learn_ties: bool = False) -> Candidate | None:
-    """The filtered judgment with its majority and minority rationales, or None (counted in `stats`)."""
+    """The filtered judgment with its majority and minority rationales, or None (counted in `stats`). A pair
+    judged from pointwise scores gives each video's majority (and minority) pointwise rationale instead, keyed
+    'A' / 'B'."""
     stats.judgments += 1
     stats.paths += len(j.samples)
     stats.paths_abstained += sum(s.raw_verdict is None for s in j.samples)
     if j.mode != "pairwise":
         stats.no_label["pointwise"] += 1
         return None
-    f, filtered = filter_judgment(j, check)
+    from_scores = scored(j)
+    f, filtered = _filter_scored(j, check) if from_scores else filter_judgment(j, check)
     stats.paths_filtered += filtered
     if f.verdict is None:
         stats.no_label["no_majority"] += 1
@@ -91,6 +138,13 @@ def candidate(j: Judgment, check: str, stats: RefineStats, learn_ties: bool = Fa
     if f.verdict == "tie" and not learn_ties:
         stats.no_label["tie"] += 1
         return None
+    if from_scores:
+        chosen = _scored_examples(f, "major")
+        if not chosen:
+            stats.no_label["no_majority"] += 1
+            return None
+        stats.candidates += 1
+        return Candidate(f, chosen, _scored_examples(f, "minor"))
     stats.candidates += 1
     major = [s for s in f.samples if s.verdict == f.verdict]
     minor = [s for s in f.samples if s.verdict is not None and s.verdict != f.verdict]
@@ -108,8 +162,8 @@ def candidates(judgments: list[Judgment], check: str,
 
 def training_items(kept: list[tuple[Candidate, float]], stats: RefineStats):
     """(SFT examples, DPO pairs as (chosen example, rejected example, certainty)) of the confident candidates."""
-    sft = [c.chosen[o] for c, _ in kept for o in ORDERS]
-    dpo = [(c.chosen[o], c.rejected[o], w) for c, w in kept for o in ORDERS if o in c.rejected]
+    sft = [e for c, _ in kept for e in c.chosen.values()]
+    dpo = [(c.chosen[o], c.rejected[o], w) for c, w in kept for o in c.chosen if o in c.rejected]
     stats.confident = len(kept)
     stats.sft_examples, stats.dpo_pairs = len(sft), len(dpo)
     stats.mean_certainty_kept = sum(w for _, w in kept) / len(kept) if kept else 0.0

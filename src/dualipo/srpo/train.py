@@ -25,7 +25,7 @@ import torch
 from dualipo.config import RunConfig
 from dualipo.critic_training import (Example, batch_indices, load_trainable, mixed_batch, sequence_logprobs,
                                      sft_examples, sft_loss, train_loop)
-from dualipo.critics.prompts import parse_verdict
+from dualipo.critics import prompts
 from dualipo.critics.voting import Judgment
 from dualipo.losses import sequence_dpo_loss
 from dualipo.srpo.certainty import check_reference, keep, pce, rationale_rewards
@@ -50,7 +50,7 @@ def certainties(cfg: RunConfig, cands: list[Candidate]) -> list[float]:
     for path in (cfg.critic.path, ct.pce_reference):
         model, tok = load_model(replace(cfg.critic, path=path))
         critics.append(QwenVLCritic(model.float(), tok, cfg.critic, cfg.judging))
-    rewards = rationale_rewards(*critics, [c.chosen["AB"] for c in cands])
+    rewards = rationale_rewards(*critics, [next(iter(c.chosen.values())) for c in cands])
     return pce(rewards, ct.pce_beta).tolist()
 
 
@@ -68,7 +68,8 @@ def abstention_rate(critic, probe: list[Example]) -> float:
     if not probe:
         return 0.0
     outs = critic.answers([(e.text, e.videos) for e in probe], 1, critic.judging.chain_of_thought)
-    return sum(parse_verdict(o[0], "pairwise") is None for o in outs) / len(probe)
+    unparsed = [prompts.parse_verdict(o[0], prompts.mode_of(e.text)) is None for e, o in zip(probe, outs)]
+    return sum(unparsed) / len(probe)
 
 
 def refine_critic(cfg: RunConfig, judgments: list[Judgment], out: str | Path, seed_file: str | Path | None = None,
@@ -94,7 +95,7 @@ def refine_critic(cfg: RunConfig, judgments: list[Judgment], out: str | Path, se
     if ct.method == "sft" and ct.seed_mix > 0 and not seed:
         raise ValueError(f"critic_train.seed_mix={ct.seed_mix} needs the seed set (--seed-file / "
                          f"critic_train.seed_file); or set critic_train.seed_mix=0")
-    probe = [c.chosen["AB"] for c, _ in kept[:ct.probe_pairs]]
+    probe = [next(iter(c.chosen.values())) for c, _ in kept[:ct.probe_pairs] if c.chosen]
     probe = [Example(e.text, e.videos, "") for e in probe]
     trainable = load_trainable(cfg)
     trainable[0].eval()
