@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Re-seed the shipped small critic for the shipped base generator's videos (run it whenever the base changes):
+# Re-seed the small pairwise critic for the shipped base generator's videos (it was the shipped critic until
+# scripts/critic_small.sh made the pointwise one from it; it is now the test fixture tests/assets/critic_pairwise):
 # the base's own samples -> a 600-pair seed set labelled by the oracle with 10 % label noise (the shapes world's
 # stand-in for what a small team would label) -> a short cold start from the current critic (captions of renders
 # and samples, text-only comparisons, seed examples) -> K = 8 accuracy on 600 noise-free held-out pairs of the
 # base's samples of held-out prompts.
 #     scripts/critic_reseed.sh [WORKDIR]     (default: runs/critic_reseed; resumes where it stopped)
-# FROM=DIR starts from another critic (default: the shipped one). About 30 min on a 2-core CPU. Weights:
+# FROM=DIR starts from another critic (default: the pairwise critic itself). About 30 min on a 2-core CPU. Weights:
 # WORKDIR/cold/final/ (copy model.safetensors, config.json, generation_config.json, tokenizer*.json into
-# src/dualipo/assets/critic_small/). scripts/critic_small.sh makes a critic from nothing (the previous world).
+# tests/assets/critic_pairwise/). Its predecessor was made from nothing by the scripts/critic_small.sh of commit
+# 14df281 (the previous world).
 set -euo pipefail
 W=${1:-runs/critic_reseed}
-FROM=${FROM:-shipped}
+FROM=${FROM:-$(cd "$(dirname "$0")/.." && pwd)/tests/assets/critic_pairwise}
 D=${DUALIPO:-dualipo}
 mkdir -p "$W" && cd "$W"
 videos() { [ -f "$1/prompts.jsonl" ] || $D critic videos --out "$@"; }
@@ -24,6 +26,7 @@ $D critic cold-start --seed-file seed.jsonl --heldout heldout.jsonl --caption-vi
     critic_train.reasoning_examples=40000 critic_train.batch_size=40 critic_train.learning_rate=5e-4 \
     "critic_train.reasoning_dimensions=[consistency,motion,motion]" critic_train.warmup_steps=20 \
     critic_train.num_steps=${STEPS:-600} critic_train.eval_every=200 critic_train.checkpoint_every=100 \
-    critic_train.eval_pairs=100
-[ -f eval_k8.json ] || $D critic eval --pairs heldout.jsonl critic.path=cold/final > eval_k8.json
+    critic_train.eval_pairs=100 judging.pairs_from=comparison
+[ -f eval_k8.json ] || $D critic eval --pairs heldout.jsonl critic.path=cold/final judging.pairs_from=comparison \
+    > eval_k8.json
 echo "critic: $W/cold/final"

@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-# The tiny preset with the shipped small critic answering without reasoning: real models, seconds per stage, and
-# a critic that gives confident verdicts (the tiny random critic abstains on everything).
-TINY = ["--preset", "tiny", "critic.path=shipped", "critic.num_frames=8", "critic.image_size=48",
+# The tiny preset with a small real critic that compares two videos and answers without reasoning (the critic
+# shipped before the pointwise one, kept as a test fixture): real models, seconds per stage, and confident
+# verdicts even on the tiny random generator's noise (the tiny random critic abstains on everything).
+PAIRWISE_CRITIC = Path(__file__).resolve().parent / "assets" / "critic_pairwise"
+TINY = ["--preset", "tiny", f"critic.path={PAIRWISE_CRITIC}", "critic.num_frames=8", "critic.image_size=48",
         "judging.chain_of_thought=false", "sampling.videos_per_prompt=3"]
 P, N = 2, 3  # prompts per round, videos per prompt (tiny preset + TINY)
 BIN = Path(sys.executable).parent

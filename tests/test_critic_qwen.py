@@ -144,12 +144,13 @@ def test_oracle_backend(cfg, videos):
 
 
 def test_shipped_small_critic_answers_in_format(videos):
-    cfg = build_config("small", overrides=["critic.max_new_tokens=48"])
+    cfg = build_config("small")
     critic = build_critic(cfg)  # critic.path=shipped: the package's cold-started weights
     assert critic.model.config.vision_config.temporal_patch_size == 2
+    assert cfg.judging.pairs_from == "scores" and cfg.judging.describe_first
     j = critic.judge_many([(PROMPT, videos[0], videos[1], "alignment")], num_votes=1)[0]
-    assert len(j.samples) == 2 and j.abstentions == 0  # trained: both answers end in `Answer: X`
-    assert all(s.text.startswith("Video A shows") for s in j.samples)
+    assert [s.order for s in j.samples] == ["A", "B"] and j.abstentions == 0  # trained: `Answer: Good` etc.
+    assert all(s.text.startswith("The video shows") and s.verdict in ("Good", "Normal", "Bad") for s in j.samples)
 
 
 def test_pairs_from_scores_scores_each_distinct_video_once(cfg, videos):

@@ -397,7 +397,7 @@ def preset_small() -> RunConfig:
                     object_scale=1.5, num_train_prompts=146, num_eval_prompts=64,
                     web=WebCaptionConfig(colour=0.4, motion=0.3, count=0.2))
     return replace(c, world=world, critic=replace(c.critic, max_new_tokens=96),
-                   judging=replace(c.judging, describe_first=True),
+                   judging=replace(c.judging, describe_first=True, pairs_from="scores"),
                    critic_train=replace(c.critic_train, consistency="shapes"),
                    pairs=replace(c.pairs, strategy="all_confident"),
                    train=replace(c.train, beta=500.0, noise_range=(0.5, 1.0), batch_size=8, num_steps=300),

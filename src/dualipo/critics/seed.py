@@ -169,17 +169,21 @@ def oracle_seed_set(dirs: list[str | Path], n_pairs: int, dimensions: tuple[str,
     return out
 
 
-def rendered_seed_set(world, out: str | Path, n_pairs: int, noise: float, seed: int = 0) -> Path:
+def rendered_seed_set(world, out: str | Path, n_pairs: int, noise: float, seed: int = 0,
+                      pointwise: bool = False) -> Path:
     """The shapes world's stand-in for a human seed set: renders and corruptions of n_pairs / 2 train prompts
     (4 videos each) in OUT/videos, `n_pairs` oracle-labelled pairs with label noise in OUT/seed.jsonl (written
-    atomically, so an existing file is complete); returns that file, made once."""
+    atomically, so an existing file is complete); returns that file, made once. `pointwise`: every video labelled
+    on every dimension instead (Good / Normal / Bad), for a critic that judges pairs from pointwise scores."""
     from dualipo.critics.toy_videos import write_variants
     from dualipo.ledger import atomic_path
 
     path = Path(out) / "seed.jsonl"
     if not path.is_file():
         write_variants(world, Path(out) / "videos", max(1, n_pairs // 2), 4, "train", seed)
-        records = oracle_seed_set([Path(out) / "videos"], n_pairs, SEED_DIMENSIONS, noise, seed)
+        n_videos = max(1, n_pairs // 2) * 4
+        records = oracle_seed_set([Path(out) / "videos"], 0 if pointwise else n_pairs, SEED_DIMENSIONS, noise, seed,
+                                  pointwise=n_videos * len(SEED_DIMENSIONS) if pointwise else 0)
         with atomic_path(path) as tmp:
             write_seed(records, tmp)
     return path
