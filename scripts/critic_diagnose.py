@@ -5,7 +5,8 @@
 Prints JSON: decisive accuracy per dimension and per kind of difference (which of the oracle's dimensions differ
 by more than the tie margin between the two videos), the verdicts on ties, and, path by path, whether the
 critic's own descriptions were right (field by field, against the oracle's descriptions in the pair's reason)
-and whether its verdict followed them (the verdict its descriptions imply, `toy.reasoning.reasoned_verdict`).
+and whether its verdict followed them (the verdict its descriptions imply, `toy.reasoning.reasoned_verdict`;
+pairwise comparisons only: a pair judged from pointwise scores has its descriptions checked, not its verdicts).
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ def main(judgments_path: str, pairs_path: str) -> dict:
         true_b = Described.parse(truth[1].split(".")[0]) if len(truth) > 1 else None
         for s in j["samples"]:
             text = s["text"]
+            if s["order"] in ("A", "B"):  # a video scored on its own: only its description can be checked
+                got = Described.parse(text.removeprefix("The video shows ").split(".")[0])
+                true = true_a if s["order"] == "A" else true_b
+                if got is not None and true is not None:
+                    for f in FIELDS:
+                        field_hits[f].append(getattr(got, f) == getattr(true, f))
+                continue
             implied = reasoned_verdict(p["prompt"], p["dimension"], text)
             if s["order"] == "BA":
                 implied = swap_verdict(implied)

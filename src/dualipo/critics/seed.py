@@ -157,13 +157,19 @@ def oracle_seed_set(dirs: list[str | Path], n_pairs: int, dimensions: tuple[str,
         lab = label_pair(prompt, video(va), video(vb), dim, rng, noise, tie_margin)
         out.append(SeedRecord(prompt, (va, vb), dim, lab.label, lab.reason,
                               {"clean_label": lab.clean_label, "scores": list(lab.scores)}))
+    from dualipo.toy.oracle import score
+
     singles = [(p, v, d) for p in pool for v in pool[p] for d in dimensions]
+    scored: dict[tuple[str, str], object] = {}  # each video scored once against each prompt
     order = rng.permutation(len(singles))
     for i in tqdm(range(pointwise), desc="labelling seed videos", unit="label", disable=not pointwise):
         prompt, v, dim = singles[order[i % len(singles)]]
         if rng.random() < other_prompt:
             prompt = [p for p in pool if p != prompt][int(rng.integers(len(pool) - 1))] if len(pool) > 1 else prompt
-        lab = label_single(prompt, video(v), dim, rng, noise)
+        key = (prompt, v)
+        if key not in scored:
+            scored[key] = score(prompt, video(v))
+        lab = label_single(prompt, video(v), dim, rng, noise, scored=scored[key])
         out.append(SeedRecord(prompt, (v,), dim, lab.label, lab.reason,
                               {"clean_label": lab.clean_label, "scores": list(lab.scores)}))
     return out

@@ -77,9 +77,11 @@ def label_pair(prompt: str, a: Video, b: Video, dimension: str, rng: np.random.G
 
 
 def label_single(prompt: str, video: Video, dimension: str, rng: np.random.Generator,
-                 noise_rate: float = 0.1, good: float = 0.85, bad: float = 0.5) -> OracleLabel:
-    """Pointwise label: Good if the score is >= `good`, Bad if < `bad`, Normal between."""
-    s = score(prompt, video)
+                 noise_rate: float = 0.1, good: float = 0.85, bad: float = 0.5,
+                 scored: OracleScore | None = None) -> OracleLabel:
+    """Pointwise label: Good if the score is >= `good`, Bad if < `bad`, Normal between. `scored`: the oracle's
+    score of this video against this prompt, when the caller has it already (labelling several dimensions)."""
+    s = scored if scored is not None else score(prompt, video)
     v = s.get(dimension)
     clean = "Good" if v >= good else ("Bad" if v < bad else "Normal")
     label = _noisy(clean, POINT_LABELS, rng, noise_rate)
