@@ -141,6 +141,12 @@ def test_oracle_backend(cfg, videos):
                                                                               oracle_noise=1.0)))
     assert noisy.judge(PROMPT, videos[0], videos[0], "alignment").verdict in ("A", "B")
     assert oracle.score(PROMPT, videos[0], "motion").verdict in ("Good", "Normal", "Bad")
+    scores = build_critic(dataclasses.replace(cfg, critic=dataclasses.replace(cfg.critic, backend="oracle"),
+                                              judging=dataclasses.replace(cfg.judging, pairs_from="scores")))
+    still = render_prompt(PROMPT.replace("moving left", "staying still"), 0, cfg.world)  # the wrong motion
+    j = scores.judge(PROMPT, videos[0], still, "motion")  # one pointwise label each: Good against Bad
+    assert (j.verdict, j.votes, [s.order for s in j.samples]) == ("A", {"A": 1}, ["A", "B"])
+    assert [s.verdict for s in j.samples] == ["Good", "Bad"]
 
 
 def test_shipped_small_critic_answers_in_format(videos):

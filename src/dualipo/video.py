@@ -71,6 +71,17 @@ class Video:
         return self.num_frames / self.fps
 
 
+def video_name(video: "Video | str | os.PathLike[str]") -> str:
+    """How a judgment names a video: its path, or its shape for an in-memory clip."""
+    return str(video) if not isinstance(video, Video) else f"<video {video.num_frames}x{video.height}x{video.width}>"
+
+
+def video_key(video: "Video | str | os.PathLike[str]") -> str | int:
+    """A key that tells videos apart within one call: the path, or the object's identity for an in-memory clip
+    (in-memory clips of one shape share a name)."""
+    return str(video) if not isinstance(video, Video) else id(video)
+
+
 class VideoReadError(ValueError):
     """A video file is missing, unreadable, corrupt or holds no decodable frames."""
 

@@ -39,7 +39,7 @@ def build_critic(cfg: RunConfig) -> Critic:
         case "oracle":
             from dualipo.critics.oracle import OracleCritic
 
-            return OracleCritic(cfg.critic.oracle_noise)
+            return OracleCritic(cfg.critic.oracle_noise, cfg.judging.pairs_from)
         case _:
             raise ValueError(f"critic.backend: unknown backend {cfg.critic.backend!r}")
 

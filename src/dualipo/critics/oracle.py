@@ -12,16 +12,12 @@ import numpy as np
 import torch
 
 from dualipo.critics.prompts import target_text
-from dualipo.critics.voting import Judgment, judgment, make_sample
-from dualipo.video import Video, read_video
+from dualipo.critics.voting import Judgment, judgment, make_sample, pair_from_points
+from dualipo.video import Video, read_video, video_key, video_name
 
 
 def _video(v: Video | str | Path) -> Video:
     return v if isinstance(v, Video) else read_video(v)
-
-
-def _name(v: Video | str | Path) -> str:
-    return str(v) if not isinstance(v, Video) else f"<video {v.num_frames}x{v.height}x{v.width}>"
 
 
 def _rng() -> np.random.Generator:
@@ -29,10 +25,13 @@ def _rng() -> np.random.Generator:
 
 
 class OracleCritic:
-    def __init__(self, noise: float = 0.0):
+    """`pairs_from='scores'`: a pair is judged from the oracle's two pointwise labels (`voting.pair_from_points`),
+    the same pair selection as a critic judging that way (`judging.pairs_from`)."""
+
+    def __init__(self, noise: float = 0.0, pairs_from: str = "comparison"):
         if not 0.0 <= noise <= 1.0:
             raise ValueError(f"critic.oracle_noise must be in [0, 1], got {noise}")
-        self.noise = noise
+        self.noise, self.pairs_from = noise, pairs_from
 
     def judge(self, prompt: str, video_a, video_b, dimension: str) -> Judgment:
         return self.judge_many([(prompt, video_a, video_b, dimension)])[0]
@@ -46,11 +45,16 @@ class OracleCritic:
         apply (accepted for the `Critic` protocol)."""
         from dualipo.toy.seed_labels import label_pair
 
+        if self.pairs_from == "scores":
+            distinct = {(p, video_key(v), d): (p, v, d) for p, a, b, d in items for v in (a, b)}
+            scored = dict(zip(distinct, self.score_many(list(distinct.values()))))
+            return [pair_from_points(p, (video_name(a), video_name(b)), d, scored[p, video_key(a), d].samples,
+                                     scored[p, video_key(b), d].samples) for p, a, b, d in items]
         rng, out = _rng(), []
         for prompt, a, b, dimension in items:
             lab = label_pair(prompt, _video(a), _video(b), dimension, rng, self.noise)
             s = make_sample("AB", target_text(lab.reason, lab.label), lab.label)
-            out.append(judgment(prompt, (_name(a), _name(b)), dimension, "pairwise", [s]))
+            out.append(judgment(prompt, (video_name(a), video_name(b)), dimension, "pairwise", [s]))
         return out
 
     def score_many(self, items: Sequence[tuple], num_votes: int | None = None,
@@ -61,5 +65,5 @@ class OracleCritic:
         for prompt, video, dimension in items:
             lab = label_single(prompt, _video(video), dimension, rng, self.noise)
             s = make_sample("", target_text(lab.reason, lab.label), lab.label)
-            out.append(judgment(prompt, (_name(video),), dimension, "pointwise", [s]))
+            out.append(judgment(prompt, (video_name(video),), dimension, "pointwise", [s]))
         return out

@@ -19,7 +19,7 @@ from dualipo.config import CriticConfig, JudgingConfig
 from dualipo.critics import prompts
 from dualipo.critics.vision_inputs import VisionSpec, encode, load_frames, patchify
 from dualipo.critics.voting import Judgment, judgment, make_sample, pair_from_points
-from dualipo.video import Video
+from dualipo.video import Video, video_key, video_name
 
 log = logging.getLogger(__name__)
 SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "critic_small"
@@ -160,20 +160,21 @@ class QwenVLCritic:
         per_item: list[list] = [[] for _ in items]
         for (i, order), group in zip(keys, self.answers(rows, k, cot)):
             per_item[i] += [make_sample(order, t, prompts.parse_verdict(t, "pairwise")) for t in group]
-        return [judgment(p, (_name(a), _name(b)), d, "pairwise", s) for (p, a, b, d), s in zip(items, per_item)]
+        return [judgment(p, (video_name(a), video_name(b)), d, "pairwise", s)
+                for (p, a, b, d), s in zip(items, per_item)]
 
     def _pairs_from_scores(self, items, k: int, cot: bool) -> list[Judgment]:
-        distinct = {(p, _key(v), d): (p, v, d) for p, a, b, d in items for v in (a, b)}
+        distinct = {(p, video_key(v), d): (p, v, d) for p, a, b, d in items for v in (a, b)}
         scored = dict(zip(distinct, self.score_many(list(distinct.values()), k, cot)))
-        return [pair_from_points(p, (_name(a), _name(b)), d, scored[p, _key(a), d].samples,
-                                 scored[p, _key(b), d].samples) for p, a, b, d in items]
+        return [pair_from_points(p, (video_name(a), video_name(b)), d, scored[p, video_key(a), d].samples,
+                                 scored[p, video_key(b), d].samples) for p, a, b, d in items]
 
     def score_many(self, items: Sequence[tuple[str, VideoLike, str]], num_votes: int | None = None,
                    chain_of_thought: bool | None = None) -> list[Judgment]:
         k = num_votes or self.judging.num_votes
         cot = self.judging.chain_of_thought if chain_of_thought is None else chain_of_thought
         outs = self.answers([(prompts.point_prompt(p, d, cot), (v,)) for p, v, d in items], k, cot)
-        return [judgment(p, (_name(v),), d, "pointwise",
+        return [judgment(p, (video_name(v),), d, "pointwise",
                          [make_sample("", t, prompts.parse_verdict(t, "pointwise")) for t in group])
                 for (p, v, d), group in zip(items, outs)]
 
@@ -187,11 +188,11 @@ class QwenVLCritic:
         """
         if not (cot and self.judging.describe_first):
             return self.generate([t for t, _ in rows], [[self.visual(v) for v in vs] for _, vs in rows], k)
-        distinct = {_key(v): v for _, vs in rows for v in vs}
+        distinct = {video_key(v): v for _, vs in rows for v in vs}
         captions = self.generate([prompts.caption_prompt()] * len(distinct),
                                  [[self.visual(v)] for v in distinct.values()], k)
         desc = {key: [prompts.caption_description(c) for c in group] for key, group in zip(distinct, captions)}
-        starts = [prompts.described([desc[_key(v)][j] for v in vs]) for _, vs in rows for j in range(k)]
+        starts = [prompts.described([desc[video_key(v)][j] for v in vs]) for _, vs in rows for j in range(k)]
         paths = [row for row in rows for _ in range(k)]  # one row per reasoning path
         outs = self.generate([t + s for (t, _), s in zip(paths, starts)],
                              [[self.visual(v) for v in vs] for _, vs in paths], 1, do_sample=k > 1)
@@ -216,11 +217,3 @@ class QwenVLCritic:
         out = self.model.generate(**batch, **gen)
         decoded = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
         return [decoded[i * k:(i + 1) * k] for i in range(len(texts))]
-
-
-def _key(video: VideoLike) -> str | int:
-    return str(video) if not isinstance(video, Video) else id(video)
-
-
-def _name(video: VideoLike) -> str:
-    return str(video) if not isinstance(video, Video) else f"<video {video.num_frames}x{video.height}x{video.width}>"
