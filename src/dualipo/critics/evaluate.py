@@ -57,8 +57,8 @@ def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_
         samples += len(j.samples)
         abstained += j.abstentions
     verdicts = [j.verdict for j in judgments]
-    kept = [(j.verdict, r.label) for r, j in zip(pairs, judgments) if drop_reason(j, certainty_threshold) is None]
-    calibration = calibration_table(judgments, [r.label for r in pairs])
+    labels = [r.label for r in pairs]
+    kept = kept_figures(judgments, labels, certainty_threshold)
     return {
         "n": len(pairs), "num_votes": num_votes, "chain_of_thought": chain_of_thought,
         "accuracy": float(np.mean(hits)),
@@ -71,11 +71,11 @@ def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_
         "abstention_rate": abstained / max(samples, 1),
         "position_bias": float(np.mean(flips)) if flips else (0.0 if order_hits["AB"] else None),
         "mean_certainty": float(np.mean([j.certainty for j in judgments])),
-        "kept_share": len(kept) / len(pairs),
-        "kept_accuracy": float(np.mean([v == label for v, label in kept])) if kept else 0.0,
-        "kept_reversed": float(np.mean([label not in (v, "tie") for v, label in kept])) if kept else 0.0,
+        "kept_share": kept["kept_share"],
+        "kept_accuracy": kept["kept_accuracy"] or 0.0,
+        "kept_reversed": kept["kept_reversed"] or 0.0,
         "per_dimension": {d: round(float(np.mean(h)), 4) for d, h in sorted(per_dim.items())},
-        "calibration": calibration,
+        "calibration": calibration_table(judgments, labels),
         "label_counts": {k: int(v) for k, v in zip(*np.unique([r.label for r in pairs], return_counts=True))},
     }
 
@@ -83,18 +83,21 @@ def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
+def kept_figures(judgments, labels: list[str], threshold: float) -> dict:
+    """What the loop would keep at a certainty threshold (`preferences.drop_reason`): how many pairs and their
+    share, the kept accuracy (verdict == label) and the kept reversed (the label names the other video); the
+    last two None when nothing is kept."""
+    kept = [(j.verdict, label) for j, label in zip(judgments, labels) if drop_reason(j, threshold) is None]
+    return {"kept": len(kept), "kept_share": len(kept) / max(len(labels), 1),
+            "kept_accuracy": float(np.mean([v == lab for v, lab in kept])) if kept else None,
+            "kept_reversed": float(np.mean([lab not in (v, "tie") for v, lab in kept])) if kept else None}
+
+
 def calibration_table(judgments, labels: list[str], thresholds=THRESHOLDS) -> list[dict]:
-    """Per certainty threshold, what the loop would keep (`preferences.drop_reason`): the share of pairs kept,
-    the kept accuracy (verdict == label) and the kept reversed (the label names the other video). A calibrated
-    critic's kept accuracy rises with the threshold."""
-    rows = []
-    for t in thresholds:
-        kept = [(j.verdict, label) for j, label in zip(judgments, labels) if drop_reason(j, t) is None]
-        rows.append({"threshold": t, "kept": len(kept), "kept_share": round(len(kept) / max(len(labels), 1), 4),
-                     "kept_accuracy": round(float(np.mean([v == lab for v, lab in kept])), 4) if kept else None,
-                     "kept_reversed": round(float(np.mean([lab not in (v, "tie") for v, lab in kept])), 4)
-                     if kept else None})
-    return rows
+    """`kept_figures` per certainty threshold (rounded to 4 places). A calibrated critic's kept accuracy rises
+    with the threshold."""
+    return [{"threshold": t, **{k: v if v is None or k == "kept" else round(v, 4)
+                                for k, v in kept_figures(judgments, labels, t).items()}} for t in thresholds]
 
 
 CAPTION_FIELDS = ("objects", "motion", "background", "steadiness")
