@@ -211,7 +211,8 @@ class JudgingConfig(_Section):
                                "then the rationale starts from those descriptions (against copying the prompt)")
     pairs_from: str = opt("comparison", choices=("comparison", "scores"), doc="a pairwise verdict from one "
                           "comparison of both videos, or from scoring each video on its own (Good / Normal / Bad, K "
-                          "paths) and voting over the K x K comparisons of the scores (qwen_vl critic)")
+                          "paths) and voting over the K x K comparisons of the scores (the oracle critic: its two "
+                          "pointwise labels)")
     temperature: float = opt(0.8, ge=0)
     top_p: float = opt(1.0, gt=0, le=1)
     certainty_threshold: float = opt(0.5, ge=0, le=1, doc="keep a judgment for the generator's preference data if "

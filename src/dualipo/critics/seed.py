@@ -134,6 +134,7 @@ def oracle_seed_set(dirs: list[str | Path], n_pairs: int, dimensions: tuple[str,
     the pool (what a video that does not show its prompt looks like: most useful on clean renders). Records
     keep the oracle's noise-free verdict in `clean_label` (for held-out evaluation).
     """
+    from dualipo.toy.oracle import score
     from dualipo.toy.seed_labels import TIE_MARGIN, label_pair, label_single
     from dualipo.video import read_video
 
@@ -157,8 +158,6 @@ def oracle_seed_set(dirs: list[str | Path], n_pairs: int, dimensions: tuple[str,
         lab = label_pair(prompt, video(va), video(vb), dim, rng, noise, tie_margin)
         out.append(SeedRecord(prompt, (va, vb), dim, lab.label, lab.reason,
                               {"clean_label": lab.clean_label, "scores": list(lab.scores)}))
-    from dualipo.toy.oracle import score
-
     singles = [(p, v, d) for p in pool for v in pool[p] for d in dimensions]
     scored: dict[tuple[str, str], object] = {}  # each video scored once against each prompt
     order = rng.permutation(len(singles))
