@@ -92,3 +92,13 @@ def test_csv_import(video_dir, tmp_path):
                    f"a red circle,{vid[0]},{vid[1]},alignment,maybe,\n")
     with pytest.raises(ValueError, match="labels.csv:2: label 'maybe'"):
         import_seed(csv, tmp_path / "x.jsonl")
+
+
+def test_rendered_seed_set_pointwise_labels_every_video_on_every_dimension(tmp_path):
+    from dualipo.critics.seed import SEED_DIMENSIONS, rendered_seed_set
+
+    path = rendered_seed_set(build_config("tiny").world, tmp_path, n_pairs=2, noise=0.0, pointwise=True)
+    recs = load_seed(path)  # 1 prompt x 4 videos x 4 dimensions
+    assert len(recs) == 16 and all(r.mode == "pointwise" for r in recs)
+    assert {(r.videos, r.dimension) for r in recs} == {(r.videos, d) for r in recs for d in SEED_DIMENSIONS}
+    assert rendered_seed_set(build_config("tiny").world, tmp_path, 2, 0.0, pointwise=True) == path  # made once
