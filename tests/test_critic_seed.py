@@ -94,11 +94,15 @@ def test_csv_import(video_dir, tmp_path):
         import_seed(csv, tmp_path / "x.jsonl")
 
 
-def test_rendered_seed_set_pointwise_labels_every_video_on_every_dimension(tmp_path):
-    from dualipo.critics.seed import SEED_DIMENSIONS, rendered_seed_set
+def test_sampled_seed_set_labels_every_generator_sample_on_every_dimension(tmp_path):
+    from dualipo.critics.seed import SEED_DIMENSIONS, read_pool, sampled_seed_set
 
-    path = rendered_seed_set(build_config("tiny").world, tmp_path, n_pairs=2, noise=0.0, pointwise=True)
-    recs = load_seed(path)  # 1 prompt x 4 videos x 4 dimensions
-    assert len(recs) == 16 and all(r.mode == "pointwise" for r in recs)
+    cfg = build_config("tiny")
+    path = sampled_seed_set(cfg, tmp_path, n_videos=8, noise=0.0)  # 2 prompts x 4 samples x 4 dimensions
+    recs = load_seed(path)
+    assert len(recs) == 32 and all(r.mode == "pointwise" for r in recs)
     assert {(r.videos, r.dimension) for r in recs} == {(r.videos, d) for r in recs for d in SEED_DIMENSIONS}
-    assert rendered_seed_set(build_config("tiny").world, tmp_path, 2, 0.0, pointwise=True) == path  # made once
+    samples = read_pool(tmp_path / "videos")
+    assert len(samples) == 2 and all(len(v) == 4 for v in samples.values())
+    assert json.loads((tmp_path / "videos" / "prompts.jsonl").read_text().splitlines()[0])["variant"] == "generator"
+    assert sampled_seed_set(cfg, tmp_path, 8, 0.0) == path  # made once

@@ -174,24 +174,40 @@ def oracle_seed_set(dirs: list[str | Path], n_pairs: int, dimensions: tuple[str,
     return out
 
 
-def rendered_seed_set(world, out: str | Path, n_pairs: int, noise: float, seed: int = 0,
-                      pointwise: bool = False) -> Path:
+def rendered_seed_set(world, out: str | Path, n_pairs: int, noise: float, seed: int = 0) -> Path:
     """The shapes world's stand-in for a human seed set: renders and corruptions of n_pairs / 2 train prompts
     (4 videos each) in OUT/videos, `n_pairs` oracle-labelled pairs with label noise in OUT/seed.jsonl (written
-    atomically, so an existing file is complete); returns that file, made once. `pointwise`: every video labelled
-    on every dimension instead (Good / Normal / Bad), for a critic that judges pairs from pointwise scores."""
+    atomically, so an existing file is complete); returns that file, made once."""
     from dualipo.critics.toy_videos import write_variants
-    from dualipo.ledger import atomic_path
 
     path = Path(out) / "seed.jsonl"
     if not path.is_file():
         write_variants(world, Path(out) / "videos", max(1, n_pairs // 2), 4, "train", seed)
-        n_videos = max(1, n_pairs // 2) * 4
-        records = oracle_seed_set([Path(out) / "videos"], 0 if pointwise else n_pairs, SEED_DIMENSIONS, noise, seed,
-                                  pointwise=n_videos * len(SEED_DIMENSIONS) if pointwise else 0)
-        with atomic_path(path) as tmp:
-            write_seed(records, tmp)
+        _write_once(path, oracle_seed_set([Path(out) / "videos"], n_pairs, SEED_DIMENSIONS, noise, seed))
     return path
+
+
+def sampled_seed_set(cfg, out: str | Path, n_videos: int, noise: float, seed: int = 0) -> Path:
+    """The seed set of a critic that judges pairs from pointwise scores, as its own seed set was made
+    (`scripts/critic_small.sh`): 4 samples of the configured (base) generator for each of n_videos / 4 train
+    prompts in OUT/videos, every sample labelled by the oracle on every seed dimension (Good / Normal / Bad) with
+    label noise, in OUT/seed.jsonl (written atomically); returns that file, made once."""
+    from dualipo.critics.toy_videos import write_generator_samples
+
+    path = Path(out) / "seed.jsonl"
+    if not path.is_file():
+        n_prompts = max(1, n_videos // 4)
+        write_generator_samples(cfg, Path(out) / "videos", n_prompts, 4, "train", seed)
+        _write_once(path, oracle_seed_set([Path(out) / "videos"], 0, SEED_DIMENSIONS, noise, seed,
+                                          pointwise=n_prompts * 4 * len(SEED_DIMENSIONS)))
+    return path
+
+
+def _write_once(path: Path, records: list[SeedRecord]) -> None:
+    from dualipo.ledger import atomic_path
+
+    with atomic_path(path) as tmp:
+        write_seed(records, tmp)
 
 
 def _pick_dimension(prompt, a, b, dimensions, rng, focus: float, margin: float) -> str:

@@ -198,16 +198,17 @@ def critic_after(ctx: RunContext, k: int):
 
 def seed_set(ctx: RunContext) -> str | None:
     """The seed set mixed into refinement: `critic_train.seed_file`, or in the shapes world (the default prompt
-    pool) oracle-labelled renders and corruptions made once in RUN/seed/ (the oracle makes seed labels, as human
-    annotators would; it never judges the loop's videos), labelled pointwise for a critic that judges pairs from
-    pointwise scores. None when refinement mixes in no seed data."""
+    pool) made once in RUN/seed/ and labelled by the oracle (it makes seed labels, as human annotators would; it
+    never judges the loop's videos): pairs of renders and corruptions, or, for a critic that judges pairs from
+    pointwise scores, the base generator's own samples labelled pointwise (`critic_train.seed_pairs` of them). None when refinement mixes in no seed data."""
     ct = ctx.cfg.critic_train
     if ct.seed_mix == 0 or ct.method != "sft":
         return None
     if ct.seed_file:
         return ct.seed_file
     assert not ctx.cfg.rounds.prompt_file, "rounds.run_rounds refuses this before the run starts"
-    from dualipo.critics.seed import rendered_seed_set
+    from dualipo.critics.seed import rendered_seed_set, sampled_seed_set
 
-    return str(rendered_seed_set(ctx.cfg.world, ctx.run_dir / "seed", ct.seed_pairs, ct.seed_noise, ct.seed,
-                                 pointwise=ctx.cfg.judging.pairs_from == "scores"))
+    if ctx.cfg.judging.pairs_from == "scores":
+        return str(sampled_seed_set(ctx.cfg, ctx.run_dir / "seed", ct.seed_pairs, ct.seed_noise, ct.seed))
+    return str(rendered_seed_set(ctx.cfg.world, ctx.run_dir / "seed", ct.seed_pairs, ct.seed_noise, ct.seed))
