@@ -150,7 +150,7 @@ def oracle_seed_set(dirs: list[str | Path], n_pairs: int, dimensions: tuple[str,
     cache: dict[str, object] = {}
     video = lambda p: cache.setdefault(p, read_video(p))  # noqa: E731
     out = []
-    for _ in tqdm(range(n_pairs), desc="labelling seed pairs", unit="pair"):
+    for _ in tqdm(range(n_pairs), desc="labelling seed pairs", unit="pair", disable=not n_pairs):
         prompt = prompts[int(rng.integers(len(prompts)))]
         a, b = rng.choice(len(pool[prompt]), 2, replace=False)
         va, vb = pool[prompt][a], pool[prompt][b]
