@@ -121,6 +121,8 @@ def test_refinement_data_from_pairs_judged_on_pointwise_scores():
     assert j.verdict == "A" and j.votes == {"A": 6, "tie": 3}  # liar votes before filtering
     (c,), stats = candidates([j], "claim")
     assert stats.paths_filtered == 1 and c.judgment.votes == {"A": 4, "tie": 2}
+    (same,), _ = candidates([j], "shapes")  # the shapes check reads pairwise rationales: scores get the claim check
+    assert same.judgment.votes == c.judgment.votes
     assert set(c.chosen) == {"A", "B"} and c.chosen["A"].videos == ("a",) and c.chosen["B"].videos == ("b",)
     assert c.chosen["A"].target == good.text and c.chosen["B"].target == bad.text
     assert "How good is the video on motion?" in c.chosen["A"].text and "Video B:" not in c.chosen["A"].text

@@ -3,7 +3,7 @@
 A sampled reasoning path votes only if its verdict agrees with what its own reasoning says. Checks
 (`critic_train.consistency`):
 - `off`: every parseable path votes;
-- `claim`: the rationale's stated claim ('Video B is better ...') is the verdict of its answer line
+- `claim`: the rationale's stated claim ('Video B is better ...', 'Good on motion.') is the verdict of its answer line
   (`prompts.rationale_agrees`); works for any critic whose rationales state a claim in that form;
 - `shapes`: the shapes world's structured rationales: the verdict is the video whose own description
   ('Video A shows ...') shows more of what the prompt asks for on the judged dimension
@@ -15,7 +15,7 @@ Everything is in the path's own presentation order; the filtered judgment is re-
 from __future__ import annotations
 
 from dualipo.critics.prompts import rationale_agrees
-from dualipo.critics.voting import Judgment, Sample, judgment
+from dualipo.critics.voting import SCORED, Judgment, Sample, from_scores, judgment, pair_from_points
 
 CHECKS = ("off", "claim", "shapes")
 
@@ -26,8 +26,8 @@ def path_consistent(check: str, prompt: str, dimension: str, sample: Sample) -> 
         return False
     if check == "off":
         return True
-    if check == "claim":
-        return rationale_agrees(sample.text, sample.raw_verdict)
+    if check == "claim" or (check == "shapes" and sample.order not in ("AB", "BA")):
+        return rationale_agrees(sample.text, sample.raw_verdict)  # `shapes` reads pairwise rationales only
     if check == "shapes":
         from dualipo.toy.reasoning import CHECKED_DIMENSIONS, reasoned_verdict
 
@@ -39,9 +39,13 @@ def path_consistent(check: str, prompt: str, dimension: str, sample: Sample) -> 
 
 def filter_judgment(j: Judgment, check: str) -> tuple[Judgment, int]:
     """(the judgment re-voted over its consistent paths only, how many parseable paths were filtered out).
-    Pointwise judgments are only re-voted over parseable paths (the checks read pairwise rationales)."""
+    Pointwise judgments are left as they are (the checks read pairwise rationales); a pair judged from pointwise
+    scores is re-aggregated (`voting.pair_from_points`) over its consistent paths, each checked on its claim."""
     if j.mode != "pairwise" or check == "off":
         return j, 0
     keep = [s for s in j.samples if path_consistent(check, j.prompt, j.dimension, s)]
     filtered = sum(s.raw_verdict is not None for s in j.samples) - len(keep)
+    if from_scores(j):
+        a, b = ([s for s in keep if s.order == side] for side in SCORED)
+        return pair_from_points(j.prompt, j.videos, j.dimension, a, b), filtered
     return judgment(j.prompt, j.videos, j.dimension, j.mode, keep), filtered

@@ -108,6 +108,14 @@ def pair_from_points(prompt: str, videos: Sequence[str], dimension: str, samples
                     sum(s.verdict is None for s in samples))
 
 
+SCORED = ("A", "B")  # the sample orders of a pair judged from pointwise scores: video a's paths, video b's
+
+
+def from_scores(j: Judgment) -> bool:
+    """Whether a pairwise judgment was aggregated from pointwise scores (`pair_from_points`)."""
+    return j.mode == "pairwise" and bool(j.samples) and all(s.order in SCORED for s in j.samples)
+
+
 def position_flip(samples: Sequence[Sample]) -> bool | None:
     """Position bias of one judgment: True if the (a, b) and (b, a) majorities name the same *letter* (the
     verdict did not follow the swap), None if either order has no majority or the verdicts are ties."""

@@ -23,11 +23,9 @@ from dataclasses import asdict, dataclass, field
 from dualipo.critic_training import Example
 from dualipo.critics import prompts
 from dualipo.critics.consistency import filter_judgment
-from dualipo.critics.prompts import rationale_agrees
-from dualipo.critics.voting import Judgment, Sample, majority, pair_from_points, tally
+from dualipo.critics.voting import SCORED, Judgment, Sample, from_scores, majority, tally
 
 ORDERS = ("AB", "BA")
-SCORED = ("A", "B")  # the sample orders of a pair judged from pointwise scores: video a's paths, video b's
 
 
 @dataclass(frozen=True)
@@ -85,24 +83,6 @@ def most_frequent(samples: list[Sample], order: str) -> str | None:
     return None
 
 
-def scored(j: Judgment) -> bool:
-    """Whether a pairwise judgment was aggregated from pointwise scores (`voting.pair_from_points`)."""
-    return j.mode == "pairwise" and bool(j.samples) and all(s.order in SCORED for s in j.samples)
-
-
-def _filter_scored(j: Judgment, check: str) -> tuple[Judgment, int]:
-    """A pair judged from pointwise scores, re-aggregated over the paths whose verdict agrees with their own
-    rationale's claim ('Good on motion.'; the `shapes` check reads pairwise rationales, so it checks the claim
-    here too)."""
-    if check == "off":
-        return j, 0
-    keep = [s for s in j.samples if s.raw_verdict is not None and rationale_agrees(s.text, s.raw_verdict)]
-    filtered = sum(s.raw_verdict is not None for s in j.samples) - len(keep)
-    f = pair_from_points(j.prompt, j.videos, j.dimension, [s for s in keep if s.order == "A"],
-                         [s for s in keep if s.order == "B"])
-    return f, filtered
-
-
 def _scored_examples(f: Judgment, pick: str) -> dict[str, Example]:
     """Per video of a confident pair judged from pointwise scores: its most frequent rationale among its paths
     that agree with its own majority score (`pick='major'`) or disagree with it ('minor'), as a pointwise
@@ -129,8 +109,7 @@ def candidate(j: Judgment, check: str, stats: RefineStats, learn_ties: bool = Fa
     if j.mode != "pairwise":
         stats.no_label["pointwise"] += 1
         return None
-    from_scores = scored(j)
-    f, filtered = _filter_scored(j, check) if from_scores else filter_judgment(j, check)
+    f, filtered = filter_judgment(j, check)
     stats.paths_filtered += filtered
     if f.verdict is None:
         stats.no_label["no_majority"] += 1
@@ -138,7 +117,7 @@ def candidate(j: Judgment, check: str, stats: RefineStats, learn_ties: bool = Fa
     if f.verdict == "tie" and not learn_ties:
         stats.no_label["tie"] += 1
         return None
-    if from_scores:
+    if from_scores(j):
         chosen = _scored_examples(f, "major")
         if not chosen:
             stats.no_label["no_majority"] += 1
