@@ -30,6 +30,18 @@ def critic(cfg):
     return build_critic(cfg)
 
 
+def record_generate(critic) -> list[tuple[list[str], int]]:
+    """Make this critic instance record (texts, K) of every `generate` call in the returned list."""
+    calls, original = [], critic.generate
+
+    def recording(texts, vids, n, **kw):
+        calls.append((texts, n))
+        return original(texts, vids, n, **kw)
+
+    critic.generate = recording
+    return calls
+
+
 def test_patchify_layout():
     spec = VisionSpec(patch_size=8, temporal_patch_size=2, merge_size=2, num_frames=4, image_size=32)
     frames = torch.randint(0, 255, (4, 48, 48, 3), dtype=torch.uint8)
@@ -64,18 +76,8 @@ def test_two_step_judging_describes_each_video_without_the_prompt(cfg, videos):
     writes the verdicts; path j of both orders starts from the same j-th descriptions, in slot order."""
     two_step = dataclasses.replace(cfg, judging=dataclasses.replace(cfg.judging, describe_first=True))
     critic = build_critic(two_step)
-    k, calls = cfg.judging.num_votes, []
-    original = critic.generate
-
-    def recording(texts, vids, n, **kw):
-        calls.append((texts, n))
-        return original(texts, vids, n, **kw)
-
-    critic.generate = recording
-    try:
-        j = critic.judge(PROMPT, videos[0], videos[1], "motion")
-    finally:
-        critic.generate = original
+    k, calls = cfg.judging.num_votes, record_generate(critic)
+    j = critic.judge(PROMPT, videos[0], videos[1], "motion")
     (captions, k1), (verdicts, k2) = calls
     assert (len(captions), k1) == (2, k) and all(PROMPT not in t and "Describe" in t for t in captions)
     assert (len(verdicts), k2) == (2 * k, 1) and all(PROMPT in t for t in verdicts)
@@ -164,14 +166,7 @@ def test_pairs_from_scores_scores_each_distinct_video_once(cfg, videos):
     pairs (a video in two pairs is scored once); K x K comparison votes per pair, no presentation orders."""
     scored = dataclasses.replace(cfg, judging=dataclasses.replace(cfg.judging, pairs_from="scores"))
     critic = build_critic(scored)
-    k, calls = cfg.judging.num_votes, []
-    original = critic.generate
-
-    def recording(texts, vids, n, **kw):
-        calls.append((texts, n))
-        return original(texts, vids, n, **kw)
-
-    critic.generate = recording
+    k, calls = cfg.judging.num_votes, record_generate(critic)
     third = render_prompt(PROMPT, 2, cfg.world)
     js = critic.judge_many([(PROMPT, videos[0], videos[1], "motion"), (PROMPT, videos[0], third, "motion")])
     assert len(calls) == 1 and len(calls[0][0]) == 3 and calls[0][1] == k
