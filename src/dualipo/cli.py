@@ -249,9 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", required=True, help="JSONL with prompt, chosen, rejected (video paths)")
     p.add_argument("--out", required=True, help="output directory (adapter, metrics.jsonl, checkpoints)")
     p.set_defaults(func=cmd_train)
+    from dualipo.annotate.command import add_annotate_command
     from dualipo.critics.commands import add_critic_commands
 
     add_critic_commands(sub, _config_args, _load)
+    add_annotate_command(sub, _config_args, _load)
     return parser
 
 

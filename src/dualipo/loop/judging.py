@@ -35,13 +35,16 @@ def _units(ctx: RunContext, k: int) -> list[dict]:
     for r in rows:
         by_prompt.setdefault(r["prompt_id"], []).append(r["path"])
     prompts = dict(ctx.pool)
-    pairwise = ctx.cfg.judging.mode == "pairwise"
-    units = []
-    for pos, (pid, paths) in enumerate(by_prompt.items()):
-        combos = itertools.combinations(paths, 2) if pairwise else ((p, "") for p in paths)
-        wanted = [(d, a, b) for a, b in combos for d in ctx.cfg.judging.dimensions]
-        units.append({"pos": pos, "prompt_id": pid, "prompt": prompts[pid], "wanted": wanted})
-    return units
+    return [{"pos": pos, "prompt_id": pid, "prompt": prompts[pid],
+             "wanted": wanted_judgments(paths, ctx.cfg.judging.mode, ctx.cfg.judging.dimensions)}
+            for pos, (pid, paths) in enumerate(by_prompt.items())]
+
+
+def wanted_judgments(paths: list[str], mode: str, dimensions) -> list[tuple[str, str, str]]:
+    """The judgments one prompt's videos need, as (dimension, a, b): every pair (pairwise mode) or every video
+    (pointwise, b = "") on every dimension. The annotation app offers humans the same items."""
+    combos = itertools.combinations(paths, 2) if mode == "pairwise" else ((p, "") for p in paths)
+    return [(d, a, b) for a, b in combos for d in dimensions]
 
 
 def judge_stage(ctx: RunContext, k: int) -> tuple[str, str]:
