@@ -8,6 +8,7 @@ import sqlite3
 
 import pytest
 
+from browser_util import chromium_path
 from rounds_util import TINY, cli
 
 EVIL_PROMPT = '<script>alert("prompt")</script> a red circle & "friends"'
@@ -86,22 +87,8 @@ def test_report_errors(tmp_path):
     assert p.returncode == 2 and "holds no run ledger" in p.stderr
 
 
-def _chromium():
-    """Debian's chromium and the playwright package, or the reason the browser test cannot run."""
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        return None, "no chromium on PATH (Debian: apt-get install -y chromium; .ci/run installs it as root)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return None, "the playwright package is not installed (pip install -e '.[dev]')"
-    return path, ""
-
-
 def test_report_loads_in_a_browser(run, tmp_path):
-    path, why = _chromium()
-    if path is None:
-        pytest.skip(why)
+    path = chromium_path()
     from playwright.sync_api import sync_playwright
 
     problems = []
