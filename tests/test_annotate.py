@@ -81,6 +81,11 @@ def test_items_from_a_run_ledger_are_the_rounds_judgments(videos, tmp_path):
     assert root == run and len(items) == 2 * 3 and {it.dimension for it in items} == {"alignment"}
     _, items = items_from_run(run, 1, mode="pointwise", dimensions=("overall", "motion"))
     assert len(items) == 6 * 2
+    ledger = Ledger.open(run)
+    ledger.set_meta("config", json.dumps({"judging": {**cfg["judging"], "pairs_from": "scores"}}))
+    ledger.close()
+    _, items = items_from_run(run, 1)  # a critic judging pairs from scores learns from pointwise labels
+    assert len(items) == 6 and {it.mode for it in items} == {"pointwise"}
     with pytest.raises(ValueError, match="no sampled videos in round 2"):
         items_from_run(run, 2)
 
@@ -283,3 +288,15 @@ def test_stats_through_the_cli(videos, tmp_path):
     assert "x vs y: agreement 1.000 on 1 shared items" in p.stderr
     p = cli(["annotate", "--videos", str(videos)], tmp_path, check=False)
     assert p.returncode == 2 and "needs --out" in p.stderr
+
+
+def test_a_real_runs_items_are_the_pairs_its_critic_judged(tmp_path):
+    cli(["run", "--preset", "tiny", "--out", "r", "rounds.num_rounds=1", "sampling.videos_per_prompt=3"], tmp_path)
+    run = tmp_path / "r"
+    _, items = items_from_run(run, 1)
+    ledger = Ledger.open(run, readonly=True)
+    prompts = dict(ledger.prompts())
+    judged = {item_id(prompts[r["prompt_id"]], (run / r["video_a"], run / r["video_b"]), r["dimension"])
+              for r in ledger.judgments(1)}
+    ledger.close()
+    assert len(judged) == 2 * 3 and {it.id for it in items} == judged

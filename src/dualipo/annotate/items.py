@@ -80,7 +80,7 @@ def _dedup(items: list[Item]) -> list[Item]:
 def items_from_run(run_dir: str | Path, round_: int = 1, seed: int = 0, mode: str | None = None,
                    dimensions=None) -> tuple[Path, list[Item]]:
     """The pairs (or videos) the run's critic judges in round `round_`, from its ledger (its judging mode and
-    dimensions unless given)."""
+    dimensions unless given; pointwise when it judges pairs from pointwise scores, as the small preset does)."""
     from dualipo.ledger import Ledger
     from dualipo.loop.judging import wanted_judgments
 
@@ -98,7 +98,8 @@ def items_from_run(run_dir: str | Path, round_: int = 1, seed: int = 0, mode: st
     by_prompt: dict[str, list[str]] = {}
     for r in rows:
         by_prompt.setdefault(r["prompt_id"], []).append(str(run_dir / r["path"]))
-    mode = mode or judging.get("mode", "pairwise")
+    if mode is None:  # a critic that judges pairs from pointwise scores learns from pointwise labels
+        mode = "pointwise" if judging.get("pairs_from") == "scores" else judging.get("mode", "pairwise")
     dims = tuple(dimensions or judging.get("dimensions", ("overall",)))
     items = [make_item(prompts[pid], (a, b) if b else (a,), d, seed)
              for pid, paths in by_prompt.items() for d, a, b in wanted_judgments(paths, mode, dims)]
