@@ -19,7 +19,7 @@ from dualipo.critics.toy_videos import write_variants
 from dualipo.ledger import Ledger
 from dualipo.toy.seed_labels import label_pair
 from dualipo.video import read_video
-from rounds_util import cli
+from rounds_util import TINY, cli
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +134,8 @@ def test_malformed_labels_get_422_and_nothing_is_written(videos, app_for, tmp_pa
                        ).status_code == 422
     assert client.post("/api/skip", json={"item": "nope", "session": "s"}).status_code == 422
     assert client.get("/api/next").status_code == 422  # no session
+    assert client.get("/api/next", params={"session": "../x"}).status_code == 422
+    assert client.get("/api/next", params={"session": "s", "annotator": "<i>"}).status_code == 422
     assert not (tmp_path / "labels.jsonl").exists() or (tmp_path / "labels.jsonl").read_text() == ""
 
 
@@ -243,6 +245,11 @@ def test_a_restarted_server_resumes_and_a_second_one_is_refused(videos, tmp_path
         c.post("/api/label", json={"item": v["item"], "label": "A", "annotator": "x", "session": "new"})
     store.close()
     assert sorted(done + seen) == sorted(it.id for it in items)
+    full = (tmp_path / "labels.jsonl").read_text()
+    (tmp_path / "labels.jsonl").write_text(full + '{"prompt": "torn by a cr')  # a crash in mid-append
+    store = LabelStore(tmp_path / "labels.jsonl")
+    assert len(store.records) == len(items) and (tmp_path / "labels.jsonl").read_text() == full
+    store.close()
 
 
 def _record(path: Path, prompt, a, b, label, annotator):
@@ -286,6 +293,9 @@ def test_stats_through_the_cli(videos, tmp_path):
     s = json.loads(p.stdout)
     assert s["between_annotators"][0]["agreement"] == 1.0 and set(s["with_reference"]) == {"x", "y"}
     assert "x vs y: agreement 1.000 on 1 shared items" in p.stderr
+    p = cli(["annotate", "--stats", str(labels), "--against", "critic", *TINY], tmp_path)  # the real small critic
+    s = json.loads(p.stdout)
+    assert s["with_reference"]["x"]["shared"] == 1 and s["with_reference"]["x"] == s["with_reference"]["y"]
     p = cli(["annotate", "--videos", str(videos)], tmp_path, check=False)
     assert p.returncode == 2 and "needs --out" in p.stderr
 

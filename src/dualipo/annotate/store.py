@@ -1,7 +1,8 @@
 """The labels file: JSONL in the seed format (`dualipo critic import` / `critic cold-start` read it as is), written
 so that no label is ever lost or duplicated.
 
-- Each label is one appended line, flushed and fsynced before the request returns; an undo rewrites the file
+- Each label is one appended line, flushed and fsynced before the request returns (a line torn by a crash
+  mid-append was never acknowledged, and is cut off when the file is read back); an undo rewrites the file
   without the label through a temporary file, fsync and rename. All of it under one lock, so concurrent requests
   (two browser tabs) neither interleave nor duplicate.
 - One annotator labels an item once: a second label for the same (item, annotator) is refused.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import threading
 import time
@@ -23,6 +25,8 @@ from dualipo.annotate.items import Item, item_id
 from dualipo.critics.seed import SeedRecord, validate
 from dualipo.jsonl import read_jsonl
 from dualipo.ledger import fsync_dir
+
+log = logging.getLogger(__name__)
 
 
 class DuplicateLabel(Exception):
@@ -41,10 +45,25 @@ class LabelStore:
             self._lockfile.close()
             raise ValueError(f"another annotation server is writing {self.path} (it holds {self._lockfile.name})")
         self.records: list[tuple[str, dict]] = []  # (item id, record) for every line of the file, in order
+        self._drop_torn_tail()
         if self.path.is_file():
             for n, rec in read_jsonl(self.path, "labels file"):
                 r = validate(rec, f"{self.path}:{n}", self.path.parent, check_files=False)
                 self.records.append((rec.get("item") or item_id(r.prompt, r.videos, r.dimension), rec))
+
+    def _drop_torn_tail(self) -> None:
+        """A crash in the middle of an append leaves a last line without its newline: that label was never
+        acknowledged (the request had not returned), so it is cut off, not read back half-written."""
+        if not self.path.is_file():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data[:data.rfind(b"\n") + 1]
+            log.warning("%s: dropping an unfinished last line (%d bytes) left by an interrupted write", self.path,
+                        len(data) - len(keep))
+            with self.path.open("r+b") as f:
+                f.truncate(len(keep))
+                os.fsync(f.fileno())
 
     def close(self) -> None:
         fcntl.flock(self._lockfile, fcntl.LOCK_UN)
