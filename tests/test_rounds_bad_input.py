@@ -70,6 +70,17 @@ def test_a_half_created_run_directory_is_refused(tmp_path, capsys):
     assert rc == 2 and "not empty" in out.err
 
 
+def test_a_ledger_that_is_not_a_database_and_an_out_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "ledger.sqlite").write_text("this is not a database\n" * 200)
+    _resume_refused(capsys, tmp_path / "run", "is not a run ledger that can be read (file is not a database)")
+    assert main(["report", str(tmp_path / "run")]) == 2
+    assert "is not a run ledger that can be read" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    rc, out = _run(capsys, "--preset", "tiny", "--out", str(tmp_path / "file"))
+    assert rc == 2 and "is a file, not a directory" in out.err
+
+
 def test_a_critic_that_only_abstains_ends_the_round_without_training(tmp_path, capsys, caplog):
     # the tiny preset's critic has random weights: no answer parses, every vote is an abstention
     rc, out = _run(capsys, "--preset", "tiny", "--out", str(tmp_path / "run"))

@@ -123,6 +123,12 @@ def test_train_cli_on_a_pair_file(tmp_path):
     (tmp_path / "other.jsonl").write_text(lines[0] + "\n")
     stale = subprocess.run(cmd[:5] + ["other.jsonl", "--out", "run"], cwd=tmp_path, capture_output=True, text=True)
     assert stale.returncode == 2 and "another pair file" in stale.stderr
+    assert (tmp_path / "run/config.json").is_file()
+    (tmp_path / "bad.mp4").write_text("not a video")
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"prompt": PROMPTS[0], "chosen": "bad.mp4", "rejected": "c0.mp4"}))
+    undecodable = subprocess.run(cmd[:5] + ["bad.jsonl", "--out", "run3"], cwd=tmp_path, capture_output=True, text=True)
+    assert undecodable.returncode == 2 and "bad.mp4: cannot decode video" in undecodable.stderr
+    assert not (tmp_path / "run3").exists()  # no config.json left behind
 
 
 def test_sft_trains_on_the_chosen_items_only(cache, tmp_path):

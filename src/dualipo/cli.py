@@ -55,11 +55,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from dualipo.trainer import train_from_pair_file
 
-    cfg = _load(args)
-    out = Path(args.out)
-    save_config(cfg, out / "config.json")
-    adapter = train_from_pair_file(cfg, args.pairs, out)
-    print(f"wrote {adapter} and {out / 'metrics.jsonl'}")
+    adapter = train_from_pair_file(_load(args), args.pairs, args.out)
+    print(f"wrote {adapter} and {Path(args.out) / 'metrics.jsonl'}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:

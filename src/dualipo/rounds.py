@@ -94,7 +94,9 @@ def _open_run(run_dir: Path, cfg: RunConfig, pool: list, base_id: str, resume: b
             p.unlink()
         log.info("resuming %s%s", run_dir, f" (removed {len(stale)} unfinished temporary files)" if stale else "")
     else:
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ValueError(f"--out {run_dir} is a file, not a directory; choose a new --out")
+        if run_dir.exists() and any(run_dir.iterdir()):
             hint = "pass --resume to continue it" if (run_dir / LEDGER).is_file() else "choose a new --out"
             raise ValueError(f"run directory {run_dir} already exists and is not empty; {hint}")
         try:

@@ -29,7 +29,7 @@ from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from dualipo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from dualipo.config import TrainConfig
+from dualipo.config import TrainConfig, save_config
 from dualipo.generators import Generator
 from dualipo.losses import denoising_loss, diffusion_dpo_loss, diffusion_kto_loss
 
@@ -268,4 +268,5 @@ def train_from_pair_file(cfg, pairs_path: str | Path, out_dir: str | Path) -> Pa
         out.mkdir(parents=True, exist_ok=True)
         cache.save(cache_path)
         source.write_text(digest)
+    save_config(cfg, out / "config.json")  # only once the pairs' videos are read: a bad input leaves OUT as it was
     return train_generator(gen, cache, cfg.train, out)
