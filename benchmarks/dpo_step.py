@@ -72,10 +72,11 @@ def child(arch: str, variant: str, steps: int, pairs: int) -> dict:
         return per_sample_mse(m(hidden_states=noisy, encoder_hidden_states=emb, timestep=t, return_dict=False)[0],
                               target)
 
-    times = []
+    phases = {"policy_forward": [], "reference_forward": [], "backward_and_step": [], "step": []}
     for _ in range(steps + 1):  # the first step warms up
-        start = time.perf_counter()
+        t0 = time.perf_counter()
         err = errors(model)
+        t1 = time.perf_counter()
         with torch.no_grad():
             if reference is None:
                 model.disable_adapters()
@@ -85,13 +86,17 @@ def child(arch: str, variant: str, steps: int, pairs: int) -> dict:
                     model.enable_adapters()
             else:
                 ref = errors(reference)
+        t2 = time.perf_counter()
         loss, _ = diffusion_dpo_loss(err[:pairs], err[pairs:], ref[:pairs], ref[pairs:], beta=5000.0)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
+        t3 = time.perf_counter()
+        for k, v in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+            phases[k].append(v)
+    median = {k: sorted(v[1:])[len(v[1:]) // 2] for k, v in phases.items()}
     n_params = sum(p.numel() for p in model.parameters())
-    return {"seconds_per_step": sorted(times[1:])[len(times[1:]) // 2], "peak_rss_gb":
+    return {"seconds_per_step": median.pop("step"), "seconds_per_phase": median, "peak_rss_gb":
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "params": n_params}
 
 
