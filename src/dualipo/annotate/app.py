@@ -61,7 +61,7 @@ class Queue:
     """Which item each tab sees next: not labelled by its annotator, not leased to another tab, skipped last."""
 
     def __init__(self, items: list[Item], store: LabelStore):
-        self.items, self.store = items, store
+        self.items, self.store, self.ids = items, store, {it.id for it in items}
         self.leases: dict[str, tuple[str, float]] = {}  # item id -> (session, expiry)
         self.skipped: dict[str, list[str]] = {}  # session -> item ids, oldest first
         self.lock = threading.RLock()  # the endpoints run in a thread pool
@@ -94,8 +94,7 @@ class Queue:
             del self.leases[iid]
 
     def progress(self, annotator: str) -> dict:
-        ids = {it.id for it in self.items}
-        return {"labelled": len(self.store.labelled(annotator) & ids), "total": len(self.items)}
+        return {"labelled": len(self.store.labelled(annotator) & self.ids), "total": len(self.items)}
 
 
 def create_app(items: list[Item], store: LabelStore, root: str | Path, token: str = "") -> FastAPI:
