@@ -133,12 +133,12 @@ def create_app(items: list[Item], store: LabelStore, root: str | Path, token: st
         it = by_id.get(body.item)
         if it is None:
             raise HTTPException(422, f"unknown item {body.item!r}")
-        if body.label not in it.options:
-            raise HTTPException(422, f"label {body.label!r} is not one of {'|'.join(it.options)}")
         try:
             rec = store.add(it, body.label, body.reason, body.annotator, body.session)
         except DuplicateLabel as e:
             raise HTTPException(409, str(e)) from None
+        except ValueError as e:  # a label that is not one of the item's options
+            raise HTTPException(422, str(e)) from None
         with queue.lock:
             queue.leases.pop(it.id, None)
         return {"stored": rec, **queue.progress(body.annotator)}
