@@ -8,7 +8,16 @@ Architectures: `small` (the small preset's Wan transformer) and `wan1.3b` (Wan2.
 transformer config, random weights, nothing downloaded) at 9 frames of 64x64 (latents 16 x 3 x 8 x 8) with
 gradient checkpointing. Prints JSON; `memory_ratio` and `time_ratio` are adapter / copy for wan1.3b.
 
-    python benchmarks/dpo_step.py [--archs small wan1.3b] [--steps 3] [--pairs 2]
+The variants run in alternating order (adapter, copy, copy, adapter, ... for `--repeats`), so a drift of the
+machine's speed during the run (the first process of a run is often the slower) falls on both alike; each
+variant's time is the median over all its timed steps.
+
+Model FLOPs utilisation (`mfu`): the FLOPs of one step counted exactly by `torch.utils.flop_counter` with
+gradient checkpointing off (model FLOPs: policy forward, its backward, reference forward; the recomputation
+that checkpointing adds is not counted), divided by the step's time and by this machine's measured fp32 matmul
+peak at the same thread count (`peak_gflops`: the best of a few 2048^3 `torch.mm`).
+
+    python benchmarks/dpo_step.py [--archs small wan1.3b] [--steps 3] [--pairs 2] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import resource
 import subprocess
 import sys
 import time
+from statistics import median
 
 WAN_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
                 out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
@@ -50,6 +60,7 @@ def child(arch: str, variant: str, steps: int, pairs: int) -> dict:
     import torch
     from peft import LoraConfig
 
+    from dualipo.generators.base import adapters_disabled, lora_layers
     from dualipo.losses import diffusion_dpo_loss, per_sample_mse
 
     model, latent_shape, text_shape = build(arch)
@@ -57,6 +68,7 @@ def child(arch: str, variant: str, steps: int, pairs: int) -> dict:
     reference = copy.deepcopy(model).eval() if variant == "copy" else None
     model.add_adapter(LoraConfig(r=8, lora_alpha=8, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
     params = [p for n, p in model.named_parameters() if "lora_" in n]
+    layers = lora_layers(model)
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=1e-4)
@@ -72,18 +84,14 @@ def child(arch: str, variant: str, steps: int, pairs: int) -> dict:
         return per_sample_mse(m(hidden_states=noisy, encoder_hidden_states=emb, timestep=t, return_dict=False)[0],
                               target)
 
-    phases = {"policy_forward": [], "reference_forward": [], "backward_and_step": [], "step": []}
-    for _ in range(steps + 1):  # the first step warms up
+    def step() -> tuple[float, float, float]:
         t0 = time.perf_counter()
         err = errors(model)
         t1 = time.perf_counter()
         with torch.no_grad():
             if reference is None:
-                model.disable_adapters()
-                try:
+                with adapters_disabled(layers):  # what DiffusersGenerator.reference_mode() does
                     ref = errors(model)
-                finally:
-                    model.enable_adapters()
             else:
                 ref = errors(reference)
         t2 = time.perf_counter()
@@ -91,13 +99,61 @@ def child(arch: str, variant: str, steps: int, pairs: int) -> dict:
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        t3 = time.perf_counter()
-        for k, v in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
-            phases[k].append(v)
-    median = {k: sorted(v[1:])[len(v[1:]) // 2] for k, v in phases.items()}
-    n_params = sum(p.numel() for p in model.parameters())
-    return {"seconds_per_step": median.pop("step"), "seconds_per_phase": median, "peak_rss_gb":
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "params": n_params}
+        return t1 - t0, t2 - t1, time.perf_counter() - t2
+
+    phases = {"policy_forward": [], "reference_forward": [], "backward_and_step": []}
+    for i in range(steps + 1):  # the first step warms up
+        for k, v in zip(phases, step()):
+            if i:
+                phases[k].append(v)
+    per_step = [sum(v) for v in zip(*phases.values())]
+    flops = _model_flops(model, step)
+    seconds = median(per_step)
+    peak = _matmul_peak_gflops()
+    return {"seconds_per_step": seconds, "seconds_per_phase": {k: median(v) for k, v in phases.items()},
+            "seconds_per_timed_step": per_step, "model_gflops_per_step": flops / 1e9, "peak_gflops": peak,
+            "mfu": flops / seconds / (peak * 1e9), "threads": torch.get_num_threads(),
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "params": sum(p.numel() for p in model.parameters())}
+
+
+def _model_flops(model, step) -> float:
+    """FLOPs of one step with gradient checkpointing off (no recomputation counted), by torch's flop counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    checkpointing = model.is_gradient_checkpointing
+    model.disable_gradient_checkpointing()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            step()
+    finally:
+        if checkpointing:
+            model.enable_gradient_checkpointing()
+    return float(counter.get_total_flops())
+
+
+def _matmul_peak_gflops(n: int = 2048, tries: int = 5) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = float("inf")
+    for _ in range(tries):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def _combine(runs: list[dict]) -> dict:
+    """One variant's processes: medians over all timed steps and phases; the largest peak RSS."""
+    steps = [x for r in runs for x in r["seconds_per_timed_step"]]
+    phases = {k: median(r["seconds_per_phase"][k] for r in runs) for k in runs[0]["seconds_per_phase"]}
+    seconds = median(steps)
+    flops, peak = runs[0]["model_gflops_per_step"], max(r["peak_gflops"] for r in runs)
+    return {"seconds_per_step": seconds, "seconds_per_phase": phases, "seconds_per_process":
+            [r["seconds_per_step"] for r in runs], "model_gflops_per_step": flops, "peak_gflops": peak,
+            "mfu": flops / seconds / peak, "threads": runs[0]["threads"],
+            "peak_rss_gb": max(r["peak_rss_gb"] for r in runs), "params": runs[0]["params"]}
 
 
 def main() -> None:
@@ -105,18 +161,23 @@ def main() -> None:
     ap.add_argument("--archs", nargs="+", default=["small", "wan1.3b"])
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--pairs", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2, help="processes per variant, in alternating order")
     ap.add_argument("--child", nargs=2, metavar=("ARCH", "VARIANT"))
     a = ap.parse_args()
     if a.child:
         print(json.dumps(child(*a.child, a.steps, a.pairs)))
         return
-    out = {"steps": a.steps, "pairs": a.pairs, "frames": 9, "baseline": "separate frozen copy as reference"}
+    out = {"steps": a.steps, "pairs": a.pairs, "repeats": a.repeats, "frames": 9,
+           "baseline": "separate frozen copy as reference"}
     for arch in a.archs:
-        res = {}
-        for variant in ("adapter", "copy"):
-            cmd = [sys.executable, __file__, "--child", arch, variant, "--steps", str(a.steps),
-                   "--pairs", str(a.pairs)]
-            res[variant] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        runs = {"adapter": [], "copy": []}
+        for r in range(a.repeats):
+            for variant in ("adapter", "copy") if r % 2 == 0 else ("copy", "adapter"):
+                cmd = [sys.executable, __file__, "--child", arch, variant, "--steps", str(a.steps),
+                       "--pairs", str(a.pairs)]
+                runs[variant].append(json.loads(subprocess.run(cmd, check=True, capture_output=True,
+                                                                text=True).stdout))
+        res = {variant: _combine(rs) for variant, rs in runs.items()}
         res["memory_ratio"] = res["adapter"]["peak_rss_gb"] / res["copy"]["peak_rss_gb"]
         res["time_ratio"] = res["adapter"]["seconds_per_step"] / res["copy"]["seconds_per_step"]
         out[arch] = res

@@ -33,6 +33,28 @@ def fixed_batches(n_items: int, batch_size: int) -> list[range]:
     return [range(s, min(s + batch_size, n_items)) for s in range(0, n_items, batch_size)]
 
 
+def lora_layers(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """The peft tuner layers (LoRA-wrapped linears) inside `module`, in module order."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
+
+
+@contextlib.contextmanager
+def adapters_disabled(layers: Sequence[torch.nn.Module]) -> Iterator[None]:
+    """Inside: every layer of `layers` computes its base layer only (the reference model); re-enabled on exit,
+    even if the body raises. What diffusers' `disable_adapters()` / `enable_adapters()` do per layer, without
+    their walk over every module and their package-version check on each call (measured in
+    `benchmarks/dpo_step.py`: that overhead is what made the reference forward slower than a frozen copy's)."""
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
+
+
 class DiffusersGenerator:
     """A diffusers text-to-video pipeline plus the methods training needs. Subclasses set `pipeline_class`."""
 
@@ -40,6 +62,7 @@ class DiffusersGenerator:
 
     def __init__(self, pipe, g: GeneratorConfig, fps: float) -> None:
         self.pipe, self.cfg, self.fps = pipe, g, fps
+        self._lora_layers: list[torch.nn.Module] | None = None  # found on first reference_mode()
         self.pipe.set_progress_bar_config(disable=True)
         for m in (pipe.vae, pipe.text_encoder):
             m.requires_grad_(False).eval()
@@ -159,6 +182,7 @@ class DiffusersGenerator:
             if seed is not None:
                 torch.manual_seed(seed)
             self.transformer.add_adapter(config, adapter_name=adapter_name)
+        self._lora_layers = None
 
     def lora_parameters(self) -> list[torch.nn.Parameter]:
         return [p for n, p in self.transformer.named_parameters() if "lora_" in n and p.requires_grad]
@@ -177,12 +201,14 @@ class DiffusersGenerator:
             raise ValueError(f"no LoRA file at {file}; expected a {LORA_FILE} written by save_lora")
         self.transformer.load_lora_adapter(str(file.parent), weight_name=file.name, adapter_name=adapter_name,
                                            prefix=None)
+        self._lora_layers = None
 
     def merge_lora(self) -> None:
         """Fold the active adapters into the base weights and drop them (moves the reference forward)."""
         self._require_adapters("merge_lora")
         self.transformer.fuse_lora()
         self.transformer.unload_lora()
+        self._lora_layers = None
 
     def _require_adapters(self, what: str) -> None:
         if not getattr(self.transformer, "_hf_peft_config_loaded", False):
@@ -192,11 +218,10 @@ class DiffusersGenerator:
     def reference_mode(self) -> Iterator[None]:
         """Inside: the reference model (adapters disabled). The adapters are re-enabled even if the body raises."""
         self._require_adapters("reference_mode")
-        self.transformer.disable_adapters()
-        try:
+        if self._lora_layers is None:
+            self._lora_layers = lora_layers(self.transformer)
+        with adapters_disabled(self._lora_layers):
             yield
-        finally:
-            self.transformer.enable_adapters()
 
     # --------------------------------------------------------------------------------------- backend hooks
     def normalize(self, raw_BCFHW: torch.Tensor) -> torch.Tensor:
