@@ -154,6 +154,8 @@ def test_lora_round_trip_merge_and_reference_mode(backend, tmp_path):
             with gen.reference_mode():
                 raise RuntimeError("boom")
         torch.testing.assert_close(gen.denoising_errors(lat, emb, t, noise), policy, rtol=0, atol=0)
+    n_lora = len(gen.lora_parameters())
+    assert n_lora and all(p.requires_grad for p in gen.lora_parameters())  # trainable again after the reference
 
     path = gen.save_lora(tmp_path / "lora")
     assert path.suffix == ".safetensors"
@@ -161,9 +163,18 @@ def test_lora_round_trip_merge_and_reference_mode(backend, tmp_path):
     other.load_lora(tmp_path / "lora")
     with torch.no_grad():
         torch.testing.assert_close(other.denoising_errors(lat, emb, t, noise), policy, rtol=0, atol=0)
+        with other.reference_mode():  # finds the loaded adapter's layers; merge_lora must forget them
+            torch.testing.assert_close(other.denoising_errors(lat, emb, t, noise), base, rtol=0, atol=0)
         other.merge_lora()
         torch.testing.assert_close(other.denoising_errors(lat, emb, t, noise), policy, rtol=1e-5, atol=1e-6)
     assert not other.lora_parameters()
+    other.add_lora(seed=1)  # a new adapter after a merge: the reference is the merged model
+    _perturb_lora(other)
+    with torch.no_grad():
+        assert not torch.allclose(other.denoising_errors(lat, emb, t, noise), policy)
+        with other.reference_mode():
+            torch.testing.assert_close(other.denoising_errors(lat, emb, t, noise), policy, rtol=1e-5, atol=1e-6)
+    assert len(other.lora_parameters()) == n_lora
     with pytest.raises(ValueError, match="no LoRA file"):
         other.load_lora(tmp_path / "missing")
 
