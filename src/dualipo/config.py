@@ -162,7 +162,8 @@ class CriticConfig(_Section):
     `path`: "" builds a random model from the architecture fields below (with an offline tokenizer), "shipped"
     loads the package's cold-started small critic, anything else is a local transformers directory.
     """
-    backend: str = opt("qwen_vl", choices=("qwen_vl", "oracle"))
+    backend: str = opt("qwen_vl", choices=("qwen_vl", "vllm", "oracle"), doc="vllm = the same Qwen-VL critic "
+                       "served by vLLM (pip install 'dualipo[vllm]'; CUDA), for judging at scale")
     path: str = opt("shipped", doc="'' = random from config, 'shipped' = bundled small critic, "
                                "else a local directory")
     arch: str = opt("qwen2_vl", choices=("qwen2_vl", "qwen2_5_vl"), doc="model class when built from config")
@@ -188,6 +189,10 @@ class CriticConfig(_Section):
                                    "better than 8 (the whole clip in one Conv3d patch); see assets/critic_small")
     spatial_merge_size: int = opt(2, ge=1)
     init_seed: int = opt(0, ge=0)
+    vllm_tensor_parallel: int = opt(1, ge=1, doc="backend=vllm: GPUs one vLLM engine shards the critic over")
+    vllm_gpu_memory: float = opt(0.9, gt=0, le=1, doc="backend=vllm: share of each GPU's memory the engine takes "
+                                 "(weights + KV cache); lower it when the generator shares the GPU")
+    vllm_max_model_len: int = opt(0, ge=0, doc="backend=vllm: longest request in tokens (0 = the model's)")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 `judge(prompt, video_a, video_b, dimension)` -> pairwise Judgment (verdict A / B / tie, certainty);
 `score(prompt, video, dimension)` -> pointwise Judgment (Good / Normal / Bad). Videos are `Video` objects or
-mp4 paths. Backends: `qwen_vl` (transformers Qwen2-VL / Qwen2.5-VL) and `oracle` (shapes-world oracle).
+mp4 paths. Backends: `qwen_vl` (transformers Qwen2-VL / Qwen2.5-VL), `vllm` (the same critic served by vLLM, optional:
+`pip install 'dualipo[vllm]'`; prompts, parsing and votes shared, `critics.requests`) and `oracle` (shapes-world
+oracle).
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ def build_critic(cfg: RunConfig) -> Critic:
 
             model, tok = load_model(cfg.critic)
             return QwenVLCritic(model, tok, cfg.critic, cfg.judging)
+        case "vllm":
+            from dualipo.critics.vllm_backend import load_critic
+
+            return load_critic(cfg)
         case "oracle":
             from dualipo.critics.oracle import OracleCritic
 

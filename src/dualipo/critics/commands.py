@@ -61,8 +61,8 @@ def cmd_eval(cfg: RunConfig, args: argparse.Namespace) -> None:
     from dualipo.critics.evaluate import evaluate_pairs
     from dualipo.critics.seed import load_seed
 
-    if cfg.critic.backend != "qwen_vl":
-        raise ValueError("critic eval needs critic.backend=qwen_vl")
+    if cfg.critic.backend not in ("qwen_vl", "vllm"):
+        raise ValueError(f"critic eval needs critic.backend=qwen_vl or vllm, got {cfg.critic.backend!r}")
     if cfg.critic_train.num_threads:
         torch.set_num_threads(cfg.critic_train.num_threads)
     records = load_seed(args.pairs)[: args.limit or None]

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from dualipo.config import CriticConfig, JudgingConfig
-from dualipo.critics import prompts
+from dualipo.critics.requests import VotingCritic
 from dualipo.critics.vision_inputs import VisionSpec, encode, load_frames, patchify
-from dualipo.critics.voting import Judgment, judgment, make_sample, pair_from_points
-from dualipo.video import Video, video_key, video_name
+from dualipo.video import Video
 
 log = logging.getLogger(__name__)
 SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "critic_small"
@@ -117,8 +115,9 @@ def save_model(model, tokenizer, out: str | Path, dtype: str = "float16") -> Pat
     return out
 
 
-class QwenVLCritic:
-    """The `Critic` protocol on a Qwen-VL model."""
+class QwenVLCritic(VotingCritic):
+    """The `Critic` protocol on a Qwen-VL model through transformers (`requests.VotingCritic` builds the requests
+    and votes; this class turns videos into patches and texts into answers)."""
 
     def __init__(self, model, tokenizer, critic: CriticConfig, judging: JudgingConfig):
         self.model, self.tokenizer, self.cfg, self.judging = model, tokenizer, critic, judging
@@ -134,70 +133,6 @@ class QwenVLCritic:
         if key is not None:
             self._cache[key] = out
         return out
-
-    def judge(self, prompt: str, video_a: VideoLike, video_b: VideoLike, dimension: str) -> Judgment:
-        return self.judge_many([(prompt, video_a, video_b, dimension)])[0]
-
-    def score(self, prompt: str, video: VideoLike, dimension: str) -> Judgment:
-        return self.score_many([(prompt, video, dimension)])[0]
-
-    def judge_many(self, items: Sequence[tuple[str, VideoLike, VideoLike, str]],
-                   num_votes: int | None = None, chain_of_thought: bool | None = None,
-                   both_orders: bool | None = None) -> list[Judgment]:
-        """Pairwise judgments of many (prompt, a, b, dimension), batched (see `answers`); with
-        `judging.pairs_from=scores`, from pointwise scores of each distinct (prompt, video, dimension)
-        (`voting.pair_from_points`; `both_orders` does not apply)."""
-        k = num_votes or self.judging.num_votes
-        cot = self.judging.chain_of_thought if chain_of_thought is None else chain_of_thought
-        if self.judging.pairs_from == "scores":
-            return self._pairs_from_scores(items, k, cot)
-        both = self.judging.both_orders if both_orders is None else both_orders
-        rows, keys = [], []
-        for i, (prompt, a, b, dim) in enumerate(items):
-            for order in ("AB", "BA") if both else ("AB",):
-                rows.append((prompts.pair_prompt(prompt, dim, cot), (a, b) if order == "AB" else (b, a)))
-                keys.append((i, order))
-        per_item: list[list] = [[] for _ in items]
-        for (i, order), group in zip(keys, self.answers(rows, k, cot)):
-            per_item[i] += [make_sample(order, t, prompts.parse_verdict(t, "pairwise")) for t in group]
-        return [judgment(p, (video_name(a), video_name(b)), d, "pairwise", s)
-                for (p, a, b, d), s in zip(items, per_item)]
-
-    def _pairs_from_scores(self, items, k: int, cot: bool) -> list[Judgment]:
-        distinct = {(p, video_key(v), d): (p, v, d) for p, a, b, d in items for v in (a, b)}
-        scored = dict(zip(distinct, self.score_many(list(distinct.values()), k, cot)))
-        return [pair_from_points(p, (video_name(a), video_name(b)), d, scored[p, video_key(a), d].samples,
-                                 scored[p, video_key(b), d].samples) for p, a, b, d in items]
-
-    def score_many(self, items: Sequence[tuple[str, VideoLike, str]], num_votes: int | None = None,
-                   chain_of_thought: bool | None = None) -> list[Judgment]:
-        k = num_votes or self.judging.num_votes
-        cot = self.judging.chain_of_thought if chain_of_thought is None else chain_of_thought
-        outs = self.answers([(prompts.point_prompt(p, d, cot), (v,)) for p, v, d in items], k, cot)
-        return [judgment(p, (video_name(v),), d, "pointwise",
-                         [make_sample("", t, prompts.parse_verdict(t, "pointwise")) for t in group])
-                for (p, v, d), group in zip(items, outs)]
-
-    def answers(self, rows: Sequence[tuple[str, Sequence[VideoLike]]], k: int, cot: bool) -> list[list[str]]:
-        """K answers per (chat text, videos in slot order), all rows in ONE batched `generate` call.
-
-        Two-step judging (`judging.describe_first`, CoT only): first every distinct video is described K times
-        without the prompt (one more batched call), then reasoning path j of a row starts with the j-th
-        descriptions of its videos (`prompts.described`) and the critic writes the comparison and verdict. The
-        prompt is not in view while the videos are described, so it cannot be copied into the descriptions.
-        """
-        if not (cot and self.judging.describe_first):
-            return self.generate([t for t, _ in rows], [[self.visual(v) for v in vs] for _, vs in rows], k)
-        distinct = {video_key(v): v for _, vs in rows for v in vs}
-        captions = self.generate([prompts.caption_prompt()] * len(distinct),
-                                 [[self.visual(v)] for v in distinct.values()], k)
-        desc = {key: [prompts.caption_description(c) for c in group] for key, group in zip(distinct, captions)}
-        starts = [prompts.described([desc[video_key(v)][j] for v in vs]) for _, vs in rows for j in range(k)]
-        paths = [row for row in rows for _ in range(k)]  # one row per reasoning path
-        outs = self.generate([t + s for (t, _), s in zip(paths, starts)],
-                             [[self.visual(v) for v in vs] for _, vs in paths], 1, do_sample=k > 1)
-        texts = [s + o[0] for s, o in zip(starts, outs)]
-        return [texts[i * k:(i + 1) * k] for i in range(len(rows))]
 
     def inputs(self, texts: list[str], videos: list[list], targets: list[str] | None = None) -> dict:
         """Model inputs (`vision_inputs.encode`) in the model's dtype and on its device."""

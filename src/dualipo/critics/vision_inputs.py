@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -59,11 +60,11 @@ def load_frames(video: Video | str | Path, spec: VisionSpec) -> torch.Tensor:
     return torch.from_numpy(sample_frames(v, spec.num_frames).frames.copy())
 
 
-def patchify(frames_THWC: torch.Tensor, spec: VisionSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 (T, H, W, 3) -> patches (N, 3 * tps * ps * ps) and grid_thw (1, 3)."""
-    ps, tps, ms = spec.patch_size, spec.temporal_patch_size, spec.merge_size
+def resize(frames_THWC: torch.Tensor, spec: VisionSpec) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float (T, 3, H', W') in [0, 1] at the critic's input size: a square of side
+    `spec.image_size` rounded to a multiple of patch x merge, or `smart_resize` of the input size (bicubic)."""
+    factor = spec.patch_size * spec.merge_size
     v = frames_THWC.permute(0, 3, 1, 2).float() / 255.0
-    factor = ps * ms
     if spec.image_size:
         side = max(factor, round(spec.image_size / factor) * factor)
         size = (side, side)
@@ -71,7 +72,20 @@ def patchify(frames_THWC: torch.Tensor, spec: VisionSpec) -> tuple[torch.Tensor,
         size = smart_resize(v.shape[2], v.shape[3], factor, spec.min_pixels, spec.max_pixels)
     if tuple(v.shape[2:]) != size:
         v = F.interpolate(v, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
-    v = (v - MEAN) / STD
+    return v
+
+
+def resized_uint8(frames_THWC: torch.Tensor, spec: VisionSpec) -> np.ndarray:
+    """The frames `patchify` sees, as uint8 (T, H', W', 3) (rounded): the input of a backend that runs the
+    model's own processor (vLLM), so that processor has nothing left to resize."""
+    v = resize(frames_THWC, spec).mul(255.0).round().to(torch.uint8)
+    return v.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def patchify(frames_THWC: torch.Tensor, spec: VisionSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (T, H, W, 3) -> patches (N, 3 * tps * ps * ps) and grid_thw (1, 3)."""
+    ps, tps, ms = spec.patch_size, spec.temporal_patch_size, spec.merge_size
+    v = (resize(frames_THWC, spec) - MEAN) / STD
     if pad := -v.shape[0] % tps:
         v = torch.cat([v, v[-1:].expand(pad, -1, -1, -1)])
     T, C, H, W = v.shape
