@@ -67,7 +67,7 @@ def _directory_spec(root: Path) -> dict[str, tuple]:
             raise ValueError(f"{root / 'model_index.json'} names no {comp!r} component")
         lib, cls_name = index[comp]
         config = _read_json(root / comp / "config.json")
-        spec[comp] = (lib, cls_name, config if lib == "diffusers" else (config["model_type"], config))
+        spec[comp] = (lib, cls_name, config if lib == "diffusers" else (config.pop("model_type"), config))
     return spec
 
 
