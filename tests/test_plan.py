@@ -12,7 +12,7 @@ from dualipo import published
 from dualipo.cli import main
 from dualipo.config import build_config
 from dualipo.plan import PlanConfig, make_plan
-from dualipo.plan_models import _build_component, critic_arch, gen_arch, numel
+from dualipo.plan_models import build_component, critic_arch, gen_arch, numel
 
 
 @pytest.mark.parametrize("backend", ["wan", "cogvideox"])
@@ -135,7 +135,7 @@ def test_cli_json_mixes_options_and_overrides(capsys):
                                                   ("cogvideox-5b", 5_570_283_072, 5.57e9),
                                                   ("wan2.1-t2v-1.3b", 1_418_996_800, 1.42e9)])
 def test_published_generators_build_on_meta(name, expected, known):
-    n = numel(_build_component(*published.GENERATORS[name]["transformer"]))
+    n = numel(build_component(*published.GENERATORS[name]["transformer"]))
     assert n == expected and abs(n - known) / known < 0.01
 
 

@@ -116,7 +116,8 @@ def training_stage(cfg: RunConfig, p: PlanConfig, a: GenArch, gc: GenCost, mods:
     b = _act_bytes(cfg.generator.dtype, t.mixed_precision)
     act = pm.train_activation_bytes(a, gc.s_v, cfg.generator.text_max_len, videos * t.batch_size // p.gpus, b,
                                     p.gradient_checkpointing)
-    optim = 16 * a.params["lora"]  # fp32 adapter, its gradient and two AdamW moments
+    optim = 4 * BYTES[cfg.generator.dtype] * a.params["lora"]  # adapter (the model's dtype: diffusers' add_adapter
+    # does not upcast it), its gradient and two AdamW moments
     hours = (t.num_steps * _sec(step, p) + _sec(encode, p)) / p.gpus / 3600
     return _stage("generator training", {**_gen_params(a), "lora (trained)": a.params["lora"]},
                   gc.weights + optim + act, {"weights": gc.weights, "adapter + optimizer": optim, "activations": act},

@@ -41,11 +41,12 @@ def lora_params(module: torch.nn.Module, rank: int, targets: tuple[str, ...] | s
 
 
 # ------------------------------------------------------------------------------------------ generator
-def _build_component(lib: str, cls_name: str, config: Any) -> torch.nn.Module:
+def build_component(lib: str, cls_name: str, config: Any, device: str = "meta") -> torch.nn.Module:
+    """One component from (library, class name, config); random weights unless on `meta`."""
     import diffusers
     import transformers
 
-    with torch.device("meta"):
+    with torch.device(device):
         if lib == "diffusers":
             return getattr(diffusers, cls_name).from_config(config)
         model_type, values = config
@@ -97,7 +98,7 @@ def generator_modules(cfg: RunConfig, published_name: str = "") -> tuple[dict[st
             raise ValueError(f"published generator {name!r} is a {entry['backend']} model but generator.backend="
                              f"{g.backend!r}")
         spec, source = {c: entry[c] for c in COMPONENTS}, f"published {name} ({g.path} does not exist here)"
-    return {c: _build_component(*spec[c]) for c, _ in spec.items()}, source
+    return {c: build_component(*spec[c]) for c, _ in spec.items()}, source
 
 
 @dataclass(frozen=True)
