@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_critic_commands(sub, _config_args, _load)
     add_annotate_command(sub, _config_args, _load)
+    from dualipo.plan import add_plan_command
+
+    add_plan_command(sub, _config_args, _load)
     return parser
 
 

@@ -89,12 +89,15 @@ def mixed_batch(step: int, main: list, aux: Sequence[tuple[list, float]], batch_
     return picked
 
 
+LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"  # the critic's LoRA: attention of the LM
+
+
 def _apply_lora(model, cfg: RunConfig):
     from peft import LoraConfig, get_peft_model
 
     ct = cfg.critic_train
     lc = LoraConfig(r=ct.lora_rank, lora_alpha=ct.lora_alpha, init_lora_weights="gaussian",
-                    target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)")
+                    target_modules=LORA_TARGETS)
     return get_peft_model(model, lc)
 
 
