@@ -6,9 +6,10 @@
 - Each optimizer step draws its samples, noise and timesteps from an RNG seeded by (seed, step, sample), so a
   resumed run, and any split of the same global batch into micro-batches (gradient accumulation) or processes,
   sees exactly the same data: resume reproduces the uninterrupted run.
-- `accelerate` provides the device, mixed precision and the process group. Data parallelism is explicit: each
-  process takes its slice of the step's samples and LoRA gradients are averaged across processes before the
-  optimizer step (what DDP does, without wrapping the model, so `reference_mode()` keeps working).
+- `accelerate` provides the device, mixed precision, the process group and the engine (`dualipo.engines`): each
+  process takes its slice of the step's samples; under plain data parallelism LoRA gradients are averaged across
+  processes before the optimizer step (what DDP does, without wrapping the model, so `reference_mode()` keeps
+  working); under FSDP2 or DeepSpeed ZeRO `accelerator.prepare` shards the transformer in place.
 - Checkpoints (adapter, optimizer, scheduler, step) are written as one unit, atomically; a non-finite loss
   stops training with `TrainingDiverged` and leaves the last good checkpoint in place.
 """
@@ -28,8 +29,9 @@ from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
-from dualipo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from dualipo.checkpoint import latest_checkpoint
 from dualipo.config import TrainConfig, save_config
+from dualipo.engines import make_engine
 from dualipo.generators import Generator
 from dualipo.losses import denoising_loss, diffusion_dpo_loss, diffusion_kto_loss
 
@@ -176,15 +178,14 @@ def train_generator(gen: Generator, cache: LatentCache, cfg: TrainConfig, out_di
         gen.pipe.to(acc.device)
     if not gen.lora_parameters():
         gen.add_lora(seed=cfg.seed)
-    params = gen.lora_parameters()
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    engine = make_engine(acc)
+    log.info("training engine: %s, %d process(es)", engine.name, world)
+    optimizer = engine.prepare(gen, torch.optim.AdamW(gen.lora_parameters(), lr=cfg.learning_rate, weight_decay=0.0),
+                               cfg)
+    params = gen.lora_parameters()  # after prepare: FSDP2 replaces them with sharded ones
     scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=cfg.warmup_steps,
                               num_training_steps=cfg.num_steps)
-    start = 0
-    ckpt = latest_checkpoint(out / "checkpoints")
-    if ckpt is not None:
-        start, _ = load_checkpoint(ckpt, gen.transformer, optimizer, scheduler)
-        log.info("resumed from %s at step %d", ckpt, start)
+    start = engine.load(out / "checkpoints", gen, optimizer, scheduler)
     metrics_path = out / "metrics.jsonl"
     if acc.is_main_process:
         _truncate_metrics(metrics_path, start)
@@ -198,40 +199,36 @@ def train_generator(gen: Generator, cache: LatentCache, cfg: TrainConfig, out_di
         for micro in range(cfg.grad_accum):
             base = micro * cfg.batch_size + rank * per_proc
             slots = list(range(base, base + per_proc))
-            with acc.autocast():
+            with engine.autocast():
                 loss, m = _batch_loss(gen, cache, cfg, step, slots, items, real, acc.device)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"non-finite loss {loss.item()} at step {step}; last good checkpoint: "
                                        f"{latest_checkpoint(out / 'checkpoints')}")
-            (loss / cfg.grad_accum).backward()
+            engine.backward(loss, micro, cfg.grad_accum)
             m["loss"] = float(loss.detach())
             step_metrics.append(m)
-        grads = [p.grad for p in params if p.grad is not None]
-        if world > 1:
-            for grad in grads:
-                grad.copy_(acc.reduce(grad, reduction="mean"))
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+        lr = scheduler.get_last_lr()[0]
+        grad_norm = engine.clip(params, cfg.max_grad_norm)
         if not math.isfinite(grad_norm):
             raise TrainingDiverged(f"non-finite gradient norm at step {step}; last good checkpoint: "
                                    f"{latest_checkpoint(out / 'checkpoints')}")
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
+        engine.step(optimizer)
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
         averaged = _average(step_metrics)
         if world > 1:  # log the global batch, not rank 0's share
             keys = sorted(averaged)
-            averaged = dict(zip(keys, acc.reduce(torch.tensor([averaged[k] for k in keys]), "mean").tolist()))
+            averaged = dict(zip(keys, acc.reduce(torch.tensor([averaged[k] for k in keys], device=acc.device), "mean").tolist()))
         record = {"step": step + 1, **averaged, "grad_norm": grad_norm, "lr": lr}
         if acc.is_main_process:
             with metrics_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record.get('implicit_acc', 0):.2f}")
-            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.num_steps:
-                save_checkpoint(out / "checkpoints", step + 1, gen.transformer, optimizer, scheduler)
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.num_steps:
+            engine.save(out / "checkpoints", step + 1, gen, optimizer, scheduler)
         acc.wait_for_everyone()
-    adapter = gen.save_lora(out) if acc.is_main_process else out
+    adapter = engine.save_adapter(gen, out)
     acc.wait_for_everyone()
+    engine.finish()
     return adapter
 
 
