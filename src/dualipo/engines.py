@@ -222,7 +222,8 @@ def save_lora_state(gen, weights: dict[str, torch.Tensor], directory: Path) -> P
     from dualipo.generators.base import LORA_FILE
 
     layers = get_peft_model_state_dict(gen.transformer, state_dict=weights, adapter_name="default")
-    meta = {k: list(v) if isinstance(v, set) else v for k, v in gen.transformer.peft_config["default"].to_dict().items()}
+    config = gen.transformer.peft_config["default"].to_dict()
+    meta = {k: list(v) if isinstance(v, set) else v for k, v in config.items()}
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in layers.items()}, str(directory / LORA_FILE),

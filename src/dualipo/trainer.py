@@ -157,6 +157,39 @@ def _average(acc: list[dict]) -> dict:
     return {k: sum(m[k] for m in acc if k in m) / sum(k in m for m in acc) for k in sorted(keys)}
 
 
+def _train_step(gen: Generator, cache: LatentCache, cfg: TrainConfig, step: int, engine, params: list, optimizer,
+                n_real: int, ckpt_root: Path) -> dict:
+    """One optimizer step on this process's slice of every micro-batch of the global batch; returns its metrics
+    record (the global batch's averages). The caller steps the LR scheduler."""
+    acc = engine.acc
+    rank, per_proc = acc.process_index, cfg.batch_size // acc.num_processes
+    items, real = _step_items(cfg, step, len(cache), n_real)
+    step_metrics = []
+    for micro in range(cfg.grad_accum):
+        base = micro * cfg.batch_size + rank * per_proc
+        slots = list(range(base, base + per_proc))
+        with engine.autocast():
+            loss, m = _batch_loss(gen, cache, cfg, step, slots, items, real, acc.device)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"non-finite loss {loss.item()} at step {step}; last good checkpoint: "
+                                   f"{latest_checkpoint(ckpt_root)}")
+        engine.backward(loss, micro, cfg.grad_accum)
+        m["loss"] = float(loss.detach())
+        step_metrics.append(m)
+    lr = optimizer.param_groups[0]["lr"]
+    grad_norm = engine.clip(params, cfg.max_grad_norm)
+    if not math.isfinite(grad_norm):
+        raise TrainingDiverged(f"non-finite gradient norm at step {step}; last good checkpoint: "
+                               f"{latest_checkpoint(ckpt_root)}")
+    engine.step(optimizer)
+    averaged = _average(step_metrics)
+    if acc.num_processes > 1:  # log the global batch, not this process's share
+        keys = sorted(averaged)
+        mean = acc.reduce(torch.tensor([averaged[k] for k in keys], device=acc.device), "mean")
+        averaged = dict(zip(keys, mean.tolist()))
+    return {"step": step + 1, **averaged, "grad_norm": grad_norm, "lr": lr}
+
+
 def train_generator(gen: Generator, cache: LatentCache, cfg: TrainConfig, out_dir: str | Path,
                     accelerator: Accelerator | None = None) -> Path:
     """Train the LoRA adapter on `cache`; resume from `out_dir/checkpoints` if present. Returns the adapter path.
@@ -171,7 +204,7 @@ def train_generator(gen: Generator, cache: LatentCache, cfg: TrainConfig, out_di
     out.mkdir(parents=True, exist_ok=True)
     # without CUDA, processes started by `accelerate launch --multi_gpu` (torchrun) join a gloo CPU group
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
-    rank, world = acc.process_index, acc.num_processes
+    world = acc.num_processes
     if cfg.batch_size % world:
         raise ValueError(f"train.batch_size={cfg.batch_size} must be divisible by the {world} processes")
     if gen.transformer.device != acc.device:
@@ -190,35 +223,11 @@ def train_generator(gen: Generator, cache: LatentCache, cfg: TrainConfig, out_di
     if acc.is_main_process:
         _truncate_metrics(metrics_path, start)
     n_real = 0 if cache.real_latents is None else cache.real_latents.shape[0]
-    per_proc = cfg.batch_size // world
     bar = tqdm(range(start, cfg.num_steps), desc="training generator", unit="step", initial=start,
                total=cfg.num_steps, disable=not acc.is_local_main_process)
     for step in bar:
-        items, real = _step_items(cfg, step, len(cache), n_real)
-        step_metrics = []
-        for micro in range(cfg.grad_accum):
-            base = micro * cfg.batch_size + rank * per_proc
-            slots = list(range(base, base + per_proc))
-            with engine.autocast():
-                loss, m = _batch_loss(gen, cache, cfg, step, slots, items, real, acc.device)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"non-finite loss {loss.item()} at step {step}; last good checkpoint: "
-                                       f"{latest_checkpoint(out / 'checkpoints')}")
-            engine.backward(loss, micro, cfg.grad_accum)
-            m["loss"] = float(loss.detach())
-            step_metrics.append(m)
-        lr = scheduler.get_last_lr()[0]
-        grad_norm = engine.clip(params, cfg.max_grad_norm)
-        if not math.isfinite(grad_norm):
-            raise TrainingDiverged(f"non-finite gradient norm at step {step}; last good checkpoint: "
-                                   f"{latest_checkpoint(out / 'checkpoints')}")
-        engine.step(optimizer)
+        record = _train_step(gen, cache, cfg, step, engine, params, optimizer, n_real, out / "checkpoints")
         scheduler.step()
-        averaged = _average(step_metrics)
-        if world > 1:  # log the global batch, not rank 0's share
-            keys = sorted(averaged)
-            averaged = dict(zip(keys, acc.reduce(torch.tensor([averaged[k] for k in keys], device=acc.device), "mean").tolist()))
-        record = {"step": step + 1, **averaged, "grad_norm": grad_norm, "lr": lr}
         if acc.is_main_process:
             with metrics_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")

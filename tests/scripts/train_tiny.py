@@ -2,9 +2,10 @@
 
     train_tiny.py OUT [--steps N] [--crash-at STEP] [--force-fsdp-on-cpu]
 
-Writes OUT/metrics.jsonl (through the trainer), OUT/num_processes and OUT/distributed_type (what accelerate chose
-from the launch; the trainer logs the engine it used). `--crash-at STEP` stops every process just before optimizer step STEP (1-based) with
-exit code 3, as an interruption would; running again resumes from the last checkpoint.
+Writes OUT/metrics.jsonl (through the trainer), OUT/num_processes and OUT/distributed_type (what accelerate
+chose from the launch; the trainer logs the engine it used). `--crash-at STEP` stops every process just before
+optimizer step STEP (1-based) with exit code 3, as an interruption would; running again resumes from the last
+checkpoint.
 
 `--force-fsdp-on-cpu`: accelerate 1.15 selects FSDP only on accelerator devices (`AcceleratorState` turns a CPU
 launch with an FSDP config into MULTI_CPU), while torch's FSDP2 `fully_shard` itself runs on a gloo CPU mesh.
