@@ -118,3 +118,29 @@ def test_engine_matches_single_process_and_resumes(name, single, tmp_path):
     for k in a:
         assert b[k].shape == a[k].shape, k
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=2e-3)
+
+
+def test_gathered_adapter_file_equals_save_lora(tmp_path):
+    """What the sharded engines write from gathered LoRA tensors is the file `Generator.save_lora` writes."""
+    from safetensors import safe_open
+
+    from dualipo.config import build_config
+    from dualipo.engines import save_lora_state
+    from dualipo.generators import build_generator
+
+    gen = build_generator(build_config("tiny"))
+    gen.add_lora(seed=0)
+    a = gen.save_lora(tmp_path / "a")
+    weights = {n: p.detach().clone() for n, p in gen.transformer.named_parameters() if "lora_" in n}
+    b = save_lora_state(gen, weights, tmp_path / "b")
+    ta, tb = load_file(str(a)), load_file(str(b))
+    assert ta.keys() == tb.keys() and ta
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+    metas = []
+    for path in (a, b):
+        with safe_open(str(path), "pt") as f:
+            header = f.metadata()
+        meta = json.loads(header["lora_adapter_metadata"])
+        meta["target_modules"] = sorted(meta["target_modules"])  # a set, written in set order
+        metas.append((header["format"], meta))
+    assert metas[0] == metas[1]
