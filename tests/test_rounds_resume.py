@@ -116,3 +116,32 @@ def test_two_processes_shard_the_loop_and_one_writes_the_ledger(tmp_path):
         lines = (tmp_path / d / "round_01/train/metrics.jsonl").read_text().splitlines()
         return [json.loads(x)["loss"] for x in lines]
     assert losses("two") == pytest.approx(losses("one"), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_fsdp_round_loop_resumes_training_and_matches_one_process(tmp_path):
+    """The loop under FSDP2 (2 CPU processes; see tests/scripts/run_fsdp_cpu.py), interrupted inside round 1's
+    training and resumed: its training losses are the single-process run's."""
+    from dualipo.accelerate_configs import accelerate_config
+
+    args = [*TINY, "rounds.num_rounds=1", "train.batch_size=2", "train.beta=50", "train.num_steps=3",
+            "train.checkpoint_every=1"]
+    script = Path(__file__).parent / "scripts" / "run_fsdp_cpu.py"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config("fsdp")),
+              "--num_processes", "2", "--mixed_precision", "no", str(script)]
+    p = subprocess.run([*launch, "--crash-at", "3", "run", *args, "--out", "two"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "interrupted before step 3" in p.stderr, p.stderr[-4000:]
+    assert "training engine: fsdp, 2 process(es)" in p.stderr, p.stderr[-4000:]
+    p = subprocess.run([*launch, "run", "--out", "two", "--resume"], cwd=tmp_path, capture_output=True,
+                       text=True)
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert "training engine: fsdp, 2 process(es)" in p.stderr and "at step 2" in p.stderr
+    assert_complete(tmp_path / "two", rounds=1)
+    cli(["run", *args, "rounds.threads=1", "--out", "one"], tmp_path)
+
+    def losses(d):
+        lines = (tmp_path / d / "round_01/train/metrics.jsonl").read_text().splitlines()
+        return [json.loads(x)["loss"] for x in lines]
+    assert len(losses("two")) == 3
+    assert losses("two") == pytest.approx(losses("one"), rel=1e-4)

@@ -155,6 +155,12 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {n} records to {path}")
 
 
+def cmd_accelerate_config(args: argparse.Namespace) -> None:
+    from dualipo.accelerate_configs import accelerate_config
+
+    print(accelerate_config(args.name))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dualipo", description="Dual-IPO post-training for text-to-video models")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -246,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", required=True, help="JSONL with prompt, chosen, rejected (video paths)")
     p.add_argument("--out", required=True, help="output directory (adapter, metrics.jsonl, checkpoints)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("accelerate-config", help="print the path of a shipped accelerate config file: `accelerate "
+                       "launch --config_file $(dualipo accelerate-config fsdp) --num_processes 8 -m dualipo run ...`")
+    p.add_argument("name", help="ddp | fsdp | zero2 (DeepSpeed ZeRO-2) | zero3 (DeepSpeed ZeRO-3)")
+    p.set_defaults(func=cmd_accelerate_config)
     from dualipo.annotate.command import add_annotate_command
     from dualipo.critics.commands import add_critic_commands
 

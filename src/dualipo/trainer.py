@@ -6,9 +6,10 @@
 - Each optimizer step draws its samples, noise and timesteps from an RNG seeded by (seed, step, sample), so a
   resumed run, and any split of the same global batch into micro-batches (gradient accumulation) or processes,
   sees exactly the same data: resume reproduces the uninterrupted run.
-- `accelerate` provides the device, mixed precision and the process group. Data parallelism is explicit: each
-  process takes its slice of the step's samples and LoRA gradients are averaged across processes before the
-  optimizer step (what DDP does, without wrapping the model, so `reference_mode()` keeps working).
+- `accelerate` provides the device, mixed precision, the process group and the engine (`dualipo.engines`): each
+  process takes its slice of the step's samples; under plain data parallelism LoRA gradients are averaged across
+  processes before the optimizer step (what DDP does, without wrapping the model, so `reference_mode()` keeps
+  working); under FSDP2 or DeepSpeed ZeRO `accelerator.prepare` shards the transformer in place.
 - Checkpoints (adapter, optimizer, scheduler, step) are written as one unit, atomically; a non-finite loss
   stops training with `TrainingDiverged` and leaves the last good checkpoint in place.
 """
@@ -28,8 +29,9 @@ from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
-from dualipo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from dualipo.checkpoint import latest_checkpoint
 from dualipo.config import TrainConfig, save_config
+from dualipo.engines import make_engine
 from dualipo.generators import Generator
 from dualipo.losses import denoising_loss, diffusion_dpo_loss, diffusion_kto_loss
 
@@ -155,6 +157,39 @@ def _average(acc: list[dict]) -> dict:
     return {k: sum(m[k] for m in acc if k in m) / sum(k in m for m in acc) for k in sorted(keys)}
 
 
+def _train_step(gen: Generator, cache: LatentCache, cfg: TrainConfig, step: int, engine, params: list, optimizer,
+                n_real: int, ckpt_root: Path) -> dict:
+    """One optimizer step on this process's slice of every micro-batch of the global batch; returns its metrics
+    record (the global batch's averages). The caller steps the LR scheduler."""
+    acc = engine.acc
+    rank, per_proc = acc.process_index, cfg.batch_size // acc.num_processes
+    items, real = _step_items(cfg, step, len(cache), n_real)
+    step_metrics = []
+    for micro in range(cfg.grad_accum):
+        base = micro * cfg.batch_size + rank * per_proc
+        slots = list(range(base, base + per_proc))
+        with engine.autocast():
+            loss, m = _batch_loss(gen, cache, cfg, step, slots, items, real, acc.device)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"non-finite loss {loss.item()} at step {step}; last good checkpoint: "
+                                   f"{latest_checkpoint(ckpt_root)}")
+        engine.backward(loss, micro, cfg.grad_accum)
+        m["loss"] = float(loss.detach())
+        step_metrics.append(m)
+    lr = optimizer.param_groups[0]["lr"]
+    grad_norm = engine.clip(params, cfg.max_grad_norm)
+    if not math.isfinite(grad_norm):
+        raise TrainingDiverged(f"non-finite gradient norm at step {step}; last good checkpoint: "
+                               f"{latest_checkpoint(ckpt_root)}")
+    engine.step(optimizer)
+    averaged = _average(step_metrics)
+    if acc.num_processes > 1:  # log the global batch, not this process's share
+        keys = sorted(averaged)
+        mean = acc.reduce(torch.tensor([averaged[k] for k in keys], device=acc.device), "mean")
+        averaged = dict(zip(keys, mean.tolist()))
+    return {"step": step + 1, **averaged, "grad_norm": grad_norm, "lr": lr}
+
+
 def train_generator(gen: Generator, cache: LatentCache, cfg: TrainConfig, out_dir: str | Path,
                     accelerator: Accelerator | None = None) -> Path:
     """Train the LoRA adapter on `cache`; resume from `out_dir/checkpoints` if present. Returns the adapter path.
@@ -169,69 +204,40 @@ def train_generator(gen: Generator, cache: LatentCache, cfg: TrainConfig, out_di
     out.mkdir(parents=True, exist_ok=True)
     # without CUDA, processes started by `accelerate launch --multi_gpu` (torchrun) join a gloo CPU group
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
-    rank, world = acc.process_index, acc.num_processes
+    world = acc.num_processes
     if cfg.batch_size % world:
         raise ValueError(f"train.batch_size={cfg.batch_size} must be divisible by the {world} processes")
     if gen.transformer.device != acc.device:
         gen.pipe.to(acc.device)
     if not gen.lora_parameters():
         gen.add_lora(seed=cfg.seed)
-    params = gen.lora_parameters()
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    engine = make_engine(acc)
+    log.info("training engine: %s, %d process(es)", engine.name, world)
+    optimizer = engine.prepare(gen, torch.optim.AdamW(gen.lora_parameters(), lr=cfg.learning_rate, weight_decay=0.0),
+                               cfg)
+    params = gen.lora_parameters()  # after prepare: FSDP2 replaces them with sharded ones
     scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=cfg.warmup_steps,
                               num_training_steps=cfg.num_steps)
-    start = 0
-    ckpt = latest_checkpoint(out / "checkpoints")
-    if ckpt is not None:
-        start, _ = load_checkpoint(ckpt, gen.transformer, optimizer, scheduler)
-        log.info("resumed from %s at step %d", ckpt, start)
+    start = engine.load(out / "checkpoints", gen, optimizer, scheduler)
     metrics_path = out / "metrics.jsonl"
     if acc.is_main_process:
         _truncate_metrics(metrics_path, start)
     n_real = 0 if cache.real_latents is None else cache.real_latents.shape[0]
-    per_proc = cfg.batch_size // world
     bar = tqdm(range(start, cfg.num_steps), desc="training generator", unit="step", initial=start,
                total=cfg.num_steps, disable=not acc.is_local_main_process)
     for step in bar:
-        items, real = _step_items(cfg, step, len(cache), n_real)
-        step_metrics = []
-        for micro in range(cfg.grad_accum):
-            base = micro * cfg.batch_size + rank * per_proc
-            slots = list(range(base, base + per_proc))
-            with acc.autocast():
-                loss, m = _batch_loss(gen, cache, cfg, step, slots, items, real, acc.device)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"non-finite loss {loss.item()} at step {step}; last good checkpoint: "
-                                       f"{latest_checkpoint(out / 'checkpoints')}")
-            (loss / cfg.grad_accum).backward()
-            m["loss"] = float(loss.detach())
-            step_metrics.append(m)
-        grads = [p.grad for p in params if p.grad is not None]
-        if world > 1:
-            for grad in grads:
-                grad.copy_(acc.reduce(grad, reduction="mean"))
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-        if not math.isfinite(grad_norm):
-            raise TrainingDiverged(f"non-finite gradient norm at step {step}; last good checkpoint: "
-                                   f"{latest_checkpoint(out / 'checkpoints')}")
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
+        record = _train_step(gen, cache, cfg, step, engine, params, optimizer, n_real, out / "checkpoints")
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        averaged = _average(step_metrics)
-        if world > 1:  # log the global batch, not rank 0's share
-            keys = sorted(averaged)
-            averaged = dict(zip(keys, acc.reduce(torch.tensor([averaged[k] for k in keys]), "mean").tolist()))
-        record = {"step": step + 1, **averaged, "grad_norm": grad_norm, "lr": lr}
         if acc.is_main_process:
             with metrics_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record.get('implicit_acc', 0):.2f}")
-            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.num_steps:
-                save_checkpoint(out / "checkpoints", step + 1, gen.transformer, optimizer, scheduler)
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.num_steps:
+            engine.save(out / "checkpoints", step + 1, gen, optimizer, scheduler)
         acc.wait_for_everyone()
-    adapter = gen.save_lora(out) if acc.is_main_process else out
+    adapter = engine.save_adapter(gen, out)
     acc.wait_for_everyone()
+    engine.finish()
     return adapter
 
 
