@@ -20,6 +20,17 @@ from rounds_util import assert_complete, query
 FULL = ("full-cogvideox-2b", "full-cogvideox-5b", "full-wan-1.3b")
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """The full presets train in bf16: a process (one CLI call) sets accelerate's mixed precision once, so tests
+    that run the CLI in this process after other tests start from a fresh accelerate state, and leave one."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def test_presets_resolve_with_the_paper_settings_and_memory_features():
     for name in FULL:
         c = build_config(name)
