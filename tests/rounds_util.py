@@ -51,16 +51,16 @@ def snapshot(run_dir) -> dict:
     }
 
 
-def assert_complete(run_dir, rounds: int, eval_videos: int = 2, prompts: int = P) -> None:
+def assert_complete(run_dir, rounds: int, eval_videos: int = 2, prompts: int = P, per_prompt: int = N) -> None:
     """No duplicated and no missing items, every recorded file present with its hash, no temporary files."""
     from dualipo.ledger import sha256_file
 
     s = snapshot(run_dir)
     train = [v for v in s["videos"] if v[1] == "train"]
-    assert len(train) == rounds * prompts * N
+    assert len(train) == rounds * prompts * per_prompt
     assert len({(v[0], v[2], v[3]) for v in train}) == len(train)
     assert len([v for v in s["videos"] if v[1] == "eval"]) == (rounds + 1) * eval_videos
-    assert len(s["judgments"]) == rounds * prompts * len(list(itertools.combinations(range(N), 2)))
+    assert len(s["judgments"]) == rounds * prompts * len(list(itertools.combinations(range(per_prompt), 2)))
     assert {(r, st) for r, st, status, _ in s["stages"] if status in ("done", "skipped")} == \
         {(0, "evaluate")} | {(r, st) for r in range(1, rounds + 1)
                              for st in ("sample", "judge", "refine", "pairs", "train", "evaluate")}

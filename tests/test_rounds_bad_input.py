@@ -39,8 +39,8 @@ def test_bad_prompt_files(tmp_path, capsys, name, text, message):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("generator.path={missing}", "no diffusers pipeline (model_index.json)"),
-    ("critic.path={missing}", "has no config.json"),
+    ("generator.path={missing}", "no such directory. Expected layout: model_index.json"),
+    ("critic.path={missing}", "no such directory. Expected layout: config.json"),
 ])
 def test_missing_checkpoint_directories(tmp_path, capsys, override, message):
     rc, out = _run(capsys, "--preset", "tiny", override.format(missing=tmp_path / "missing"), "--out",

@@ -13,10 +13,11 @@ from typing import Callable
 from dualipo.config import ConfigError, RunConfig, build_config, save_config, to_dict
 
 log = logging.getLogger("dualipo")
+PRESET_NAMES = "tiny | small | full-cogvideox-2b | full-cogvideox-5b | full-wan-1.3b (full = full-cogvideox-2b)"
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="small", help="tiny | small | full (default: small)")
+    p.add_argument("--preset", default="small", help=f"{PRESET_NAMES} (default: small)")
     p.add_argument("--config", dest="config_file", default=None, help="YAML or JSON file with config values")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.beta=2500")
 
@@ -168,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the Dual-IPO loop: rounds of sample -> judge -> pairs -> train -> refine -> "
                        "evaluate, recorded in OUT/ledger.sqlite; --resume continues an interrupted run")
-    p.add_argument("--preset", default=None, help="tiny | small | full (default: small; with --resume and no config "
-                   "arguments: the run's recorded config)")
+    p.add_argument("--preset", default=None, help=f"{PRESET_NAMES} (default: small; with --resume and "
+                   "no config arguments: the run's recorded config)")
     p.add_argument("--config", dest="config_file", default=None, help="YAML or JSON file with config values")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. rounds.num_rounds=2")
     p.add_argument("--out", required=True, help="run directory (videos, ledger, metrics, adapters)")

@@ -1,8 +1,9 @@
 """Run configuration: frozen, typed, nested dataclasses, one per stage, under `RunConfig`.
 
 Every field carries its constraints in `field(metadata=...)` (`ge`, `le`, `gt`, `choices`), so one generic
-validator checks all of them and names the dotted key on failure. Presets (`tiny`, `small`, `full`) are
-functions that only fill values; the library never branches on a preset name.
+validator checks all of them and names the dotted key on failure. Presets (`tiny`, `small`, `full-cogvideox-2b`,
+`full-cogvideox-5b`, `full-wan-1.3b`; `full` = `full-cogvideox-2b`) are functions that only fill values; the
+library never branches on a preset name.
 
 Sources, applied in order: preset -> config file (YAML or JSON, nested mapping) -> dotted command-line
 overrides such as ``train.beta=2500``. Everything is type-checked before any work starts.
@@ -75,8 +76,8 @@ class WebCaptionConfig(_Section):
 @dataclass(frozen=True)
 class WorldConfig(_Section):
     """The procedural shapes world: video size, the prompt grammar's vocabulary, and the web corpus's captions."""
-    height: int = opt(48, ge=16, le=512)
-    width: int = opt(48, ge=16, le=512)
+    height: int = opt(48, ge=16, le=2048)
+    width: int = opt(48, ge=16, le=2048)
     num_frames: int = opt(9, ge=2, le=257)
     fps: float = opt(8.0, gt=0)
     shapes: tuple[str, ...] = opt(SHAPES, choices=SHAPES)
@@ -106,6 +107,14 @@ class GeneratorConfig(_Section):
     lora_alpha: float = opt(8.0, gt=0)
     lora_targets: tuple[str, ...] = opt(("to_q", "to_k", "to_v", "to_out.0"))
     dtype: str = opt("float32", choices=("float32", "bfloat16", "float16"))
+    device: str = opt("auto", doc="torch device the pipeline samples and encodes on: 'auto' = cuda when available, "
+                      "else cpu (training moves the transformer to the accelerator's device)")
+    vae_slicing: bool = opt(False, doc="VAE encodes / decodes a batch one video at a time (`vae.enable_slicing()`)")
+    vae_tiling: bool = opt(False, doc="VAE encodes / decodes each video in overlapping spatial tiles "
+                           "(`vae.enable_tiling()`): the VAE's activation memory no longer grows with the frame size")
+    vae_tile: int = opt(0, ge=0, doc="with vae_tiling: tile side in pixels, tiles overlapping by a quarter; use a "
+                        "multiple of 4 x the VAE's spatial factor (0 = the VAE's own tiles: 256 px for Wan, 240 x 360 "
+                        "for CogVideoX)")
     # Architecture when built from config (ignored when loading a directory; the directory's configs win).
     num_layers: int = opt(4, ge=1, doc="transformer blocks")
     num_heads: int = opt(4, ge=1)
@@ -262,6 +271,11 @@ class TrainConfig(_Section):
     max_grad_norm: float = opt(1.0, gt=0)
     checkpoint_every: int = opt(50, ge=1)
     mixed_precision: str = opt("no", choices=("no", "fp16", "bf16"))
+    gradient_checkpointing: bool = opt(False, doc="recompute the transformer's block activations in the backward "
+                                       "pass (diffusers `enable_gradient_checkpointing()`): activation memory of "
+                                       "one block instead of all, for about a third more time per step")
+    frozen_on_cpu: bool = opt(False, doc="during training only the transformer is on the accelerator: the VAE and the "
+                              "text encoder move to CPU (latents and prompt embeddings are encoded before the loop)")
     seed: int = opt(0, ge=0)
 
     def __post_init__(self) -> None:
@@ -351,6 +365,10 @@ class RoundsConfig(_Section):
                            "prompts from, in order; '' = the shapes world's training prompts")
     threads: int = opt(0, ge=0, doc="torch threads per process (0 = torch's default); the stage table reports CPU "
                        "seconds beside wall seconds")
+    offload_models: bool = opt(False, doc="keep only the model a stage uses on the GPU: the critic moves to CPU "
+                               "before sampling, training, refinement and evaluation sampling, and the generator is "
+                               "released before judging (for a critic and a generator that do not fit on one GPU "
+                               "together; a no-op without CUDA)")
     tracker: str = opt("none", choices=("none", "tensorboard", "wandb"),
                        doc="also send metrics to TensorBoard / Weights & Biases (extra 'tracking'); the ledger "
                        "and metrics.jsonl always get them")
@@ -436,25 +454,61 @@ def preset_tiny() -> RunConfig:
     )
 
 
-def preset_full() -> RunConfig:
-    """CogVideoX-2B with a Qwen2.5-VL critic from local directories, on GPUs (paper-scale sampling)."""
+def _preset_full(world: dict[str, Any], generator: dict[str, Any]) -> RunConfig:
+    """What the full presets share: the paper's loop (8 videos per prompt, best-vs-worst pairs, K = 8 paths in both
+    orders, certainty 0.5, 3 rounds), a Qwen2.5-VL-7B-Instruct critic from a local directory (any Qwen2-VL /
+    Qwen2.5-VL directory works: the architecture is read from its config.json), LoRA training in bf16, and the
+    memory features 80 GB cards need (docs/full_scale.md): bf16 weights, gradient checkpointing, VAE slicing and
+    tiling, latents and prompt embeddings encoded before training with the VAE and text encoder on CPU, and the
+    critic and the generator never on the GPU together. Prompts: the shapes world's until `rounds.prompt_file`
+    names the user's (then set `critic_train.seed_file` too)."""
     c = RunConfig()
     return replace(
         c,
-        world=replace(c.world, height=480, width=480, num_frames=49),
-        generator=replace(c.generator, backend="cogvideox", path="models/CogVideoX-2b",
-                          num_inference_steps=50, guidance_scale=6.0, lora_rank=64, lora_alpha=64.0,
-                          dtype="bfloat16", text_max_len=226),
+        world=replace(c.world, num_train_prompts=3072, **world),
+        generator=replace(c.generator, num_inference_steps=50, lora_rank=64, lora_alpha=64.0, dtype="bfloat16",
+                          vae_slicing=True, vae_tiling=True, **generator),
         critic=replace(c.critic, path="models/Qwen2.5-VL-7B-Instruct", arch="qwen2_5_vl", image_size=0,
                        max_new_tokens=512, dtype="bfloat16"),
         critic_train=replace(c.critic_train, finetune="lora", learning_rate=1e-5, batch_size=4),
-        sampling=replace(c.sampling, prompts_per_round=1024, batch_size=1),
+        sampling=replace(c.sampling, videos_per_prompt=8, prompts_per_round=1024, batch_size=1),
+        judging=replace(c.judging, num_votes=8, both_orders=True, certainty_threshold=0.5),
+        pairs=replace(c.pairs, strategy="best_vs_worst"),
         train=replace(c.train, num_steps=2000, batch_size=1, grad_accum=8, mixed_precision="bf16",
-                      learning_rate=1e-5, warmup_steps=100, checkpoint_every=200),
+                      learning_rate=1e-5, warmup_steps=100, checkpoint_every=200, gradient_checkpointing=True,
+                      frozen_on_cpu=True),
+        rounds=replace(c.rounds, num_rounds=3, offload_models=True),
     )
 
 
-PRESETS = {"tiny": preset_tiny, "small": preset_small, "full": preset_full}
+def preset_full_cogvideox_2b() -> RunConfig:
+    """CogVideoX-2B (`models/CogVideoX-2b`, diffusers layout): 49 frames at 480 x 720, 8 fps, 50 steps, CFG 6,
+    T5 prompts of up to 226 tokens. The 2B transformer predicts v (its scheduler_config.json says
+    `prediction_type: v_prediction`; a loaded directory's scheduler always wins over `generator.prediction_type`)."""
+    return _preset_full(dict(height=480, width=720, num_frames=49, fps=8.0),
+                        dict(backend="cogvideox", path="models/CogVideoX-2b", guidance_scale=6.0, text_max_len=226,
+                             prediction_type="v_prediction"))
+
+
+def preset_full_cogvideox_5b() -> RunConfig:
+    """CogVideoX-5B (`models/CogVideoX-5b`): the same video size, sampler and v-prediction as the 2B."""
+    c = preset_full_cogvideox_2b()
+    return replace(c, generator=replace(c.generator, path="models/CogVideoX-5b"))
+
+
+def preset_full_wan_1_3b() -> RunConfig:
+    """Wan2.1-T2V-1.3B (`models/Wan2.1-T2V-1.3B-Diffusers`): 81 frames at 480 x 832, 16 fps, 50 steps, CFG 5,
+    UMT5 prompts of up to 512 tokens. Flow matching; the sampler and its shift (3.0 at 480p) come from the
+    directory's scheduler_config.json (`generator.flow_shift` only applies to a generator built from config)."""
+    return _preset_full(dict(height=480, width=832, num_frames=81, fps=16.0),
+                        dict(backend="wan", path="models/Wan2.1-T2V-1.3B-Diffusers", guidance_scale=5.0,
+                             text_max_len=512, flow_shift=3.0))
+
+
+PRESETS = {"tiny": preset_tiny, "small": preset_small, "full-cogvideox-2b": preset_full_cogvideox_2b,
+           "full-cogvideox-5b": preset_full_cogvideox_5b, "full-wan-1.3b": preset_full_wan_1_3b,
+           "full": preset_full_cogvideox_2b}  # `full`: the name before the 5B and Wan presets existed
+
 
 
 # ----------------------------------------------------------------------------------------------- validation

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from dualipo.config import RunConfig, from_dict, to_dict
 from dualipo.ledger import LEDGER, Ledger, atomic_write_text, config_differences
-from dualipo.loop import evaluation, judging, sampling, training
+from dualipo.loop import evaluation, judging, placement, sampling, training
 from dualipo.loop.context import RunContext, base_generator_id, from_main, load_prompt_pool, pool_hash
 from dualipo.loop.summary import format_table
 from dualipo.loop.tracking import Metrics, check_tracker
@@ -125,7 +125,9 @@ def _run_stage(ctx: RunContext, k: int, name: str) -> None:
         log.info("round %d/%d: %s", k, ctx.cfg.rounds.num_rounds, name)
         ctx.ledger.start_stage(k, name)
     t0, c0 = time.time(), time.process_time()
+    placement.before_stage(ctx, name)
     result, note = stage_function(name)(ctx, k)
+    placement.after_stage(ctx)
     ctx.acc.wait_for_everyone()
     if ctx.main:
         cpu = time.process_time() - c0

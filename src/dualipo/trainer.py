@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from dualipo.checkpoint import latest_checkpoint
 from dualipo.config import TrainConfig, save_config
 from dualipo.engines import make_engine
+from dualipo.devices import release_memory
 from dualipo.generators import Generator
 from dualipo.losses import denoising_loss, diffusion_dpo_loss, diffusion_kto_loss
 
@@ -79,15 +80,22 @@ def build_cache(gen: Generator, prompts: list[str], videos_a: list, videos_b: li
     """Encode preference data once: pairs (videos_a = chosen, videos_b = rejected) or KTO points."""
     if not prompts:
         raise ValueError("no training items: the preference set is empty (every judgment dropped?)")
-    cache = LatentCache(embeds=gen.encode_prompts(prompts), latents_a=gen.encode_videos(videos_a, progress=True))
+    cache = LatentCache(embeds=_embed_once(gen, prompts), latents_a=gen.encode_videos(videos_a, progress=True))
     if videos_b is not None:
         cache.latents_b = gen.encode_videos(videos_b, progress=True)
     if desirable is not None:
         cache.desirable = torch.tensor(desirable, dtype=torch.bool)
     if real:
-        cache.real_embeds = gen.encode_prompts([p for p, _ in real])
+        cache.real_embeds = _embed_once(gen, [p for p, _ in real])
         cache.real_latents = gen.encode_videos([v for _, v in real], progress=True)
     return cache
+
+
+def _embed_once(gen: Generator, prompts: list[str]) -> torch.Tensor:
+    """One row per prompt, each distinct prompt encoded once."""
+    row = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
+    embeds = gen.encode_prompts(list(row))
+    return embeds[torch.tensor([row[p] for p in prompts])]
 
 
 def _step_items(cfg: TrainConfig, step: int, n_items: int, n_real: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,8 +215,7 @@ def train_generator(gen: Generator, cache: LatentCache, cfg: TrainConfig, out_di
     world = acc.num_processes
     if cfg.batch_size % world:
         raise ValueError(f"train.batch_size={cfg.batch_size} must be divisible by the {world} processes")
-    if gen.transformer.device != acc.device:
-        gen.pipe.to(acc.device)
+    place_for_training(gen, cfg, acc.device)
     if not gen.lora_parameters():
         gen.add_lora(seed=cfg.seed)
     engine = make_engine(acc)
@@ -239,6 +246,19 @@ def train_generator(gen: Generator, cache: LatentCache, cfg: TrainConfig, out_di
     acc.wait_for_everyone()
     engine.finish()
     return adapter
+
+
+def place_for_training(gen: Generator, cfg: TrainConfig, device: torch.device) -> None:
+    """The transformer on the training device, with `train.gradient_checkpointing`; with `train.frozen_on_cpu` the
+    VAE and text encoder go to CPU (the loop reads only the latent cache), else the whole pipeline follows."""
+    if cfg.frozen_on_cpu:
+        gen.pipe.vae.to("cpu")
+        gen.pipe.text_encoder.to("cpu")
+        release_memory()
+    if gen.transformer.device != device:
+        (gen.transformer if cfg.frozen_on_cpu else gen.pipe).to(device)
+    if cfg.gradient_checkpointing:
+        gen.transformer.enable_gradient_checkpointing()
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

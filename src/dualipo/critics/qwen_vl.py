@@ -17,6 +17,7 @@ import torch
 from dualipo.config import CriticConfig, JudgingConfig
 from dualipo.critics.requests import VotingCritic
 from dualipo.critics.vision_inputs import VisionSpec, encode, load_frames, patchify
+from dualipo.model_dirs import check_transformers_dir
 from dualipo.video import Video
 
 log = logging.getLogger(__name__)
@@ -71,15 +72,9 @@ def build_random(cfg: CriticConfig):
 
 def device_of(cfg: CriticConfig) -> torch.device:
     """`critic.device` as a torch device ('auto' = cuda when available)."""
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(cfg.device)
-    except RuntimeError as e:
-        raise ValueError(f"critic.device: {cfg.device!r} is not a torch device ({e})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"critic.device: {cfg.device!r} but CUDA is not available here")
-    return device
+    from dualipo.devices import resolve_device
+
+    return resolve_device(cfg.device, "critic.device")
 
 
 def load_model(cfg: CriticConfig):
@@ -92,8 +87,7 @@ def load_model(cfg: CriticConfig):
     from transformers import AutoConfig, AutoTokenizer
 
     path = SHIPPED if cfg.path == "shipped" else Path(cfg.path)
-    if not (path / "config.json").is_file():
-        raise ValueError(f"critic.path: {path} has no config.json (expected a local transformers directory)")
+    check_transformers_dir(path, "critic.path")
     arch = AutoConfig.from_pretrained(path, trust_remote_code=False).model_type
     if arch not in ("qwen2_vl", "qwen2_5_vl"):
         raise ValueError(f"critic.path: {path} holds a {arch!r} model; expected qwen2_vl or qwen2_5_vl")

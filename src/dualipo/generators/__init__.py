@@ -16,6 +16,8 @@ from typing import Protocol, Sequence
 import torch
 
 from dualipo.config import RunConfig
+from dualipo.devices import resolve_device
+from dualipo.model_dirs import check_diffusers_dir
 from dualipo.video import Video
 
 SHIPPED = "shipped"
@@ -77,10 +79,11 @@ def build_generator(cfg: RunConfig) -> Generator:
     g, fps = cfg.generator, cfg.world.fps
     dtype = DTYPES[g.dtype]
     path = shipped_path() if g.path == SHIPPED else Path(g.path) if g.path else None
-    if path is not None and not (path / "model_index.json").is_file():
-        hint = " (run `dualipo pretrain --preset small --out DIR` and point generator.path at DIR/pipeline)" \
-            if g.path == SHIPPED else ""
-        raise ValueError(f"generator.path={g.path!r}: no diffusers pipeline (model_index.json) in {path}{hint}")
+    if g.path == SHIPPED and not (path / "model_index.json").is_file():
+        raise ValueError(f"generator.path='shipped': no diffusers pipeline (model_index.json) in {path} (run "
+                         "`dualipo pretrain --preset small --out DIR` and point generator.path at DIR/pipeline)")
+    if path is not None and g.path != SHIPPED:
+        check_diffusers_dir(path, "generator.path", g.backend)
     match g.backend:
         case "wan":
             from dualipo.generators.wan import build_wan, load_wan
@@ -95,4 +98,6 @@ def build_generator(cfg: RunConfig) -> Generator:
             raise ValueError(f"generator.backend={other!r}: expected 'wan' or 'cogvideox'")
     if path is None and dtype != torch.float32:
         gen.pipe.to(dtype)
+    gen.enable_memory_features()
+    gen.pipe.to(resolve_device(g.device, "generator.device"))
     return gen

@@ -63,9 +63,21 @@ class DiffusersGenerator:
     def __init__(self, pipe, g: GeneratorConfig, fps: float) -> None:
         self.pipe, self.cfg, self.fps = pipe, g, fps
         self._lora_layers: list[torch.nn.Module] | None = None  # found on first reference_mode()
+        self._prompt_embeds: dict[str, torch.Tensor] = {}  # sampling's text embeddings (the text encoder is frozen)
         self.pipe.set_progress_bar_config(disable=True)
         for m in (pipe.vae, pipe.text_encoder):
             m.requires_grad_(False).eval()
+
+    def enable_memory_features(self) -> None:
+        """`generator.vae_slicing` / `vae_tiling` for every VAE encode and decode (sampling and the latent cache)."""
+        if self.cfg.vae_slicing:
+            self.vae.enable_slicing()
+        if self.cfg.vae_tiling:
+            self.enable_vae_tiling(self.cfg.vae_tile)
+
+    def enable_vae_tiling(self, tile: int) -> None:
+        """Tiled VAE with square tiles of `tile` pixels (0 = the VAE's default tiles)."""
+        raise NotImplementedError
 
     # --------------------------------------------------------------------------------------- components
     @property
@@ -114,7 +126,7 @@ class DiffusersGenerator:
         for b in tqdm(batches, desc="sampling", unit="batch", disable=not progress or len(batches) < 2):
             batch_p, batch_s = [prompts[i] for i in b], [seeds[i] for i in b]
             gens = [torch.Generator().manual_seed(int(x)) for x in batch_s]
-            frames = self.pipe(prompt=batch_p, negative_prompt=[""] * len(batch_p), num_frames=num_frames,
+            frames = self.pipe(**self._prompt_inputs(batch_p, cfg_scale > 1.0), num_frames=num_frames,
                                height=height, width=width, num_inference_steps=steps, guidance_scale=cfg_scale,
                                generator=gens, output_type="pt", max_sequence_length=self.max_text_len,
                                **self._call_kwargs()).frames  # (B, F, C, H, W) in [0, 1]
@@ -124,28 +136,42 @@ class DiffusersGenerator:
     def _call_kwargs(self) -> dict:
         return {}
 
+    def _prompt_inputs(self, prompts: list[str], guided: bool) -> dict:
+        """The pipeline's prompt embeddings, each distinct prompt (and the empty negative prompt) encoded once per
+        generator, alone, and kept on CPU: N videos of a prompt cost one text-encoder pass, not N."""
+        cache = self._prompt_embeds
+        for p in dict.fromkeys([*prompts, *([""] if guided else [])]):
+            if p not in cache:
+                cache[p] = self.encode_prompts([p])
+        device = self.transformer.device
+        out = {"prompt_embeds": torch.cat([cache[p] for p in prompts]).to(device)}
+        if guided:
+            out["negative_prompt_embeds"] = cache[""].expand(len(prompts), -1, -1).to(device)
+        return out
+
     # --------------------------------------------------------------------------------------- training inputs
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Prompt embeddings (B, L, D) exactly as the pipeline computes them at sampling time."""
+        """Prompt embeddings (B, L, D) on CPU, exactly as the pipeline computes them at sampling time."""
         embeds = self.pipe.encode_prompt(list(prompts), do_classifier_free_guidance=False,
                                          max_sequence_length=self.max_text_len)[0]
-        return embeds.detach()
+        return embeds.detach().cpu()
 
     def pixels(self, videos: Sequence[Video]) -> torch.Tensor:
         """Videos as the VAE's input: `pixels_BCFHW` in [-1, 1]."""
-        return stack_videos(videos, "TCHW", (-1.0, 1.0)).permute(0, 2, 1, 3, 4).to(self.vae.dtype)
+        pixels = stack_videos(videos, "TCHW", (-1.0, 1.0)).permute(0, 2, 1, 3, 4)
+        return pixels.to(device=self.vae.device, dtype=self.vae.dtype)
 
     @torch.no_grad()
     def encode_videos(self, videos: Sequence[Video], batch_size: int = 16, generator: torch.Generator | None = None,
                       progress: bool = False) -> torch.Tensor:
-        """Normalised `latents_BCFHW` (the posterior mode, or a sample when `generator` is given). Cache them."""
+        """Normalised `latents_BCFHW` on CPU (the posterior mode, or a sample when `generator` is given). Cache them."""
         out = []
         starts = range(0, len(videos), batch_size)
         for s in tqdm(starts, desc="encoding", unit="batch", disable=not progress):
             dist = self.vae.encode(self.pixels(videos[s:s + batch_size])).latent_dist
             raw = dist.mode() if generator is None else dist.sample(generator)
-            out.append(self.normalize(raw))
+            out.append(self.normalize(raw).cpu())
         return torch.cat(out)
 
     def draw_noise_and_timesteps(self, latents_BCFHW: torch.Tensor, generator: torch.Generator,
@@ -183,6 +209,8 @@ class DiffusersGenerator:
                 torch.manual_seed(seed)
             self.transformer.add_adapter(config, adapter_name=adapter_name)
         self._lora_layers = None
+        for param in self.lora_parameters():  # trained in float32 even on a bf16 / fp16 transformer
+            param.data = param.data.float()
 
     def lora_parameters(self) -> list[torch.nn.Parameter]:
         return [p for n, p in self.transformer.named_parameters() if "lora_" in n and p.requires_grad]

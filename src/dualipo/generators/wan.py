@@ -21,6 +21,13 @@ from dualipo.generators.text import build_text_encoder, build_tokenizer
 class WanGenerator(DiffusersGenerator):
     pipeline_class = WanPipeline
 
+    def enable_vae_tiling(self, tile: int) -> None:
+        """Tiles of `tile` pixels overlapping by a quarter (0 = diffusers' 256-pixel tiles, stride 192)."""
+        if tile:
+            self.vae.enable_tiling(tile, tile, tile * 3 // 4, tile * 3 // 4)
+        else:
+            self.vae.enable_tiling()
+
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.vae.config
         shape = (1, c.z_dim, 1, 1, 1)

@@ -23,6 +23,7 @@ import logging
 import numpy as np
 import torch
 
+from dualipo.loop import placement
 from dualipo.loop.context import RunContext, generator_after, run_sharded, unit_seed
 from dualipo.loop.sampling import Item, eval_items, sample_chunks
 from dualipo.metrics import mean_by_key, summarize_video_metrics, video_metrics, win_rate
@@ -46,7 +47,11 @@ def evaluate_stage(ctx: RunContext, k: int) -> tuple[str, str]:
         return {"overall": s.overall, "dims": s.dims, "video": video_metrics(video.frames, video.fps)}
 
     sample_chunks(ctx, gen, items, set(), f"round {k} evaluation", scores, recs.append)
-    wins = critic_win_rate(ctx, k, prompts) if k > 0 and ctx.cfg.eval.critic_win_rate else {}
+    wins = {}
+    if k > 0 and ctx.cfg.eval.critic_win_rate:
+        placement.release_generator(ctx, gen)
+        placement.use_critic(ctx)
+        wins = critic_win_rate(ctx, k, prompts)
     if not ctx.main:
         return "done", ""
     for r in recs:

@@ -56,10 +56,11 @@ def _render_cache(ctx: RunContext, k: int, gen):
     if ctx.main:
         write_jsonl(ctx.round_dir(k) / "train_data.jsonl", [{"prompt": it.prompt, "caption": c, "seed": it.seed}
                                                             for it, c in zip(items, captions)])
-    return build_cache(gen, captions, [render_prompt(it.prompt, it.seed, cfg.world) for it in items]), len(items)
+    return build_cache(gen, captions, [render_prompt(it.prompt, it.seed, cfg.world) for it in items])
 
 
 def train_stage(ctx: RunContext, k: int) -> tuple[str, str]:
+    from dualipo.loop.sampling import train_items
     from dualipo.preferences import real_videos_from_world
     from dualipo.trainer import build_cache
     from dualipo.video import read_video
@@ -67,21 +68,40 @@ def train_stage(ctx: RunContext, k: int) -> tuple[str, str]:
     cfg = ctx.cfg
     if cfg.train.data != "preferences":
         gen, _ = generator_after(ctx, k - 1)
-        return _train(ctx, k, gen, *_render_cache(ctx, k, gen))
+        n = len(train_items(ctx, k))
+        return _train(ctx, k, gen, _on_disk(ctx, k, lambda: _render_cache(ctx, k, gen)), n)
     rows, prompts, pairwise = _training_data(ctx, k)
     if not rows:
         log.warning("round %d: no confident preference data, so no generator training (the next round samples "
                     "from the same generator)", k)
         return "skipped", "no confident pairs: nothing to train on"
     gen, _ = generator_after(ctx, k - 1)
-    real = real_videos_from_world(cfg.world, len(rows), cfg.train.real_set_size) if cfg.train.lambda_real > 0 else None
-    if pairwise:  # train.loss=sft learns from the chosen videos only
-        rejected = [read_video(ctx.abs(r["rejected"])) for r in rows] if cfg.train.loss == "dpo" else None
-        cache = build_cache(gen, prompts, [read_video(ctx.abs(r["chosen"])) for r in rows], rejected, real=real)
-    else:
-        cache = build_cache(gen, prompts, [read_video(ctx.abs(r["video"])) for r in rows],
-                            desirable=[bool(r["desirable"]) for r in rows], real=real)
-    return _train(ctx, k, gen, cache, len(rows))
+
+    def build():
+        real = real_videos_from_world(cfg.world, len(rows), cfg.train.real_set_size) if cfg.train.lambda_real else None
+        if pairwise:  # train.loss=sft learns from the chosen videos only
+            rejected = [read_video(ctx.abs(r["rejected"])) for r in rows] if cfg.train.loss == "dpo" else None
+            return build_cache(gen, prompts, [read_video(ctx.abs(r["chosen"])) for r in rows], rejected, real=real)
+        return build_cache(gen, prompts, [read_video(ctx.abs(r["video"])) for r in rows],
+                           desirable=[bool(r["desirable"]) for r in rows], real=real)
+
+    return _train(ctx, k, gen, _on_disk(ctx, k, build), len(rows))
+
+
+def _on_disk(ctx: RunContext, k: int, build):
+    """Round k's latent cache (latents and prompt embeddings), encoded once before training and written to
+    round_k/train/latents.safetensors; a resumed training stage reads it back instead of encoding again. The
+    training loop reads only this cache, so the VAE and text encoder can leave the GPU (`train.frozen_on_cpu`)."""
+    from dualipo.trainer import LatentCache
+
+    path = ctx.round_dir(k) / "train" / "latents.safetensors"
+    if path.is_file():
+        return LatentCache.load(path)
+    cache = build()
+    if ctx.main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cache.save(path)
+    return cache
 
 
 def _train(ctx: RunContext, k: int, gen, cache, n_items: int) -> tuple[str, str]:

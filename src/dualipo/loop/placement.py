@@ -1,0 +1,52 @@
+"""Which model is on the GPU during each stage (`rounds.offload_models`).
+
+The critic is built once and held by the run context; the generator is rebuilt by each stage that uses it and
+dropped when the stage returns. With `rounds.offload_models` the critic moves to CPU before a stage that needs
+the GPU for something else (sampling, training, critic refinement, which loads its own copy to train) and back to
+`critic.device` before judging; the generator is released (moved to CPU, its memory returned) before the
+critic judges in the evaluation stage. Without the switch nothing moves (a critic and a generator that fit on one
+GPU together). Without CUDA every move is a no-op, so the same code runs on CPU.
+"""
+
+from __future__ import annotations
+
+from dualipo.devices import release_memory
+from dualipo.loop.context import RunContext
+
+CRITIC_STAGES = ("judge",)  # stages that judge with the run's critic (evaluation switches inside the stage)
+
+
+def park_critic(ctx: RunContext) -> None:
+    """The run's critic to CPU (when offloading and it is a model)."""
+    if ctx.cfg.rounds.offload_models and ctx.cfg.critic.backend == "qwen_vl" and ctx.critic is not None:
+        ctx.critic.model.to("cpu")
+        release_memory()
+
+
+def use_critic(ctx: RunContext) -> None:
+    """The run's critic back on `critic.device` (when offloading and it is a model)."""
+    if ctx.cfg.rounds.offload_models and ctx.cfg.critic.backend == "qwen_vl" and ctx.critic is not None:
+        from dualipo.critics.qwen_vl import device_of
+
+        ctx.critic.model.to(device_of(ctx.cfg.critic))
+
+
+def release_generator(ctx: RunContext, gen) -> None:
+    """The generator's pipeline to CPU and its GPU memory returned, before the critic needs the GPU."""
+    if ctx.cfg.rounds.offload_models:
+        gen.pipe.to("cpu")
+        release_memory()
+
+
+def before_stage(ctx: RunContext, name: str) -> None:
+    """Place the run's critic for stage `name`."""
+    if name in CRITIC_STAGES:
+        use_critic(ctx)
+    elif name != "pairs":
+        park_critic(ctx)
+
+
+def after_stage(ctx: RunContext) -> None:
+    """A stage's generator is dropped when the stage returns: give its memory back to the device."""
+    if ctx.cfg.rounds.offload_models:
+        release_memory()
