@@ -71,6 +71,38 @@ def test_judge_votes_in_one_generate_call(critic, videos, cfg):
     assert 0.0 <= j.certainty <= 1.0
 
 
+def test_batch_rows_bounds_each_generate_call(cfg, videos):
+    """judging.batch_rows=3: the 2 pairs x 2 orders = 4 rows go in calls of 3 and 1 rows (K sequences each); the
+    answers come back per row, in order, K each; greedy answers do not depend on the split."""
+    greedy = dataclasses.replace(cfg.judging, temperature=0.0)
+    whole = build_critic(dataclasses.replace(cfg, judging=greedy))
+    split = build_critic(dataclasses.replace(cfg, judging=dataclasses.replace(greedy, batch_rows=3)))
+    calls, original = [], split.model.generate
+
+    def counting(*a, **kw):
+        calls.append(kw["input_ids"].shape[0])
+        return original(*a, **kw)
+
+    split.model.generate = counting
+    items = [(PROMPT, videos[0], videos[1], "motion"), (PROMPT, videos[1], videos[0], "colour")]
+    got = split.judge_many(items)
+    assert calls == [3, 1]
+    k = cfg.judging.num_votes
+    assert [len(j.samples) for j in got] == [2 * k, 2 * k]
+    assert [(j.dimension, [s.order for s in j.samples]) for j in got] == \
+        [(d, ["AB"] * k + ["BA"] * k) for d in ("motion", "colour")]
+    want = whole.judge_many(items)
+    assert [[s.text for s in j.samples] for j in got] == [[s.text for s in j.samples] for j in want]
+
+
+def test_to_host_and_back(cfg):
+    critic = build_critic(cfg)
+    critic.to_host()
+    assert next(critic.model.parameters()).device.type == "cpu"
+    critic.to_device()
+    assert next(critic.model.parameters()).device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def test_two_step_judging_describes_each_video_without_the_prompt(cfg, videos):
     """describe_first: one call describes every distinct video K times (caption prompt, no text prompt), one call
     writes the verdicts; path j of both orders starts from the same j-th descriptions, in slot order."""

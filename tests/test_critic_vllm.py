@@ -7,6 +7,7 @@ on this machine); the transformers critic is a tiny real model whose `generate` 
 import dataclasses
 import importlib.util
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -164,8 +165,19 @@ def test_processor_config_and_engine_arguments(cfg, tmp_path):
     assert kw["model"] == kw["tokenizer"] == str(tmp_path / "critic") and kw["tensor_parallel_size"] == 2
     assert kw["limit_mm_per_prompt"] == {"video": 2} and kw["mm_processor_kwargs"]["do_sample_frames"] is False
     assert "max_model_len" not in kw and kw["trust_remote_code"] is False
-    with pytest.raises(ValueError, match="no config.json.*local directories only"):
-        model_dir(dataclasses.replace(cfg.critic, path="Qwen/Qwen2.5-VL-7B-Instruct"))
+    with pytest.raises(ValueError, match="critic.path.*Qwen2.5-VL-7B-Instruct.*no such directory"):
+        model_dir(dataclasses.replace(cfg.critic, path="Qwen/Qwen2.5-VL-7B-Instruct"))  # never a hub name
+
+
+def test_to_host_puts_the_engine_to_sleep_and_to_device_wakes_it(cfg):
+    engine = ScriptedEngine([])
+    engine.sleep = lambda level: engine.calls.append(("sleep", level))
+    engine.wake_up = lambda: engine.calls.append(("wake_up",))
+    critic = VLLMCritic(engine, None, None, cfg.critic, cfg.judging)
+    critic.to_host()
+    critic.to_device()
+    assert engine.calls == [("sleep", 1), ("wake_up",)]
+    assert engine_kwargs(cfg.critic, Path("x"), VisionSpec(patch_size=8, temporal_patch_size=2, merge_size=2, num_frames=4, image_size=32))["enable_sleep_mode"] is True
 
 
 @pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed: the missing-vLLM error cannot happen")

@@ -119,6 +119,22 @@ def test_a_stage_that_does_not_fit_is_named(capsys):
     assert named == [k for k, v in peaks.items() if v > mem] and named
 
 
+def test_batch_rows_bound_the_judging_peak_and_add_up_the_calls():
+    """judging.batch_rows=1 on the tiny unit (1 pair x 2 orders = 2 rows): two calls of one row each, so the
+    peak is one row's and the time twice one row's call; without a bound the one call holds both rows."""
+    from dualipo.plan import JudgeUnit, judge_cost, judging_unit
+
+    cfg = build_config("tiny")
+    unit = judging_unit(cfg)
+    assert (unit.rows, unit.videos, unit.judgments) == (2, 2, 1)
+    c, p = critic_arch(cfg, ""), PlanConfig()
+    one_row = judge_cost(cfg, p, c, JudgeUnit(1, 2, 0.5))
+    split = judge_cost(build_config("tiny", overrides=["judging.batch_rows=1"]), p, c, unit)
+    whole = judge_cost(cfg, p, c, unit)
+    assert split[0] == pytest.approx(2 * one_row[0]) and split[1] == one_row[1] < whole[1]
+    assert judge_cost(build_config("tiny", overrides=["judging.batch_rows=2"]), p, c, unit) == whole
+
+
 def test_cli_json_mixes_options_and_overrides(capsys):
     assert main(["plan", "--preset", "tiny", "sampling.prompts_per_round=4", "--json", "--gpus", "2",
                  "train.batch_size=2", "--mfu", "0.5"]) == 0

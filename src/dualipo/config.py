@@ -231,6 +231,11 @@ class JudgingConfig(_Section):
     top_p: float = opt(1.0, gt=0, le=1)
     certainty_threshold: float = opt(0.5, ge=0, le=1, doc="keep a judgment for the generator's preference data if "
                                      "its majority's vote share is at least this")
+    batch_rows: int = opt(0, ge=0, doc="requests (chat texts, each with its K sampled paths) per `generate` call of "
+                          "the transformers critic; 0 = a prompt's whole unit in one call. A 7B critic needs a bound: "
+                          "each row holds K sequences of its videos' tokens in the KV cache (`dualipo plan` sizes "
+                          "it). Another value draws other sampled paths (the same distribution). vLLM schedules "
+                          "its own batches and ignores it")
 
 
 @dataclass(frozen=True)
@@ -460,7 +465,8 @@ def _preset_full(world: dict[str, Any], generator: dict[str, Any]) -> RunConfig:
     Qwen2.5-VL directory works: the architecture is read from its config.json), LoRA training in bf16, and the
     memory features 80 GB cards need (docs/full_scale.md): bf16 weights, gradient checkpointing, VAE slicing and
     tiling, latents and prompt embeddings encoded before training with the VAE and text encoder on CPU, and the
-    critic and the generator never on the GPU together. Prompts: the shapes world's until `rounds.prompt_file`
+    critic and the generator never on the GPU together, and judging in calls of 16 requests (a prompt's 56
+    comparisons x K = 8 paths in one call would need about 170 GiB of KV cache: `dualipo plan`). Prompts: the shapes world's until `rounds.prompt_file`
     names the user's (then set `critic_train.seed_file` too)."""
     c = RunConfig()
     return replace(
@@ -472,7 +478,7 @@ def _preset_full(world: dict[str, Any], generator: dict[str, Any]) -> RunConfig:
                        max_new_tokens=512, dtype="bfloat16"),
         critic_train=replace(c.critic_train, finetune="lora", learning_rate=1e-5, batch_size=4),
         sampling=replace(c.sampling, videos_per_prompt=8, prompts_per_round=1024, batch_size=1),
-        judging=replace(c.judging, num_votes=8, both_orders=True, certainty_threshold=0.5),
+        judging=replace(c.judging, num_votes=8, both_orders=True, certainty_threshold=0.5, batch_rows=16),
         pairs=replace(c.pairs, strategy="best_vs_worst"),
         train=replace(c.train, num_steps=2000, batch_size=1, grad_accum=8, mixed_precision="bf16",
                       learning_rate=1e-5, warmup_steps=100, checkpoint_every=200, gradient_checkpointing=True,

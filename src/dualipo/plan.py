@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -30,7 +30,6 @@ class PlanConfig(_Section):
     mfu: float = opt(0.4, gt=0, le=1, doc="assumed model FLOPs utilisation")
     peak_tflops: float = opt(989.0, gt=0, doc="dense bf16 peak per GPU, TFLOP/s (H100 / H200 SXM: 989)")
     hbm_gbps: float = opt(3350.0, gt=0, doc="memory bandwidth per GPU, GB/s (H100 SXM 3350, H200 4800)")
-    gradient_checkpointing: bool = opt(False, doc="plan training with activation checkpointing")
     prompt_tokens: int = opt(300, ge=1, doc="text tokens of a critic prompt (template + the user's prompt)")
     published_generator: str = opt("", doc="published architecture for a generator.path that does not exist")
     published_critic: str = opt("", doc="published architecture for a critic.path that does not exist")
@@ -108,16 +107,15 @@ def training_stage(cfg: RunConfig, p: PlanConfig, a: GenArch, gc: GenCost, mods:
                          f"takes an equal share of a step's examples)")
     videos = 2 if t.loss == "dpo" else 1
     example = pm.dpo_step_flops(a, gc.s_v, cfg.generator.text_max_len, videos, t.loss != "sft",
-                                p.gradient_checkpointing)
+                                t.gradient_checkpointing)
     step = t.batch_size * t.grad_accum * example["total"]
     examples = cfg.sampling.prompts_per_round * (1 if cfg.pairs.strategy == "best_vs_worst" else
                                                  math.comb(cfg.sampling.videos_per_prompt, 2))
     encode = examples * videos * vae_flops(mods["vae"], a, w.num_frames, w.height, w.width, "encode")
     b = _act_bytes(cfg.generator.dtype, t.mixed_precision)
     act = pm.train_activation_bytes(a, gc.s_v, cfg.generator.text_max_len, videos * t.batch_size // p.gpus, b,
-                                    p.gradient_checkpointing)
-    optim = 4 * BYTES[cfg.generator.dtype] * a.params["lora"]  # adapter (the model's dtype: diffusers' add_adapter
-    # does not upcast it), its gradient and two AdamW moments
+                                    t.gradient_checkpointing)
+    optim = 16 * a.params["lora"]  # the adapter in float32 (`Generator.add_lora`), its gradient, two AdamW moments
     hours = (t.num_steps * _sec(step, p) + _sec(encode, p)) / p.gpus / 3600
     return _stage("generator training", {**_gen_params(a), "lora (trained)": a.params["lora"]},
                   gc.weights + optim + act, {"weights": gc.weights, "adapter + optimizer": optim, "activations": act},
@@ -140,13 +138,21 @@ class JudgeUnit:
     """One batched `generate` call: `rows` chat texts of `videos` videos each, K answers per row."""
     rows: int
     videos: int
-    judgments: int
-    caption_videos: int = 0  # two-step judging: videos described first (K descriptions each)
+    judgments: float
+    caption_videos: float = 0  # two-step judging: videos described first (K descriptions each)
 
 
 def judge_cost(cfg: RunConfig, p: PlanConfig, c: CriticArch, unit: JudgeUnit) -> tuple[float, int, dict]:
     """(seconds, peak bytes, memory parts) of one unit: prefill at FLOPs / (peak x MFU); decoding at the larger
-    of its FLOPs time and the bytes read per generated token (weights + KV cache) / bandwidth."""
+    of its FLOPs time and the bytes read per generated token (weights + KV cache) / bandwidth. With
+    `judging.batch_rows` = R below the unit's rows, the unit is rows / R calls of R rows: the peak is one call's,
+    the time rows / R times one call's (the weights are read again by each call's decoding)."""
+    if 0 < cfg.judging.batch_rows < unit.rows:
+        share = cfg.judging.batch_rows / unit.rows
+        whole = replace(cfg, judging=replace(cfg.judging, batch_rows=0))
+        sec, peak, parts = judge_cost(whole, p, c, JudgeUnit(cfg.judging.batch_rows, unit.videos,
+                                                             unit.judgments * share, unit.caption_videos * share))
+        return sec / share, peak, parts
     k, new, b = cfg.judging.num_votes, cfg.critic.max_new_tokens, BYTES[cfg.critic.dtype]
     patches, tokens = critic_video(cfg, c)
     seqs, prompt = unit.rows * k, p.prompt_tokens + unit.videos * tokens
@@ -191,10 +197,10 @@ def refine_stage(cfg: RunConfig, p: PlanConfig, c: CriticArch) -> dict:
     length = p.prompt_tokens + 2 * tokens + cfg.critic.max_new_tokens  # a pair and its rationale
     fwd, vis = pm.llm_forward_flops(c, length, length), 2 * pm.vision_flops(c, patches)
     step = seqs * (fwd * (3 if full else 2) + vis * (3 if full else 1))  # backward: 2x full, 1x (activations) LoRA
-    step += (seqs * (fwd + vis) if ct.method == "dpo" else 0) + (seqs * fwd if p.gradient_checkpointing else 0)
+    step += seqs * (fwd + vis) if ct.method == "dpo" else 0  # (critic training does not checkpoint activations)
     weights = c.params["total"] * b
     optim = c.params["total"] * 3 * b if full else 16 * c.params["lora"]  # grads + 2 AdamW moments / fp32 adapter
-    act = pm.llm_train_bytes(c, seqs, length, b, p.gradient_checkpointing)
+    act = pm.llm_train_bytes(c, seqs, length, b, False)
     trained = c.params["total"] if full else c.params["lora"]
     sec = _sec(step, p)
     return _stage("critic refinement", {**_critic_params(c), f"{ct.finetune} (trained)": trained},
@@ -237,15 +243,16 @@ def make_plan(cfg: RunConfig, p: PlanConfig) -> dict:
     warnings = [f"{st['stage']} needs {st['peak_gib']:.1f} GiB per GPU, more than --gpu-mem {p.gpu_mem:g} GiB"
                 for st in stages + [base] if st["peak_gib"] > p.gpu_mem]
     together = (gc.weights + (c.params["total"] * BYTES[cfg.critic.dtype] if c else 0)) / pm.GiB
-    if c is not None and together > p.gpu_mem:
+    if c is not None and together > p.gpu_mem and not cfg.rounds.offload_models:
         warnings.append(f"the generator's and the critic's weights together need {together:.1f} GiB: they cannot "
-                        f"be resident on one GPU at the same time")
+                        f"be resident on one GPU at the same time (set rounds.offload_models=true)")
     round_h = sum(st["hours"] for st in stages)
     return {"plan": asdict(p), "generator": {"backend": a.backend, "source": a.source, "params": a.params,
                                              "video_tokens": gc.s_v, "flops_per_video": gc.per_video},
             "critic": None if c is None else {"source": c.source, "params": c.params},
             "stages": stages, "round_0": base, "round_hours": round_h,
             "run_hours": base["hours"] + cfg.rounds.num_rounds * round_h, "weights_together_gib": together,
+            "gradient_checkpointing": cfg.train.gradient_checkpointing, "offload_models": cfg.rounds.offload_models,
             "warnings": warnings}
 
 
@@ -261,7 +268,9 @@ def format_plan(plan: dict) -> str:
     lines = [f"generator ({plan['generator']['backend']}): {plan['generator']['source']}",
              f"critic: {plan['critic']['source'] if plan['critic'] else 'oracle (no model)'}",
              f"{p['gpus']} GPU(s) x {p['gpu_mem']:g} GiB, peak {p['peak_tflops']:g} TFLOP/s at MFU {p['mfu']:g}, "
-             f"{p['hbm_gbps']:g} GB/s; gradient checkpointing {'on' if p['gradient_checkpointing'] else 'off'}", "",
+             f"{p['hbm_gbps']:g} GB/s; generator training with gradient checkpointing "
+             f"{'on' if plan['gradient_checkpointing'] else 'off'}; models offloaded between stages "
+             f"{'on' if plan['offload_models'] else 'off'}", "",
              f"{'stage':<22} {'parameters':<44} {'peak GiB/GPU':>12}  {'throughput':<36} {'work':<28} {'hours':>8}"]
     for st in plan["stages"] + [plan["round_0"]]:
         params = ", ".join(f"{k} {_count(v)}" for k, v in st["params"].items())
@@ -276,7 +285,7 @@ def format_plan(plan: dict) -> str:
 
 def cmd_plan(args: argparse.Namespace, load) -> None:
     p = PlanConfig(gpus=args.gpus, gpu_mem=args.gpu_mem, mfu=args.mfu, peak_tflops=args.peak_tflops,
-                   hbm_gbps=args.hbm_gbps, gradient_checkpointing=args.gradient_checkpointing,
+                   hbm_gbps=args.hbm_gbps,
                    prompt_tokens=args.prompt_tokens, published_generator=args.published_generator,
                    published_critic=args.published_critic)
     plan = make_plan(load(args), p)
@@ -311,7 +320,6 @@ def add_plan_command(sub, config_args, load) -> None:
                    help="dense bf16 peak per GPU, TFLOP/s (default 989: H100 / H200 SXM)")
     p.add_argument("--hbm-gbps", type=float, default=d.hbm_gbps,
                    help="memory bandwidth per GPU, GB/s (default 3350: H100 SXM; H200: 4800)")
-    p.add_argument("--gradient-checkpointing", action="store_true", help="plan training with checkpointing")
     p.add_argument("--prompt-tokens", type=int, default=d.prompt_tokens, help="text tokens of a critic prompt")
     p.add_argument("--published-generator", default="", help="published architecture for a generator.path that "
                    "does not exist here (cogvideox-2b, cogvideox-5b, wan2.1-t2v-1.3b)")

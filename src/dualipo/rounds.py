@@ -173,7 +173,7 @@ def run_rounds(cfg: RunConfig, out: str | Path, resume: bool = False) -> str:
     try:
         from_main(ctx, prepare)
         if from_main(ctx, lambda: bool(training.critic_paths(ctx, cfg.rounds.num_rounds))):
-            ctx.critic = training.critic_after(ctx, cfg.rounds.num_rounds)  # resumed after a refinement
+            training.reload_critic(ctx, cfg.rounds.num_rounds)  # resumed after a refinement
         _run_stage(ctx, 0, "evaluate")
         for k in range(1, cfg.rounds.num_rounds + 1):
             for name in STAGES[cfg.rounds.order]:

@@ -30,6 +30,12 @@ class Critic(Protocol):
 
     def score_many(self, items: Sequence[tuple[str, VideoLike, str]]) -> list[Judgment]: ...
 
+    def to_host(self) -> None:
+        """Give the accelerator's memory back (weights to CPU, or the engine asleep) while another model needs it;
+        `to_device()` brings the critic back before it judges. No-ops where nothing is on an accelerator."""
+
+    def to_device(self) -> None: ...
+
 
 def build_critic(cfg: RunConfig) -> Critic:
     match cfg.critic.backend:

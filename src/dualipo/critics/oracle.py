@@ -33,6 +33,12 @@ class OracleCritic:
             raise ValueError(f"critic.oracle_noise must be in [0, 1], got {noise}")
         self.noise, self.pairs_from = noise, pairs_from
 
+    def to_host(self) -> None:
+        """Pixel analysis on the CPU: nothing to move (the `Critic` protocol)."""
+
+    def to_device(self) -> None:
+        """See `to_host`."""
+
     def judge(self, prompt: str, video_a, video_b, dimension: str) -> Judgment:
         return self.judge_many([(prompt, video_a, video_b, dimension)])[0]
 

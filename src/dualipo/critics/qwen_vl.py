@@ -136,13 +136,26 @@ class QwenVLCritic(VotingCritic):
 
     @torch.no_grad()
     def generate(self, texts: list[str], videos: list[list], k: int, do_sample: bool | None = None) -> list[list[str]]:
-        """K answers per text from ONE `generate` call (greedy by default when K == 1, or temperature 0)."""
-        batch = self.inputs(texts, videos)
+        """K answers per text, from one `generate` call per `judging.batch_rows` texts (0: all in one call).
+        Sampled when K > 1 (unless `do_sample` says otherwise) at a temperature above 0; otherwise greedy, the
+        one answer repeated K times (as the vLLM backend does)."""
         sample = (k > 1 if do_sample is None else do_sample) and self.judging.temperature > 0
-        gen = dict(max_new_tokens=self.cfg.max_new_tokens, num_return_sequences=k, do_sample=sample,
+        n = k if sample else 1
+        gen = dict(max_new_tokens=self.cfg.max_new_tokens, num_return_sequences=n, do_sample=sample,
                    pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
         if sample:
             gen.update(temperature=self.judging.temperature, top_p=self.judging.top_p, top_k=0)
-        out = self.model.generate(**batch, **gen)
-        decoded = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-        return [decoded[i * k:(i + 1) * k] for i in range(len(texts))]
+        step = self.judging.batch_rows or max(len(texts), 1)
+        answers = []
+        for s in range(0, len(texts), step):
+            batch = self.inputs(texts[s:s + step], videos[s:s + step])
+            out = self.model.generate(**batch, **gen)
+            decoded = self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+            answers += [decoded[i * n:(i + 1) * n] * (k // n) for i in range(len(decoded) // n)]
+        return answers
+
+    def to_host(self) -> None:
+        self.model.to("cpu")
+
+    def to_device(self) -> None:
+        self.model.to(device_of(self.cfg))

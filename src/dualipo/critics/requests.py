@@ -86,6 +86,12 @@ class VotingCritic:
     def generate(self, texts: list[str], videos: list[list], k: int, do_sample: bool | None = None) -> list[list[str]]:
         raise NotImplementedError
 
+    def to_host(self) -> None:
+        """See `Critic.to_host`; a backend that holds accelerator memory overrides both."""
+
+    def to_device(self) -> None:
+        """See `Critic.to_host`."""
+
     def judge(self, prompt: str, video_a: VideoLike, video_b: VideoLike, dimension: str) -> Judgment:
         return self.judge_many([(prompt, video_a, video_b, dimension)])[0]
 

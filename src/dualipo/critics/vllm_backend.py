@@ -26,6 +26,7 @@ import torch
 from dualipo.config import CriticConfig, JudgingConfig, RunConfig
 from dualipo.critics.requests import VideoLike, VotingCritic
 from dualipo.critics.vision_inputs import MEAN, STD, VisionSpec, load_frames, resized_uint8
+from dualipo.model_dirs import check_transformers_dir
 from dualipo.video import Video
 
 INSTALL = "pip install 'dualipo[vllm]'"
@@ -73,18 +74,14 @@ def model_dir(cfg: CriticConfig) -> Path:
     if cfg.path == "":
         model, tok = build_random(cfg)
         return save_model(model, tok, tempfile.mkdtemp(prefix="dualipo-vllm-random-"), dtype=cfg.dtype)
-    path = SHIPPED if cfg.path == "shipped" else Path(cfg.path)
-    if not (path / "config.json").is_file():
-        raise ValueError(f"critic.path: {path} has no config.json (expected a local transformers directory; "
-                         "critic.backend=vllm loads local directories only)")
-    return path
+    return check_transformers_dir(SHIPPED if cfg.path == "shipped" else Path(cfg.path), "critic.path")
 
 
 def engine_kwargs(cfg: CriticConfig, path: Path, spec: VisionSpec) -> dict:
     """`vllm.LLM(**...)` for the critic at `path`: two videos per request, frames neither resampled nor resized."""
     kw = dict(model=str(path), tokenizer=str(path), dtype=cfg.dtype, seed=cfg.init_seed, trust_remote_code=False,
               tensor_parallel_size=cfg.vllm_tensor_parallel, gpu_memory_utilization=cfg.vllm_gpu_memory,
-              limit_mm_per_prompt={"video": 2},
+              limit_mm_per_prompt={"video": 2}, enable_sleep_mode=True,
               mm_processor_kwargs={"size": {"shortest_edge": spec.min_pixels, "longest_edge": spec.max_pixels},
                                    "do_sample_frames": False})
     if cfg.vllm_max_model_len:
@@ -169,6 +166,15 @@ class VLLMCritic(VotingCritic):
                                                          base + i, self.eos)) for i in range(len(texts))]
         outs = self.llm.generate(vllm_prompts(texts, videos), params, use_tqdm=False)
         return [[o.text for o in out.outputs] * (1 if sample else k) for out in outs]
+
+    def to_host(self) -> None:
+        """vLLM's level-1 sleep: the weights to CPU memory, the KV cache freed (`enable_sleep_mode`)."""
+        if self.llm is not None:
+            self.llm.sleep(level=1)
+
+    def to_device(self) -> None:
+        if self.llm is not None:
+            self.llm.wake_up()
 
     def close(self) -> None:
         """Free the engine's GPU memory (before the generator or a critic being trained needs it)."""

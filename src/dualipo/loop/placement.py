@@ -1,9 +1,9 @@
 """Which model is on the GPU during each stage (`rounds.offload_models`).
 
 The critic is built once and held by the run context; the generator is rebuilt by each stage that uses it and
-dropped when the stage returns. With `rounds.offload_models` the critic moves to CPU before a stage that needs
-the GPU for something else (sampling, training, critic refinement, which loads its own copy to train) and back to
-`critic.device` before judging; the generator is released (moved to CPU, its memory returned) before the
+dropped when the stage returns. With `rounds.offload_models` the critic leaves the accelerator (`Critic.to_host`:
+weights to CPU, or a vLLM engine put to sleep) before a stage that needs the GPU for something else (sampling,
+training, critic refinement, which loads its own copy to train) and comes back (`Critic.to_device`) before judging; the generator is released (moved to CPU, its memory returned) before the
 critic judges in the evaluation stage. Without the switch nothing moves (a critic and a generator that fit on one
 GPU together). Without CUDA every move is a no-op, so the same code runs on CPU.
 """
@@ -17,18 +17,16 @@ CRITIC_STAGES = ("judge",)  # stages that judge with the run's critic (evaluatio
 
 
 def park_critic(ctx: RunContext) -> None:
-    """The run's critic to CPU (when offloading and it is a model)."""
-    if ctx.cfg.rounds.offload_models and ctx.cfg.critic.backend == "qwen_vl" and ctx.critic is not None:
-        ctx.critic.model.to("cpu")
+    """The run's critic off the accelerator (`Critic.to_host`: weights to CPU, a vLLM engine asleep)."""
+    if ctx.cfg.rounds.offload_models and ctx.critic is not None:
+        ctx.critic.to_host()
         release_memory()
 
 
 def use_critic(ctx: RunContext) -> None:
-    """The run's critic back on `critic.device` (when offloading and it is a model)."""
-    if ctx.cfg.rounds.offload_models and ctx.cfg.critic.backend == "qwen_vl" and ctx.critic is not None:
-        from dualipo.critics.qwen_vl import device_of
-
-        ctx.critic.model.to(device_of(ctx.cfg.critic))
+    """The run's critic back on its device (`Critic.to_device`)."""
+    if ctx.cfg.rounds.offload_models and ctx.critic is not None:
+        ctx.critic.to_device()
 
 
 def release_generator(ctx: RunContext, gen) -> None:

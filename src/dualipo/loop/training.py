@@ -19,6 +19,7 @@ import logging
 import shutil
 from dataclasses import replace
 
+from dualipo.devices import release_memory
 from dualipo.ledger import atomic_path, sha256_file, weights_sha256
 from dualipo.loop.context import ADAPTER_KIND, RunContext, from_main, generator_after
 from dualipo.preferences import preference_kind
@@ -141,7 +142,7 @@ def refine_stage(ctx: RunContext, k: int) -> tuple[str, str]:
     else:
         status, note = from_main(ctx, lambda: _refine(ctx, k))
         if status == "done":
-            ctx.critic = critic_after(ctx, k)
+            reload_critic(ctx, k)
         return status, note
     if ctx.main:
         log.info("round %d refine: %s", k, note)
@@ -194,6 +195,14 @@ def critic_paths(ctx: RunContext, k: int) -> list[str]:
     """Run-relative weight files (DIR/model.safetensors) of the critics refined in rounds 1..k, in order (main
     process: the ledger)."""
     return [r["path"] for r in _critic_rows(ctx, k)]
+
+
+def reload_critic(ctx: RunContext, k: int) -> None:
+    """`ctx.critic` becomes the critic at the end of round k (`critic_after`); the old one is dropped and its
+    memory given back first, so a large critic (or a vLLM engine) is never held twice."""
+    ctx.critic = None
+    release_memory()
+    ctx.critic = critic_after(ctx, k)
 
 
 def critic_after(ctx: RunContext, k: int):
