@@ -36,7 +36,7 @@ echo "== 4. the planner's view of the same architectures on one such GPU"
 MEM=$($PY -c "import torch; print(round(torch.cuda.get_device_properties(0).total_memory / 2**30))")
 for spec in "full-cogvideox-2b cogvideox-2b" "full-cogvideox-5b cogvideox-5b" "full-wan-1.3b wan2.1-t2v-1.3b"; do
   set -- $spec  # the presets of issue 26 item 1 (paper resolutions); published configs where no checkpoint is here
-  $PY -m dualipo.cli plan --preset $1 --gpus 1 --gpu-mem "$MEM" --peak-tflops "$PEAK" --gradient-checkpointing \
+  $PY -m dualipo.cli plan --preset $1 --gpus 1 --gpu-mem "$MEM" --peak-tflops "$PEAK" \
       --published-generator $2 --published-critic qwen2.5-vl-7b-instruct --json > "$W/plan_$2.json"
 done
 echo "done: $W/full_arch.json (measured) and $W/plan_*.json (planned)"

@@ -117,8 +117,10 @@ def training_stage(cfg: RunConfig, p: PlanConfig, a: GenArch, gc: GenCost, mods:
                                     t.gradient_checkpointing)
     optim = 16 * a.params["lora"]  # the adapter in float32 (`Generator.add_lora`), its gradient, two AdamW moments
     hours = (t.num_steps * _sec(step, p) + _sec(encode, p)) / p.gpus / 3600
+    # train.frozen_on_cpu: the latents and prompt embeddings are cached first, only the transformer is on the GPU
+    weights = a.params["transformer"] * BYTES[cfg.generator.dtype] if t.frozen_on_cpu else gc.weights
     return _stage("generator training", {**_gen_params(a), "lora (trained)": a.params["lora"]},
-                  gc.weights + optim + act, {"weights": gc.weights, "adapter + optimizer": optim, "activations": act},
+                  weights + optim + act, {"weights": weights, "adapter + optimizer": optim, "activations": act},
                   3600 / _sec(step, p), "optimizer steps / GPU-hour", t.num_steps, "steps", hours, p.gpus)
 
 
