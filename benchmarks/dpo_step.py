@@ -31,18 +31,15 @@ import sys
 import time
 from statistics import median
 
-WAN_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
-                out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
-                qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
-
-
 def build(arch: str):
     import torch
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(0)
     if arch == "wan1.3b":
-        model = WanTransformer3DModel(**WAN_1_3B)
+        from dualipo.published import WAN_1_3B
+
+        model = WanTransformer3DModel(**WAN_1_3B["transformer"][2])
         model.enable_gradient_checkpointing()
         return model, (16, 3, 8, 8), (16, 4096)
     from dualipo.config import build_config
