@@ -10,7 +10,7 @@ import torch
 
 from dualipo.cli import main
 from dualipo.config import build_config
-from dualipo.generators import build_generator, shipped_path
+from dualipo.generators import build_generator, generator_dir, shipped_path
 from dualipo.generators.base import fixed_batches
 from dualipo.toy.world import prompt_pools, render_prompt
 
@@ -200,3 +200,16 @@ def test_shipped_small_generator_loads_and_samples():
     assert next(gen.transformer.parameters()).dtype == torch.float32
     video = _sample(gen, cfg, [prompt_pools(cfg.world)[1][0]], [0])[0]
     assert video.frames.shape == (cfg.world.num_frames, cfg.world.height, cfg.world.width, 3)
+
+
+def test_generator_dir_checks_without_loading(tmp_path):
+    """What `dualipo run` checks before writing anything: the shipped pipeline, a saved one, none for a random
+    init; the shipped Wan generator under the CogVideoX backend and a pipeline of the other backend are errors."""
+    assert generator_dir(build_config("small")) == shipped_path()
+    assert generator_dir(_cfg("wan")) is None
+    with pytest.raises(ValueError, match="'shipped' is the Wan small generator.*cogvideox"):
+        generator_dir(build_config("small", overrides=["generator.backend=cogvideox"]))
+    build_generator(_cfg("wan")).save_pretrained(tmp_path / "wan")
+    assert generator_dir(_cfg("wan", f"generator.path={tmp_path / 'wan'}")) == tmp_path / "wan"
+    with pytest.raises(ValueError, match="names 'WanPipeline' but generator.backend=cogvideox"):
+        generator_dir(_cfg("cogvideox", f"generator.path={tmp_path / 'wan'}"))

@@ -142,7 +142,7 @@ def run_rounds(cfg: RunConfig, out: str | Path, resume: bool = False) -> str:
     from accelerate import Accelerator
 
     from dualipo.critics import build_critic
-    from dualipo.generators import build_generator
+    from dualipo.generators import generator_dir
 
     run_dir = Path(out)
     # without CUDA, processes started by `accelerate launch --multi_gpu` (torchrun) join a gloo CPU group
@@ -160,7 +160,7 @@ def run_rounds(cfg: RunConfig, out: str | Path, resume: bool = False) -> str:
     if cfg.sampling.prompts_per_round > len(pool):
         raise ValueError(f"sampling.prompts_per_round={cfg.sampling.prompts_per_round} but the prompt pool holds "
                          f"only {len(pool)} prompts")
-    build_generator(cfg)  # a missing or broken generator / critic directory fails here, before anything is written
+    generator_dir(cfg)  # a missing or incomplete generator / critic directory fails here, before anything is written
     ctx = RunContext(cfg, run_dir, acc, pool, base_generator_id(cfg), critic=build_critic(cfg),
                      upper_bound=cfg.critic.backend == "oracle")
     if ctx.upper_bound and ctx.main:

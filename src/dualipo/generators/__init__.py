@@ -74,24 +74,32 @@ def shipped_path() -> Path:
     return Path(str(resources.files("dualipo") / "assets" / "generator_small"))
 
 
+def generator_dir(cfg: RunConfig) -> Path | None:
+    """The directory the configured generator loads from (None: a random init from config), checked without
+    loading anything: a missing or incomplete directory is an error naming the file and the expected layout."""
+    g = cfg.generator
+    if g.path == SHIPPED:
+        if g.backend != "wan":
+            raise ValueError(f"generator.path='shipped' is the Wan small generator; with generator.backend="
+                             f"{g.backend} set generator.path to a {g.backend} directory or ''")
+        path = shipped_path()
+        if not (path / "model_index.json").is_file():
+            raise ValueError(f"generator.path='shipped': no diffusers pipeline (model_index.json) in {path} (run "
+                             "`dualipo pretrain --preset small --out DIR` and point generator.path at DIR/pipeline)")
+        return path
+    return check_diffusers_dir(Path(g.path), "generator.path", g.backend) if g.path else None
+
+
 def build_generator(cfg: RunConfig) -> Generator:
     """The configured backend, from a directory, the shipped weights, or a random init from config."""
     g, fps = cfg.generator, cfg.world.fps
     dtype = DTYPES[g.dtype]
-    path = shipped_path() if g.path == SHIPPED else Path(g.path) if g.path else None
-    if g.path == SHIPPED and not (path / "model_index.json").is_file():
-        raise ValueError(f"generator.path='shipped': no diffusers pipeline (model_index.json) in {path} (run "
-                         "`dualipo pretrain --preset small --out DIR` and point generator.path at DIR/pipeline)")
-    if path is not None and g.path != SHIPPED:
-        check_diffusers_dir(path, "generator.path", g.backend)
+    path = generator_dir(cfg)
     match g.backend:
         case "wan":
             from dualipo.generators.wan import build_wan, load_wan
             gen = build_wan(g, fps) if path is None else load_wan(path, g, fps, dtype)
         case "cogvideox":
-            if g.path == SHIPPED:
-                raise ValueError("generator.path='shipped' is the Wan small generator; with "
-                                 "generator.backend=cogvideox set generator.path to a CogVideoX directory or ''")
             from dualipo.generators.cogvideox import build_cogvideox, load_cogvideox
             gen = build_cogvideox(g, cfg.world, fps) if path is None else load_cogvideox(path, g, fps, dtype)
         case other:
