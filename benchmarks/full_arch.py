@@ -122,7 +122,7 @@ def run_arch(name: str, args) -> dict:
     sample_s, sample_peak = _timed(sampling_steps, args)
     fwd = sum(pm.transformer_flops(arch, s_v, text).values())
     b = 2 if dtype != torch.float32 else 4
-    planned = (arch.params["transformer"] * b + 4 * b * arch.params["lora"]
+    planned = (arch.params["transformer"] * b + 16 * arch.params["lora"]  # as `dualipo plan`: fp32 adapter + AdamW
                + pm.train_activation_bytes(arch, s_v, text, 2, b, args.gradient_checkpointing)) / pm.GiB
     peak = args.peak_tflops * 1e12
     return {"arch": name, "frames_hw": [frames, height, width], "video_tokens": s_v, "text_tokens": text,

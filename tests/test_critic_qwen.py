@@ -95,6 +95,32 @@ def test_batch_rows_bounds_each_generate_call(cfg, videos):
     assert [[s.text for s in j.samples] for j in got] == [[s.text for s in j.samples] for j in want]
 
 
+def test_decoded_videos_are_kept_up_to_the_cache_budget(cfg, videos, tmp_path):
+    """critic.visual_cache_mb: videos given by path are decoded once while they fit, the least recently used
+    dropped first; in-memory videos are never kept."""
+    from dualipo.video import write_video
+
+    paths = [write_video(tmp_path / f"{i}.mp4", v) for i, v in enumerate(videos)]
+    critic = build_critic(cfg)
+    decoded = []
+    original = critic.video_input
+    critic.video_input = lambda v: decoded.append(str(v)) or original(v)
+    one = critic.visual(paths[0])
+    assert critic.visual(paths[0]) is one and decoded == [str(paths[0])]
+    size = critic._visual_bytes
+    assert size == sum(t.nbytes for t in one) > 0
+    critic.cfg = dataclasses.replace(cfg.critic, visual_cache_mb=1)  # room for about 1 MiB
+    n = 2**20 // size + 1  # more videos than fit: the oldest go
+    many = [write_video(tmp_path / f"m{i}.mp4", videos[i % 2]) for i in range(n + 1)]
+    for p in many:
+        critic.visual(p)
+    assert critic._visual_bytes <= 2**20 and str(paths[0]) not in critic._visuals
+    assert str(many[-1]) in critic._visuals
+    kept = list(critic._visuals)
+    critic.visual(videos[0])
+    assert len(decoded) == 1 + (n + 1) + 1 and list(critic._visuals) == kept
+
+
 def test_to_host_and_back(cfg):
     critic = build_critic(cfg)
     critic.to_host()

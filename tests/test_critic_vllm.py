@@ -174,7 +174,10 @@ def test_to_host_puts_the_engine_to_sleep_and_to_device_wakes_it(cfg):
     engine.sleep = lambda level: engine.calls.append(("sleep", level))
     engine.wake_up = lambda: engine.calls.append(("wake_up",))
     critic = VLLMCritic(engine, None, None, cfg.critic, cfg.judging)
+    critic.to_device()  # awake already: nothing
     critic.to_host()
+    critic.to_host()  # the loop parks before every stage that is not judging: one sleep
+    critic.to_device()
     critic.to_device()
     assert engine.calls == [("sleep", 1), ("wake_up",)]
     assert engine_kwargs(cfg.critic, Path("x"), VisionSpec(patch_size=8, temporal_patch_size=2, merge_size=2, num_frames=4, image_size=32))["enable_sleep_mode"] is True
@@ -218,3 +221,13 @@ def test_real_vllm_engine_judges_with_a_tiny_saved_qwen2_vl(cfg, videos, tmp_pat
                      dataclasses.replace(v.judging, describe_first=True))
     assert two.judge(PROMPT, *videos, "motion").samples[0].text.startswith("Video A shows")
     critic.close()
+
+
+def test_a_multi_process_run_refuses_the_vllm_critic(cfg):
+    from dualipo.rounds import check_run_config
+
+    v = dataclasses.replace(cfg, critic=dataclasses.replace(cfg.critic, backend="vllm"),
+                            train=dataclasses.replace(cfg.train, batch_size=2))
+    check_run_config(v, 1)
+    with pytest.raises(ValueError, match="critic.backend=vllm under 2 processes.*vllm_tensor_parallel"):
+        check_run_config(v, 2)

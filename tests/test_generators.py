@@ -213,3 +213,16 @@ def test_generator_dir_checks_without_loading(tmp_path):
     assert generator_dir(_cfg("wan", f"generator.path={tmp_path / 'wan'}")) == tmp_path / "wan"
     with pytest.raises(ValueError, match="names 'WanPipeline' but generator.backend=cogvideox"):
         generator_dir(_cfg("cogvideox", f"generator.path={tmp_path / 'wan'}"))
+
+
+def test_lora_trains_in_float32_on_a_bf16_transformer_added_or_loaded(tmp_path):
+    cfg = _cfg("wan", "generator.dtype=bfloat16")
+    gen = build_generator(cfg)
+    gen.add_lora(seed=0)
+    assert {p.dtype for p in gen.lora_parameters()} == {torch.float32}
+    assert next(p for n, p in gen.transformer.named_parameters() if "lora_" not in n).dtype == torch.bfloat16
+    gen.save_lora(tmp_path / "lora")
+    other = build_generator(cfg)
+    other.load_lora(tmp_path / "lora")  # a later round continues a saved adapter: still float32
+    loaded = [p for n, p in other.transformer.named_parameters() if "lora_" in n]
+    assert loaded and {p.dtype for p in loaded} == {torch.float32}

@@ -182,6 +182,10 @@ class CriticConfig(_Section):
     oracle_noise: float = opt(0.0, ge=0, le=1, doc="label-noise rate of the oracle critic")
     dtype: str = opt("float32", choices=("float32", "bfloat16", "float16"))
     device: str = opt("auto", doc="torch device of the critic: 'auto' = cuda when available, else cpu")
+    visual_cache_mb: int = opt(2048, ge=0, doc="host memory for decoded videos the critic keeps by path (least "
+                               "recently used dropped first; 0 = none): a video is judged in several pairs and "
+                               "trained on every epoch. A small-preset video takes kilobytes, a full-preset one "
+                               "about 18 MB")
     vocab_size: int = opt(600, ge=64, doc="size of the offline byte-level BPE built with a random model")
     hidden_size: int = opt(128, ge=8)
     intermediate_size: int = opt(384, ge=8)

@@ -144,14 +144,16 @@ class CriticDiverged(RuntimeError):
 
 
 def load_trainable(cfg: RunConfig):
-    """(model in float32, with a LoRA on the language model when `critic_train.finetune=lora`, tokenizer, critic)
-    for training, from `critic.path`."""
+    """(model, tokenizer, critic) for training, from `critic.path`: all weights in float32 when
+    `critic_train.finetune=full`; with `lora`, the base stays in `critic.dtype` (a 7B critic in bf16 is half the
+    memory) and the adapter on the language model is float32 (peft's default upcast)."""
     from dualipo.critics.qwen_vl import QwenVLCritic, load_model
 
     model, tok = load_model(cfg.critic)
-    model = model.float()
     if cfg.critic_train.finetune == "lora":
         model = _apply_lora(model, cfg)
+    else:
+        model = model.float()
     return model, tok, QwenVLCritic(model, tok, cfg.critic, cfg.judging)
 
 

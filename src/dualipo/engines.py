@@ -159,10 +159,11 @@ class DeepSpeed(DataParallel):
         self.engine.backward(loss)  # DeepSpeed divides by gradient_accumulation_steps itself
 
     def clip(self, params, max_norm):
-        """DeepSpeed reduces, clips and steps in one call; the norm it reports is checked after the step."""
+        """DeepSpeed reduces, clips and steps in one call; the norm it reports is checked after the step (DeepSpeed
+        skips a step whose gradients overflowed). No norm reported (some ZeRO stages): 0, not a divergence."""
         self.engine.step()
         norm = self.engine.get_global_grad_norm()
-        return float(norm) if norm is not None else float("nan")
+        return float(norm) if norm is not None else 0.0
 
     def step(self, optimizer):
         pass  # done in `clip`
@@ -192,6 +193,8 @@ class DeepSpeed(DataParallel):
         self.engine.load_checkpoint(str(ckpt / self.SUBDIR), tag=self.TAG, load_module_strict=False,
                                     load_lr_scheduler_states=False)
         scheduler.load_state_dict(meta["scheduler"])
+        for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+            group["lr"] = lr  # load_state_dict does not set it: the first resumed step would use the warm-up's
         log.info("resumed from %s at step %d", ckpt, meta["step"])
         return int(meta["step"])
 

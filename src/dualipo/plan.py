@@ -193,7 +193,8 @@ def _critic_params(c: CriticArch) -> dict:
 
 def refine_stage(cfg: RunConfig, p: PlanConfig, c: CriticArch) -> dict:
     """Critic refinement on the main process (one GPU): SFT or sequence DPO, full or LoRA fine-tuning."""
-    ct, b = cfg.critic_train, BYTES[cfg.critic.dtype]
+    ct = cfg.critic_train
+    b = 4 if ct.finetune == "full" else BYTES[cfg.critic.dtype]  # full fine-tuning trains in float32
     patches, tokens = critic_video(cfg, c)
     seqs, full = ct.batch_size * (2 if ct.method == "dpo" else 1), ct.finetune == "full"
     length = p.prompt_tokens + 2 * tokens + cfg.critic.max_new_tokens  # a pair and its rationale
@@ -248,6 +249,10 @@ def make_plan(cfg: RunConfig, p: PlanConfig) -> dict:
     if c is not None and together > p.gpu_mem and not cfg.rounds.offload_models:
         warnings.append(f"the generator's and the critic's weights together need {together:.1f} GiB: they cannot "
                         f"be resident on one GPU at the same time (set rounds.offload_models=true)")
+    if cfg.critic.backend == "vllm":
+        warnings.append(f"critic.backend=vllm: judging is planned as the transformers backend's; vLLM batches "
+                        f"requests itself and reserves critic.vllm_gpu_memory={cfg.critic.vllm_gpu_memory:g} of "
+                        f"each GPU it uses")
     round_h = sum(st["hours"] for st in stages)
     return {"plan": asdict(p), "generator": {"backend": a.backend, "source": a.source, "params": a.params,
                                              "video_tokens": gc.s_v, "flops_per_video": gc.per_video},

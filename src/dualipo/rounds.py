@@ -59,6 +59,10 @@ def check_run_config(cfg: RunConfig, num_processes: int) -> None:
                          f"rounds.prompt_file={cfg.rounds.prompt_file!r}")
     if cfg.train.batch_size % num_processes:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {num_processes} processes")
+    if cfg.critic.backend == "vllm" and num_processes > 1:
+        raise ValueError(f"critic.backend=vllm under {num_processes} processes: each would start its own vLLM engine "
+                         "on the first GPU it sees. Judge with one process (critic.vllm_tensor_parallel=N spreads the "
+                         "critic over N GPUs) or use critic.backend=qwen_vl for a multi-process run")
     check_tracker(cfg.rounds.tracker)
 
 

@@ -36,6 +36,9 @@ class Critic(Protocol):
 
     def to_device(self) -> None: ...
 
+    def close(self) -> None:
+        """Free what the critic holds (a vLLM engine's GPU memory) before another critic loads; unusable after."""
+
 
 def build_critic(cfg: RunConfig) -> Critic:
     match cfg.critic.backend:

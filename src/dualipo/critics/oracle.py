@@ -39,6 +39,9 @@ class OracleCritic:
     def to_device(self) -> None:
         """See `to_host`."""
 
+    def close(self) -> None:
+        """See `to_host`."""
+
     def judge(self, prompt: str, video_a, video_b, dimension: str) -> Judgment:
         return self.judge_many([(prompt, video_a, video_b, dimension)])[0]
 

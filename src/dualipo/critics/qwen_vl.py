@@ -116,17 +116,10 @@ class QwenVLCritic(VotingCritic):
     def __init__(self, model, tokenizer, critic: CriticConfig, judging: JudgingConfig):
         self.model, self.tokenizer, self.cfg, self.judging = model, tokenizer, critic, judging
         self.spec = VisionSpec.from_model(model.config, critic.num_frames, critic.image_size)
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def visual(self, video: VideoLike) -> tuple[torch.Tensor, torch.Tensor]:
-        """Patches and grid of a video; paths are cached (a video is judged in many pairs)."""
-        key = str(video) if not isinstance(video, Video) else None
-        if key is not None and key in self._cache:
-            return self._cache[key]
-        out = patchify(load_frames(video, self.spec), self.spec)
-        if key is not None:
-            self._cache[key] = out
-        return out
+    def video_input(self, video: VideoLike) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patches and grid of a video."""
+        return patchify(load_frames(video, self.spec), self.spec)
 
     def inputs(self, texts: list[str], videos: list[list], targets: list[str] | None = None) -> dict:
         """Model inputs (`vision_inputs.encode`) in the model's dtype and on its device."""

@@ -9,6 +9,7 @@ two-step `caption_rows` / `continuation_rows`), the verdict parser and the vote 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -76,12 +77,36 @@ def join_continuations(starts: Sequence[str], outs: Sequence[Sequence[str]], n_r
 
 
 class VotingCritic:
-    """The `Critic` protocol on a backend's `visual` and `generate`; `judging` is the JudgingConfig."""
+    """The `Critic` protocol on a backend's `video_input` and `generate`; `cfg` is the CriticConfig, `judging` the
+    JudgingConfig."""
 
+    cfg: Any
     judging: Any
+    _visuals: OrderedDict | None = None  # path -> (model input, bytes), least recently used first
+    _visual_bytes: int = 0
+
+    def video_input(self, video: VideoLike) -> Any:
+        """The video as this backend's model input (decoded, sampled, resized)."""
+        raise NotImplementedError
 
     def visual(self, video: VideoLike) -> Any:
-        raise NotImplementedError
+        """`video_input`, kept for videos given by path (a video is judged in several pairs and trained on every
+        epoch) up to `critic.visual_cache_mb`, the least recently used dropped first."""
+        if isinstance(video, Video) or self.cfg.visual_cache_mb == 0:
+            return self.video_input(video)
+        key = str(video)
+        if self._visuals is None:
+            self._visuals = OrderedDict()
+        if key in self._visuals:
+            self._visuals.move_to_end(key)
+            return self._visuals[key][0]
+        out = self.video_input(video)
+        size = sum(x.nbytes for x in (out if isinstance(out, tuple) else (out,)) if hasattr(x, "nbytes"))
+        self._visuals[key] = (out, size)
+        self._visual_bytes += size
+        while self._visual_bytes > self.cfg.visual_cache_mb * 2**20 and len(self._visuals) > 1:
+            self._visual_bytes -= self._visuals.popitem(last=False)[1][1]
+        return out
 
     def generate(self, texts: list[str], videos: list[list], k: int, do_sample: bool | None = None) -> list[list[str]]:
         raise NotImplementedError
@@ -91,6 +116,9 @@ class VotingCritic:
 
     def to_device(self) -> None:
         """See `Critic.to_host`."""
+
+    def close(self) -> None:
+        """See `Critic.close`."""
 
     def judge(self, prompt: str, video_a: VideoLike, video_b: VideoLike, dimension: str) -> Judgment:
         return self.judge_many([(prompt, video_a, video_b, dimension)])[0]

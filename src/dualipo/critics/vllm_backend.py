@@ -27,7 +27,6 @@ from dualipo.config import CriticConfig, JudgingConfig, RunConfig
 from dualipo.critics.requests import VideoLike, VotingCritic
 from dualipo.critics.vision_inputs import MEAN, STD, VisionSpec, load_frames, resized_uint8
 from dualipo.model_dirs import check_transformers_dir
-from dualipo.video import Video
 
 INSTALL = "pip install 'dualipo[vllm]'"
 FPS = 8.0  # the clip rate the transformers backend gives Qwen2.5-VL's temporal positions (vision_inputs.encode)
@@ -142,20 +141,14 @@ class VLLMCritic(VotingCritic):
                  judging: JudgingConfig, sampling_params: Callable[..., Any] = _sampling_params):
         self.llm, self.spec, self.eos, self.cfg, self.judging = llm, spec, eos_token_id, critic, judging
         self.sampling_params = sampling_params
-        self._cache: dict[str, tuple] = {}
+        self._asleep = False
 
-    def visual(self, video: VideoLike) -> tuple:
-        """(uint8 frames (T, H, W, 3) at the critic's size, their metadata); paths are cached."""
-        key = str(video) if not isinstance(video, Video) else None
-        if key is not None and key in self._cache:
-            return self._cache[key]
+    def video_input(self, video: VideoLike) -> tuple:
+        """(uint8 frames (T, H, W, 3) at the critic's size, their metadata)."""
         frames = resized_uint8(load_frames(video, self.spec), self.spec)
         t, h, w = frames.shape[:3]
-        out = (frames, dict(total_num_frames=t, fps=FPS, duration=t / FPS, frames_indices=list(range(t)),
-                            width=w, height=h))
-        if key is not None:
-            self._cache[key] = out
-        return out
+        return (frames, dict(total_num_frames=t, fps=FPS, duration=t / FPS, frames_indices=list(range(t)),
+                             width=w, height=h))
 
     def generate(self, texts: list[str], videos: list[list], k: int, do_sample: bool | None = None) -> list[list[str]]:
         """K answers per text from ONE `LLM.generate` call (sampled with a seed per request drawn from torch's
@@ -164,17 +157,21 @@ class VLLMCritic(VotingCritic):
         base = int(torch.randint(0, 2 ** 31 - 1, (1,)))
         params = [self.sampling_params(**sampling_kwargs(self.cfg, self.judging, k if sample else 1, sample,
                                                          base + i, self.eos)) for i in range(len(texts))]
+        self.to_device()  # judging never runs on a sleeping engine
         outs = self.llm.generate(vllm_prompts(texts, videos), params, use_tqdm=False)
         return [[o.text for o in out.outputs] * (1 if sample else k) for out in outs]
 
     def to_host(self) -> None:
-        """vLLM's level-1 sleep: the weights to CPU memory, the KV cache freed (`enable_sleep_mode`)."""
-        if self.llm is not None:
+        """vLLM's level-1 sleep: the weights to CPU memory, the KV cache freed (`enable_sleep_mode`). Once: the
+        loop parks the critic before every stage that is not judging, and vLLM does not check a second sleep."""
+        if self.llm is not None and not self._asleep:
             self.llm.sleep(level=1)
+            self._asleep = True
 
     def to_device(self) -> None:
-        if self.llm is not None:
+        if self.llm is not None and self._asleep:
             self.llm.wake_up()
+            self._asleep = False
 
     def close(self) -> None:
         """Free the engine's GPU memory (before the generator or a critic being trained needs it)."""

@@ -209,8 +209,13 @@ class DiffusersGenerator:
                 torch.manual_seed(seed)
             self.transformer.add_adapter(config, adapter_name=adapter_name)
         self._lora_layers = None
-        for param in self.lora_parameters():  # trained in float32 even on a bf16 / fp16 transformer
-            param.data = param.data.float()
+        self._lora_to_float32()
+
+    def _lora_to_float32(self) -> None:
+        """The adapter trains in float32 even on a bf16 / fp16 transformer (added or loaded)."""
+        for name, param in self.transformer.named_parameters():
+            if "lora_" in name:
+                param.data = param.data.float()
 
     def lora_parameters(self) -> list[torch.nn.Parameter]:
         return [p for n, p in self.transformer.named_parameters() if "lora_" in n and p.requires_grad]
@@ -230,6 +235,7 @@ class DiffusersGenerator:
         self.transformer.load_lora_adapter(str(file.parent), weight_name=file.name, adapter_name=adapter_name,
                                            prefix=None)
         self._lora_layers = None
+        self._lora_to_float32()
 
     def merge_lora(self) -> None:
         """Fold the active adapters into the base weights and drop them (moves the reference forward)."""

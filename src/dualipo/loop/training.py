@@ -90,19 +90,21 @@ def train_stage(ctx: RunContext, k: int) -> tuple[str, str]:
 
 
 def _on_disk(ctx: RunContext, k: int, build):
-    """Round k's latent cache (latents and prompt embeddings), encoded once before training and written to
-    round_k/train/latents.safetensors; a resumed training stage reads it back instead of encoding again. The
-    training loop reads only this cache, so the VAE and text encoder can leave the GPU (`train.frozen_on_cpu`)."""
+    """Round k's latent cache (latents and prompt embeddings), encoded once before training, by the main process,
+    and written to round_k/train/latents.safetensors, which every process then reads (the others wait; a resumed
+    training stage reads it instead of encoding again). The training loop reads only this cache, so the VAE and
+    text encoder can leave the GPU (`train.frozen_on_cpu`)."""
     from dualipo.trainer import LatentCache
 
     path = ctx.round_dir(k) / "train" / "latents.safetensors"
-    if path.is_file():
-        return LatentCache.load(path)
-    cache = build()
-    if ctx.main:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cache.save(path)
-    return cache
+
+    def encode() -> None:
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            build().save(path)
+
+    from_main(ctx, encode)
+    return LatentCache.load(path)
 
 
 def _train(ctx: RunContext, k: int, gen, cache, n_items: int) -> tuple[str, str]:
@@ -198,8 +200,10 @@ def critic_paths(ctx: RunContext, k: int) -> list[str]:
 
 
 def reload_critic(ctx: RunContext, k: int) -> None:
-    """`ctx.critic` becomes the critic at the end of round k (`critic_after`); the old one is dropped and its
-    memory given back first, so a large critic (or a vLLM engine) is never held twice."""
+    """`ctx.critic` becomes the critic at the end of round k (`critic_after`); the old one is closed and dropped
+    and its memory given back first, so a large critic (or a vLLM engine) is never held twice."""
+    if ctx.critic is not None:
+        ctx.critic.close()
     ctx.critic = None
     release_memory()
     ctx.critic = critic_after(ctx, k)
