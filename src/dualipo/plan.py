@@ -277,13 +277,15 @@ def format_plan(plan: dict) -> str:
              f"{p['gpus']} GPU(s) x {p['gpu_mem']:g} GiB, peak {p['peak_tflops']:g} TFLOP/s at MFU {p['mfu']:g}, "
              f"{p['hbm_gbps']:g} GB/s; generator training with gradient checkpointing "
              f"{'on' if plan['gradient_checkpointing'] else 'off'}; models offloaded between stages "
-             f"{'on' if plan['offload_models'] else 'off'}", "",
-             f"{'stage':<22} {'parameters':<44} {'peak GiB/GPU':>12}  {'throughput':<36} {'work':<28} {'hours':>8}"]
-    for st in plan["stages"] + [plan["round_0"]]:
-        params = ", ".join(f"{k} {_count(v)}" for k, v in st["params"].items())
-        rate = f"{st['throughput']:.4g} {st['throughput_unit']}"
-        lines.append(f"{st['stage']:<22} {params:<44} {st['peak_gib']:>12.2f}  {rate:<36} "
-                     f"{st['work']} {st['work_unit']:<20} {st['hours']:>8.3g}")
+             f"{'on' if plan['offload_models'] else 'off'}", ""]
+    rows = [("stage", "parameters", "peak GiB/GPU", "throughput", "work", "hours")]
+    rows += [(st["stage"], ", ".join(f"{k} {_count(v)}" for k, v in st["params"].items()), f"{st['peak_gib']:.2f}",
+              f"{st['throughput']:.4g} {st['throughput_unit']}", f"{st['work']:g} {st['work_unit']}",
+              f"{st['hours']:.3g}") for st in plan["stages"] + [plan["round_0"]]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    right = (2, 5)  # numbers
+    lines += ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+              for r in rows]
     lines += ["", f"one round: {plan['round_hours']:.3g} h wall on {p['gpus']} GPU(s); the whole run (round 0 + "
               f"rounds): {plan['run_hours']:.3g} h"]
     lines += [f"WARNING: {w}" for w in plan["warnings"]]
