@@ -121,12 +121,17 @@ def test_decoded_videos_are_kept_up_to_the_cache_budget(cfg, videos, tmp_path):
     assert len(decoded) == 1 + (n + 1) + 1 and list(critic._visuals) == kept
 
 
-def test_to_host_and_back(cfg):
-    critic = build_critic(cfg)
+def test_to_host_and_back(cfg, videos):
+    """The round trip the loop's offloading makes leaves the critic where `critic.device` puts it, judging as
+    before (greedy answers, so equal texts)."""
+    greedy = dataclasses.replace(cfg, judging=dataclasses.replace(cfg.judging, temperature=0.0))
+    critic = build_critic(greedy)
+    before = [s.text for s in critic.judge(PROMPT, videos[0], videos[1], "motion").samples]
     critic.to_host()
-    assert next(critic.model.parameters()).device.type == "cpu"
+    assert {p.device.type for p in critic.model.parameters()} == {"cpu"}
     critic.to_device()
-    assert next(critic.model.parameters()).device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert {p.device.type for p in critic.model.parameters()} == {"cuda" if torch.cuda.is_available() else "cpu"}
+    assert [s.text for s in critic.judge(PROMPT, videos[0], videos[1], "motion").samples] == before
 
 
 def test_two_step_judging_describes_each_video_without_the_prompt(cfg, videos):

@@ -166,17 +166,19 @@ class Ledger:
         path = Path(run_dir) / LEDGER
         if not path.is_file():
             raise ValueError(f"{run_dir} holds no run ledger ({LEDGER}); it is not a dualipo run directory")
-        ledger = None
+        unreadable = (f"{path} is not a run ledger that can be read ({{}}): the file was damaged or replaced; a run "
+                      f"directory's ledger.sqlite is written only by dualipo")
         try:
             ledger = cls(path, readonly=readonly)
+        except sqlite3.DatabaseError as e:  # not SQLite at all, or cannot be opened
+            raise ValueError(unreadable.format(e)) from None
+        try:
             complete = ledger.meta().get("config_hash") is not None
         except sqlite3.OperationalError:  # no meta table yet
             complete = False
         except sqlite3.DatabaseError as e:  # not SQLite at all
-            if ledger is not None:
-                ledger.db.close()
-            raise ValueError(f"{path} is not a run ledger that can be read ({e}): the file was damaged or "
-                             f"replaced; a run directory's ledger.sqlite is written only by dualipo") from None
+            ledger.db.close()
+            raise ValueError(unreadable.format(e)) from None
         if not complete:
             ledger.close()
             raise ValueError(f"{path} was never completely initialised (the first run stopped while creating it); "

@@ -13,7 +13,6 @@ of resized frames. vLLM is imported only when an engine is built; the model load
 
 from __future__ import annotations
 
-import gc
 import importlib.util
 import json
 import os
@@ -26,6 +25,7 @@ import torch
 from dualipo.config import CriticConfig, JudgingConfig, RunConfig
 from dualipo.critics.requests import VideoLike, VotingCritic
 from dualipo.critics.vision_inputs import MEAN, STD, VisionSpec, load_frames, resized_uint8
+from dualipo.devices import release_memory
 from dualipo.model_dirs import check_transformers_dir
 
 INSTALL = "pip install 'dualipo[vllm]'"
@@ -176,6 +176,4 @@ class VLLMCritic(VotingCritic):
     def close(self) -> None:
         """Free the engine's GPU memory (before the generator or a critic being trained needs it)."""
         self.llm = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_memory()

@@ -3,9 +3,9 @@
 The critic is built once and held by the run context; the generator is rebuilt by each stage that uses it and
 dropped when the stage returns. With `rounds.offload_models` the critic leaves the accelerator (`Critic.to_host`:
 weights to CPU, or a vLLM engine put to sleep) before a stage that needs the GPU for something else (sampling,
-training, critic refinement, which loads its own copy to train) and comes back (`Critic.to_device`) before judging; the generator is released (moved to CPU, its memory returned) before the
-critic judges in the evaluation stage. Without the switch nothing moves (a critic and a generator that fit on one
-GPU together). Without CUDA every move is a no-op, so the same code runs on CPU.
+training, critic refinement, which loads its own copy to train) and comes back (`Critic.to_device`) before
+judging; the generator is released (moved to CPU, its memory returned) before the critic judges in the evaluation
+stage. Without the switch nothing moves (a critic and a generator that fit on one GPU together). Without CUDA every move is a no-op, so the same code runs on CPU.
 """
 
 from __future__ import annotations
