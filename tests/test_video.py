@@ -222,3 +222,38 @@ def test_write_png_strip(tmp_path, t):
     assert img.shape == (32, 8 * 48, 3)
     np.testing.assert_array_equal(img[:, :48, ::-1], v.frames[0])  # BGR on disk, lossless
     np.testing.assert_array_equal(img[:, -48:, ::-1], v.frames[-1])
+
+
+
+_FIRST_WRITE = """
+import hashlib, sys
+import numpy as np
+from dualipo.video import Video, read_video, write_video
+read_video(sys.argv[1])  # a decode before the process's first encode is what made that encode differ
+blocks = np.random.default_rng(0).random((9, 4, 4, 3))
+video = Video((np.kron(blocks, np.ones((1, 8, 8, 1))) * 255).astype(np.uint8), 8)
+for n in range(int(sys.argv[3])):
+    write_video(sys.argv[2], video)
+print(hashlib.sha256(open(sys.argv[2], "rb").read()).hexdigest())
+"""
+
+
+def test_first_video_a_process_writes_is_reproducible(tmp_path):
+    """The first mp4 a process encoded after decoding others differed from run to run (libx264 fed rgb24 frames
+    converted them with a reformatter whose first use was not reproducible: 8 processes re-encoding the small
+    base's samples gave 3-4 different files for the first one, identical ones after it). Every process must write
+    the same bytes, equal to those of a later write in a process."""
+    import subprocess
+    import sys
+
+    blocks = np.random.default_rng(0).random((16, 4, 4, 3))
+    ref = write_video(tmp_path / "ref.mp4", Video((np.kron(blocks, np.ones((1, 8, 8, 1))) * 255).astype(np.uint8), 8))
+
+    def run(i: int, writes: int) -> str:
+        out = subprocess.run([sys.executable, "-c", _FIRST_WRITE, str(ref), str(tmp_path / f"v{i}.mp4"), str(writes)],
+                             capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    first = {run(i, 1) for i in range(6)}
+    assert len(first) == 1
+    assert first == {run(9, 3)}

@@ -123,8 +123,9 @@ def write_video(path: str | os.PathLike[str], video: Video, crf: int = 18) -> Pa
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(crf)}
-        for frame in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        for frame in frames:  # converted here: the encoder's own first rgb24 -> yuv420p conversion in a process
+            # is not reproducible (the first video a process wrote differed from run to run)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")))
         out.mux(stream.encode(None))
     return Path(path)
 
