@@ -122,10 +122,11 @@ def write_video(path: str | os.PathLike[str], video: Video, crf: int = 18) -> Pa
         stream = out.add_stream("libx264", rate=_rate(video.fps))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf)}
-        for frame in frames:  # converted here: the encoder's own first rgb24 -> yuv420p conversion in a process
-            # is not reproducible (the first video a process wrote differed from run to run)
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")))
+        # mbtree off: with it, libx264 encoding our small frames read memory it had not written, so the same frames
+        # gave different files depending on what the process did before (8 of 32 of the small base's samples)
+        stream.options = {"crf": str(crf), "x264-params": "mbtree=0"}
+        for frame in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         out.mux(stream.encode(None))
     return Path(path)
 
