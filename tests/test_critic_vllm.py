@@ -224,7 +224,7 @@ def test_real_vllm_engine_judges_with_a_tiny_saved_qwen2_vl(cfg, videos, tmp_pat
 
 
 def test_a_multi_process_run_refuses_the_vllm_critic(cfg):
-    from dualipo.rounds import check_run_config
+    from dualipo.loop.setup import check_run_config
 
     v = dataclasses.replace(cfg, critic=dataclasses.replace(cfg.critic, backend="vllm"),
                             train=dataclasses.replace(cfg.train, batch_size=2))

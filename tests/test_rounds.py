@@ -59,7 +59,8 @@ def test_tiny_two_rounds_through_the_cli(tmp_path):
 def _guard_oracle(monkeypatch):
     """Make every reference to the oracle's scoring functions raise unless the evaluate stage is running or the
     seed set (the stand-in for human labels, mixed into critic refinement) is being made."""
-    from dualipo.loop import evaluation, training
+    from dualipo import rounds
+    from dualipo.loop import training
     from dualipo.toy import oracle
 
     import importlib
@@ -93,7 +94,7 @@ def _guard_oracle(monkeypatch):
                 state["evaluating"] = False
         return wrapper
 
-    monkeypatch.setattr(evaluation, "evaluate_stage", allowed(evaluation.evaluate_stage))
+    monkeypatch.setattr(rounds, "_evaluate", allowed(rounds._evaluate))
     monkeypatch.setattr(training, "seed_set", allowed(training.seed_set))
     return state
 

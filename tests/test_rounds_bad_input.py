@@ -119,8 +119,9 @@ def test_a_full_disk_stops_the_run_and_resume_completes_it(tmp_path, capsys, mon
 
 def test_resume_refuses_a_changed_prompt_file_or_base_generator(tmp_path):
     from dualipo.config import build_config
-    from dualipo.loop.context import base_generator_id, load_prompt_pool
-    from dualipo.rounds import _open_run
+    from dualipo.loop.prompts import load_prompt_pool
+    from dualipo.loop.setup import open_run as _open_run
+    from dualipo.loop.training import base_generator_id
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle moving left on a black background\n# a comment\na blue square growing\n")

@@ -76,7 +76,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     from dualipo.generators.evaluate import evaluate_prompts
     from dualipo.ledger import atomic_write_text
-    from dualipo.loop.context import read_prompt_file
+    from dualipo.loop.prompts import read_prompt_file
 
     cfg = _load(args)
     cfg = replace(cfg, generator=replace(cfg.generator, path=args.generator))

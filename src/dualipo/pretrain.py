@@ -241,19 +241,15 @@ def _load_vae(gen: Generator, cfg: RunConfig) -> None:
 
 def _check_same_config(cfg: RunConfig, path: Path) -> None:
     """Resuming with other settings would silently mix two runs: refuse, naming the changed keys."""
+    from dualipo.ledger import config_differences
+
     if not path.exists():
         return
-
-    def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
-        return out
-
-    old, new = flat(json.loads(path.read_text())), flat(json.loads(json.dumps(to_dict(cfg))))
-    relevant = ("world.", "generator.", "pretrain.")  # other stages cannot change what pretraining does
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k != "pretrain.threads"
-                     and k.startswith(relevant))
+    old, new = json.loads(path.read_text()), json.loads(json.dumps(to_dict(cfg)))
+    # other sections cannot change what pretraining does; the thread count does not change its result
+    changed = [d.split(":")[0] for s in ("generator", "pretrain", "world")
+               for d in config_differences(old.get(s, {}), new.get(s, {}), f"{s}.")]
+    changed = [k for k in changed if k != "pretrain.threads"]
     if changed:
         raise ValueError(f"{path} was written by a run with other settings ({', '.join(changed)}); "
                          f"resume with the same config or use a new --out directory")

@@ -72,7 +72,7 @@ def round_series(rows: list[dict], rounds: list[int], names=ROUND_CURVES) -> dic
 def per_step(run_dir: Path, rounds: list[int], rel: str) -> dict[int, list[dict]]:
     """The per-step records of `round_k/<rel>` for every round that has the file."""
     from dualipo.jsonl import read_jsonl
-    from dualipo.loop.context import round_dir
+    from dualipo.loop.setup import round_dir
 
     out = {}
     for k in rounds:
@@ -128,7 +128,7 @@ class VideoEmbedder:
 
 def video_grid(ledger: Ledger, cfg, rounds: list[int], embed: VideoEmbedder, num_prompts: int) -> list[dict]:
     """The first `num_prompts` held-out prompts (first seed each): their evaluation video of every round."""
-    from dualipo.loop.context import eval_prompt_id
+    from dualipo.loop.prompts import eval_prompt_id
     from dualipo.toy.world import prompt_pools
 
     texts = {eval_prompt_id(i): p for i, p in enumerate(prompt_pools(cfg.world)[1][:cfg.eval.num_prompts])}

@@ -1,13 +1,16 @@
-"""The Dual-IPO loop (`dualipo run`): R rounds of
+"""The Dual-IPO loop (`dualipo run`), read top to bottom: R rounds of
 
-    sample -> judge (K paths, both orders) -> certainty filter -> pairs / KTO points -> train the generator
-    -> refine the critic (SRPO, on the round's own judgments) -> evaluate on held-out prompts
+    sample -> judge (K paths, both orders) -> [refine] -> certainty filter -> pairs / KTO points -> train the
+    generator -> [refine] -> evaluate on held-out prompts
 
-with the order of training and refinement from `rounds.order` (critic_first: refine before training) and the
-reference policy from `rounds.reference`. Round 0 evaluates the base generator. Everything is recorded in the
-run ledger (`dualipo.ledger`); `resume=True` continues from exactly what it says is done, and refuses a changed
-config, prompt pool or base generator. Under `accelerate launch` every process runs this function; sampling
-and judging are sharded by prompt, training is data-parallel, and only the main process writes the ledger.
+with critic refinement (SRPO, on the round's own judgments) before training (`rounds.order=critic_first`) or
+after it (`generator_first`), and the reference policy from `rounds.reference`. Round 0 evaluates the base
+generator. Each stage is a plain function of its inputs (`dualipo.loop.*`: the generator, the critic, the videos,
+the judgments, the config); this file alone talks to the run ledger (`dualipo.ledger`), decides what a resumed run
+skips, and deals work across processes. `resume=True` continues from exactly what the ledger says is done, and
+refuses a changed config, prompt pool or base generator. Under `accelerate launch` every process runs this
+function; sampling and judging are sharded by prompt, training is data-parallel, and only the main process writes
+the ledger.
 
 `critic.backend=oracle` runs the same loop with the shapes-world oracle as a perfect critic: the upper bound,
 flagged in the log, the ledger and the table. With any other critic the oracle is consulted only to evaluate.
@@ -15,182 +18,332 @@ flagged in the log, the ledger and the table. With any other critic the oracle i
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from dualipo.config import RunConfig, from_dict, to_dict
-from dualipo.ledger import LEDGER, Ledger, atomic_write_text, config_differences
+from dualipo.config import RunConfig, to_dict
+from dualipo.critics.voting import Judgment, judgment_from_row
+from dualipo.ledger import Ledger, sha256_file, weights_sha256
 from dualipo.loop import evaluation, judging, placement, sampling, training
-from dualipo.loop.context import RunContext, base_generator_id, from_main, load_prompt_pool, pool_hash
+from dualipo.loop.processes import Processes
+from dualipo.loop.prompts import eval_prompts, load_prompt_pool, round_prompts
+from dualipo.loop.setup import check_pool, check_run_config, open_run, recorded_config, round_dir  # noqa: F401 (CLI)
 from dualipo.loop.summary import format_table
-from dualipo.loop.tracking import Metrics, check_tracker
+from dualipo.loop.tracking import Metrics
+from dualipo.preferences import preference_kind
 
 log = logging.getLogger(__name__)
-STAGES = {
-    "critic_first": ("sample", "judge", "refine", "pairs", "train", "evaluate"),
-    "generator_first": ("sample", "judge", "pairs", "train", "refine", "evaluate"),
-}
+ADAPTER, CRITIC = "generator_lora", "critic"  # the ledger's checkpoint kinds
 UPPER_BOUND = ("critic.backend=oracle: the shapes-world oracle judges the videos. This is the UPPER BOUND (a perfect "
                "critic), not the method")
+Outcome = tuple[str, str]  # a stage's status ("done" / "skipped") and note
 
 
-def stage_function(name: str):
-    """The stage functions, looked up at call time (module attributes, so tests can wrap them)."""
-    return {"sample": sampling.sample_stage, "judge": judging.judge_stage, "pairs": judging.preference_stage,
-            "train": training.train_stage, "refine": training.refine_stage,
-            "evaluate": evaluation.evaluate_stage}[name]
+@dataclass(frozen=True)
+class Run:
+    cfg: RunConfig
+    dir: Path
+    procs: Processes
+    pool: list[tuple[str, str]]  # (prompt id, prompt): the prompt pool the rounds draw from
+    base_id: str  # identity of the base generator weights (provenance)
+    ledger: Ledger | None  # main process only
+    metrics: Metrics | None  # main process only
 
+    def rel(self, path: Path) -> str:
+        return str(Path(path).relative_to(self.dir))
 
-def check_run_config(cfg: RunConfig, num_processes: int) -> None:
-    """What the loop needs beyond the per-field checks; fails before anything is written."""
-    ct = cfg.critic_train
-    if ct.refine and cfg.critic.backend != "oracle" and ct.certainty == "pce":
-        from dualipo.srpo.certainty import check_reference
+    def round_dir(self, k: int) -> Path:
+        return round_dir(self.dir, k)
 
-        check_reference(cfg.critic.path, ct.pce_reference)  # round 1's reference (later: the previous critic)
-    if cfg.judging.mode == "pointwise" and cfg.train.loss != "kto":
-        raise ValueError(f"judging.mode=pointwise with train.loss={cfg.train.loss}: pointwise Good / Bad labels train "
-                         f"with train.loss=kto (pairwise judgments train with dpo, kto or sft on the chosen videos)")
-    if cfg.train.data != "preferences" and cfg.rounds.prompt_file:
-        raise ValueError(f"train.data={cfg.train.data} renders the shapes world's prompts; it cannot render "
-                         f"rounds.prompt_file={cfg.rounds.prompt_file!r}")
-    if cfg.train.batch_size % num_processes:
-        raise ValueError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {num_processes} processes")
-    if cfg.critic.backend == "vllm" and num_processes > 1:
-        raise ValueError(f"critic.backend=vllm under {num_processes} processes: each would start its own vLLM engine "
-                         "on the first GPU it sees. Judge with one process (critic.vllm_tensor_parallel=N spreads the "
-                         "critic over N GPUs) or use critic.backend=qwen_vl for a multi-process run")
-    check_tracker(cfg.rounds.tracker)
+    def recorded(self, kind: str, k: int) -> list[training.Recorded]:
+        """The weights of `kind` the ledger recorded for rounds 1..k, in order (every process)."""
+        return self.procs.from_main(lambda: [training.Recorded(r["round"], r["path"], r["sha256"], r["weights_sha256"])
+                                             for r in self.ledger.checkpoints(kind) if r["round"] <= k])
 
+    def judgments(self, k: int) -> list[Judgment]:
+        return [judgment_from_row(r, dict(self.pool)) for r in self.ledger.judgments(k)]
 
-def recorded_config(run_dir: str | Path) -> RunConfig:
-    """The config a run was started with (for `dualipo run --out DIR --resume` without config arguments)."""
-    ledger = Ledger.open(Path(run_dir))
-    try:
-        return from_dict(RunConfig, ledger.config())
-    finally:
-        ledger.close()
+    def generator(self, k: int):
+        """The generator at the end of round k and its identity."""
+        return training.round_generator(self.cfg, self.dir, self.base_id, self.recorded(ADAPTER, k))
 
+    def critic(self, k: int):
+        """The critic at the end of round k: the latest refined one recorded, or the configured one."""
+        from dualipo.critics import build_critic
 
-def _open_run(run_dir: Path, cfg: RunConfig, pool: list, base_id: str, resume: bool) -> Ledger:
-    config = json.loads(json.dumps(to_dict(cfg)))  # as stored: tuples become lists
-    if resume:
-        ledger = Ledger.open(run_dir)
-        meta = ledger.meta()
-        diffs = config_differences(ledger.config(), config)
-        problem = None
-        if diffs:
-            problem = (f"its config differs in {len(diffs)} key(s): {'; '.join(diffs)}. Resume with the same "
-                       f"preset, config file and overrides (or `dualipo run --out {run_dir} --resume` alone), or "
-                       f"use a new --out")
-        elif meta["prompts_sha256"] != pool_hash(pool):
-            problem = f"its prompt pool changed (rounds.prompt_file={cfg.rounds.prompt_file!r} was edited)"
-        elif meta["generator_base"] != base_id:
-            problem = f"the base generator's weights changed (generator.path={cfg.generator.path!r})"
-        if problem:
-            ledger.close()
-            raise ValueError(f"refusing to resume {run_dir}: {problem}")
-        stale = [p for p in run_dir.rglob(".*.tmp*") if p.is_file()]
-        for p in stale:  # temporary files of writes a crash interrupted; never recorded
-            p.unlink()
-        log.info("resuming %s%s", run_dir, f" (removed {len(stale)} unfinished temporary files)" if stale else "")
-    else:
-        if run_dir.exists() and not run_dir.is_dir():
-            raise ValueError(f"--out {run_dir} is a file, not a directory; choose a new --out")
-        if run_dir.exists() and any(run_dir.iterdir()):
-            hint = "pass --resume to continue it" if (run_dir / LEDGER).is_file() else "choose a new --out"
-            raise ValueError(f"run directory {run_dir} already exists and is not empty; {hint}")
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            meta = {"prompts_sha256": pool_hash(pool), "generator_base": base_id,
-                    "critic_refinement": (f"{cfg.critic_train.method}, certainty {cfg.critic_train.certainty}, "
-                                          f"consistency {cfg.critic_train.consistency}"
-                                          if cfg.critic_train.refine else "off (IPO)"),
-                    "upper_bound": "1" if cfg.critic.backend == "oracle" else "0"}
-            ledger = Ledger.create(run_dir, config, pool, meta)
-        except (OSError, sqlite3.Error) as e:
-            raise ValueError(f"cannot create the run directory {run_dir}: {e}") from None
-    atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
-    return ledger
-
-
-def _run_stage(ctx: RunContext, k: int, name: str) -> None:
-    def status():
-        row = ctx.ledger.stage(k, name)
-        return None if row is None else row["status"]
-
-    if from_main(ctx, status) in ("done", "skipped"):
-        log.info("round %d %s: already recorded, skipped", k, name)
-        return
-    if ctx.main:
-        log.info("round %d/%d: %s", k, ctx.cfg.rounds.num_rounds, name)
-        ctx.ledger.start_stage(k, name)
-    t0, c0 = time.time(), time.process_time()
-    placement.before_stage(ctx, name)
-    result, note = stage_function(name)(ctx, k)
-    placement.after_stage(ctx)
-    ctx.acc.wait_for_everyone()
-    if ctx.main:
-        cpu = time.process_time() - c0
-        ctx.ledger.finish_stage(k, name, result, note, cpu_s=cpu)
-        log.info("round %d %s %s in %.1f s (CPU %.1f s)%s", k, name, result, time.time() - t0, cpu,
-                 f": {note}" if note else "")
+        refined = self.recorded(CRITIC, k)
+        if not refined:
+            return build_critic(self.cfg)
+        return build_critic(self.cfg, str(training.checked(self.dir, refined[-1], "refined critic").parent))
 
 
 def run_rounds(cfg: RunConfig, out: str | Path, resume: bool = False) -> str:
     """Run (or resume) the loop in `out`; returns the per-round table on the main process ('' elsewhere)."""
     import torch
-    from accelerate import Accelerator
 
     from dualipo.critics import build_critic
     from dualipo.generators import generator_dir
 
-    run_dir = Path(out)
-    # without CUDA, processes started by `accelerate launch --multi_gpu` (torchrun) join a gloo CPU group
-    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision)
-    check_run_config(cfg, acc.num_processes)
+    procs = Processes(cfg.train.mixed_precision)
+    check_run_config(cfg, procs.count)
     if cfg.rounds.threads:
         torch.set_num_threads(cfg.rounds.threads)
     pool = load_prompt_pool(cfg)  # a bad prompt file fails first
-    ct = cfg.critic_train
-    if ct.refine and cfg.critic.backend != "oracle" and ct.method == "sft" and ct.seed_mix > 0 and \
-            cfg.rounds.prompt_file and not ct.seed_file:
-        raise ValueError(f"critic_train.seed_mix={ct.seed_mix} mixes the human seed set into critic refinement: "
-                         "with rounds.prompt_file set, give it as critic_train.seed_file (the shapes world's own "
-                         "seed set is made only for its default prompt pool), or set critic_train.seed_mix=0")
-    if cfg.sampling.prompts_per_round > len(pool):
-        raise ValueError(f"sampling.prompts_per_round={cfg.sampling.prompts_per_round} but the prompt pool holds "
-                         f"only {len(pool)} prompts")
+    check_pool(cfg, pool)
     generator_dir(cfg)  # a missing or incomplete generator / critic directory fails here, before anything is written
-    ctx = RunContext(cfg, run_dir, acc, pool, base_generator_id(cfg), critic=build_critic(cfg),
-                     upper_bound=cfg.critic.backend == "oracle")
-    if ctx.upper_bound and ctx.main:
+    critic = build_critic(cfg)
+    if cfg.critic.backend == "oracle" and procs.main:
         log.warning(UPPER_BOUND)
+    run_dir, base_id = Path(out), training.base_generator_id(cfg)
+    opened: list = [None, None]
 
     def prepare() -> None:
-        ctx.ledger = _open_run(run_dir, cfg, pool, ctx.base_id, resume)
-        ctx.metrics = Metrics(run_dir, ctx.ledger, cfg.rounds.tracker, to_dict(cfg))
+        opened[0] = open_run(run_dir, cfg, pool, base_id, resume)
+        opened[1] = Metrics(run_dir, opened[0], cfg.rounds.tracker, to_dict(cfg))
 
     try:
-        from_main(ctx, prepare)
-        if from_main(ctx, lambda: bool(training.critic_paths(ctx, cfg.rounds.num_rounds))):
-            training.reload_critic(ctx, cfg.rounds.num_rounds)  # resumed after a refinement
-        _run_stage(ctx, 0, "evaluate")
+        procs.from_main(prepare)
+        run = Run(cfg, run_dir, procs, pool, base_id, *opened)
+        if run.recorded(CRITIC, cfg.rounds.num_rounds):  # resumed after a refinement
+            critic = _replace(critic, lambda: run.critic(cfg.rounds.num_rounds))
+        _stage(run, 0, "evaluate", critic, lambda: _evaluate(run, 0, critic))
         for k in range(1, cfg.rounds.num_rounds + 1):
-            for name in STAGES[cfg.rounds.order]:
-                _run_stage(ctx, k, name)
-        if not ctx.main:
+            critic = _round(run, k, critic)
+        if not procs.main:
             return ""
-        ctx.ledger.set_meta("finished", str(time.time()))
-        return format_table(ctx.ledger, run_dir)
+        run.ledger.set_meta("finished", str(time.time()))
+        return format_table(run.ledger, run_dir)
     except (OSError, sqlite3.OperationalError) as e:
         raise ValueError(f"writing the run in {run_dir} failed: {e}. Everything the ledger recorded is complete: "
                          f"fix the cause and continue with `dualipo run --out {run_dir} --resume`") from e
     finally:
-        if ctx.metrics is not None:
-            ctx.metrics.close()
-        if ctx.ledger is not None:
-            ctx.ledger.close()
+        for thing in reversed(opened):
+            if thing is not None:
+                thing.close()
+
+
+def _round(run: Run, k: int, critic):
+    """One round, its stages in order; returns the critic that judges the next round."""
+    _stage(run, k, "sample", critic, lambda: _sample(run, k))
+    _stage(run, k, "judge", critic, lambda: _judge(run, k, critic))
+    if run.cfg.rounds.order == "critic_first":
+        critic = _refine_stage(run, k, critic)
+    _stage(run, k, "pairs", critic, lambda: _pairs(run, k))
+    _stage(run, k, "train", critic, lambda: _train(run, k))
+    if run.cfg.rounds.order == "generator_first":
+        critic = _refine_stage(run, k, critic)
+    _stage(run, k, "evaluate", critic, lambda: _evaluate(run, k, critic))
+    return critic
+
+
+def _stage(run: Run, k: int, name: str, critic, body: Callable[[], Outcome]) -> bool:
+    """Run one stage unless the ledger has it done; record its outcome. Returns whether it ran and was done."""
+    def status():
+        row = run.ledger.stage(k, name)
+        return None if row is None else row["status"]
+
+    if run.procs.from_main(status) in ("done", "skipped"):
+        log.info("round %d %s: already recorded, skipped", k, name)
+        return False
+    if run.procs.main:
+        log.info("round %d/%d: %s", k, run.cfg.rounds.num_rounds, name)
+        run.ledger.start_stage(k, name)
+    t0, c0 = time.time(), time.process_time()
+    offload = run.cfg.rounds.offload_models
+    placement.before_stage(offload, critic, name)
+    result, note = body()
+    placement.after_stage(offload)
+    run.procs.wait()
+    if run.procs.main:
+        cpu = time.process_time() - c0
+        run.ledger.finish_stage(k, name, result, note, cpu_s=cpu)
+        log.info("round %d %s %s in %.1f s (CPU %.1f s)%s", k, name, result, time.time() - t0, cpu,
+                 f": {note}" if note else "")
+    return result == "done"
+
+
+def _replace(critic, build):
+    """Close the critic and give its memory back before its successor loads (never two large critics at once)."""
+    from dualipo.devices import release_memory
+
+    critic.close()
+    del critic
+    release_memory()
+    return build()
+
+
+# ------------------------------------------------------------------------------------------ the stages
+
+def _sample(run: Run, k: int) -> Outcome:
+    """N videos per prompt of round k from the generator at the end of round k-1."""
+    cfg = run.cfg
+    items = sampling.train_items(cfg, round_prompts(run.pool, cfg.sampling.prompts_per_round, k), k,
+                                 run.rel(run.round_dir(k)))
+    recorded = run.procs.from_main(lambda: {(r["prompt_id"], r["seed"]) for r in run.ledger.videos(k, "train")})
+    gen, gen_id = run.generator(k - 1)
+
+    def commit(rec: dict) -> None:
+        run.ledger.add_video(k, "train", rec["prompt_id"], rec["seed"], rec["index"], rec["path"], rec["sha256"],
+                             gen_id)
+
+    done = {it.index for it in items if (it.prompt_id, it.seed) in recorded}
+    sampling.sample_items(gen, items, done, run.dir, cfg, run.procs, f"round {k} sampling", commit)
+    if run.procs.main:
+        run.metrics.log(k, "sample", {"videos": len(items), "prompts": len(items) // cfg.sampling.videos_per_prompt})
+    return "done", f"{len(items)} videos in {run.rel(run.round_dir(k) / 'videos')}"
+
+
+def _videos(run: Run, k: int) -> list[tuple[str, str]]:
+    """(prompt id, path) of round k's recorded training videos, each file checked against its recorded hash."""
+    rows = run.ledger.videos(k, "train")
+    for r in rows:
+        training.checked(run.dir, training.Recorded(k, r["path"], r["sha256"], ""), "video")
+    return [(r["prompt_id"], r["path"]) for r in rows]
+
+
+def _judge(run: Run, k: int, critic) -> Outcome:
+    def plan():
+        units = judging.judging_units(run.cfg, _videos(run, k), dict(run.pool))
+        have = {(r["prompt_id"], r["dimension"], r["video_a"], r["video_b"]) for r in run.ledger.judgments(k)}
+        return [u for u in units if any((u.prompt_id, *w) not in have for w in u.wanted)], len(units)
+
+    todo, total = run.procs.from_main(plan)
+    if len(todo) < total:
+        log.info("round %d judging: %d of %d prompts already judged", k, total - len(todo), total)
+    run.procs.shard(todo, lambda unit: judging.judge_unit(critic, run.cfg, k, unit, run.dir),
+                    lambda res: run.ledger.add_judgment(k, *res), f"round {k} judging", "prompt")
+    if not run.procs.main:
+        return "done", ""
+    values, note = judging.judging_summary(run.judgments(k))
+    run.metrics.log(k, "judge", values)
+    return "done", note
+
+
+def _pairs(run: Run, k: int) -> Outcome:
+    """Confident judgments -> the round's training data (recorded in one transaction, written beside its videos)."""
+    if not run.procs.main:
+        return "done", ""
+    cfg, thr = run.cfg, run.cfg.judging.certainty_threshold
+    generators = {r["path"]: r["generator"] for r in run.ledger.videos(k, "train")}
+    table, rows, stats = judging.preference_rows(cfg, k, run.judgments(k), {t: p for p, t in run.pool}, generators,
+                                                 run.round_dir(k), run.rel(run.round_dir(k)))
+    run.ledger.replace_preferences(k, table, rows)
+    d = stats.dropped
+    run.metrics.log(k, "pairs", {"judgments": stats.judgments, "kept": stats.kept, "dropped": sum(d.values()),
+                                 **{f"dropped_{r}": n for r, n in d.items()}, "items": stats.items,
+                                 "prompts_without_item": stats.prompts_without_pair})
+    what = "pairs" if table == "pairs" else "labelled videos"
+    if stats.items == 0:
+        log.warning("round %d: no confident %s: of %d judgments, %d had no majority (abstained or split), %d were "
+                    "ties, %d were below judging.certainty_threshold=%s; the %d kept rank no video of any prompt "
+                    "above another. The generator is not trained this round.",
+                    k, what, stats.judgments, d["no_verdict"], d["tie"], d["uncertain"], thr, stats.kept)
+        return "done", f"no confident {what} ({stats.kept} of {stats.judgments} judgments kept, no pair ranked)"
+    return "done", f"{stats.items} {what} from {stats.kept} of {stats.judgments} judgments kept"
+
+
+def _train(run: Run, k: int) -> Outcome:
+    """Round k's adapter on the generator at the end of round k-1, from its preference data (or, for the
+    continued-pretraining controls, renders of the round's items)."""
+    cfg, latents = run.cfg, run.round_dir(k) / "train" / "latents.safetensors"
+    if cfg.train.data != "preferences":
+        items = sampling.train_items(cfg, round_prompts(run.pool, cfg.sampling.prompts_per_round, k), k,
+                                     run.rel(run.round_dir(k)))
+        gen, _ = run.generator(k - 1)
+        data_file = run.round_dir(k) / "train_data.jsonl" if run.procs.main else None
+        build = lambda: training.render_cache(cfg, k, items, gen, data_file)  # noqa: E731
+        return _train_on(run, k, gen, training.cache_on_disk(run.procs, latents, build), len(items))
+    kind = preference_kind(cfg.train.loss)
+    rows = run.procs.from_main(lambda: [dict(r) for r in run.ledger.preferences(kind, k)])
+    if not rows:
+        log.warning("round %d: no confident preference data, so no generator training (the next round samples "
+                    "from the same generator)", k)
+        return "skipped", "no confident pairs: nothing to train on"
+    gen, _ = run.generator(k - 1)
+    prompts = [dict(run.pool)[r["prompt_id"]] for r in rows]
+    build = lambda: training.preference_cache(cfg, gen, rows, prompts, run.dir)  # noqa: E731
+    return _train_on(run, k, gen, training.cache_on_disk(run.procs, latents, build), len(rows))
+
+
+def _train_on(run: Run, k: int, gen, cache, n_items: int) -> Outcome:
+    out = run.round_dir(k) / "train"
+    final, steps = training.train_adapter(run.cfg, k, gen, cache, out, run.procs)
+    if not run.procs.main:
+        return "done", ""
+    run.ledger.add_checkpoint(k, ADAPTER, run.rel(final), sha256_file(final), weights_sha256(final), steps)
+    run.metrics.log(k, "train", training.train_summary(out / "metrics.jsonl", n_items))
+    return "done", f"{steps} steps on {n_items} items; adapter {run.rel(final)}"
+
+
+def _refine_stage(run: Run, k: int, critic):
+    """Refine the critic on round k's judgments; returns the critic that judges from now on."""
+    cfg = run.cfg
+    if cfg.critic.backend == "oracle" or not cfg.critic_train.refine:
+        note = ("the oracle critic (upper bound) is not trained" if cfg.critic.backend == "oracle" else
+                "critic_train.refine=false: frozen critic (IPO)")
+
+        def frozen() -> Outcome:
+            if run.procs.main:
+                log.info("round %d refine: %s", k, note)
+            return "skipped", note
+
+        _stage(run, k, "refine", critic, frozen)
+        return critic
+    if _stage(run, k, "refine", critic, lambda: run.procs.from_main(lambda: _refine(run, k))):
+        return _replace(critic, lambda: run.critic(k))
+    return critic
+
+
+def _refine(run: Run, k: int) -> Outcome:
+    """Main process: refine the current critic on round k's judgments and record it."""
+    from dataclasses import replace
+
+    critics = [str((run.dir / r.path).parent) for r in run.recorded(CRITIC, k - 1)]
+    js = [replace(j, videos=tuple(str(run.dir / v) for v in j.videos)) for j in run.judgments(k)]
+    out = run.round_dir(k) / "critic"
+    final, counts, note = training.refine(run.cfg, k, js, critics, out, training.seed_set(run.cfg, run.dir))
+    if final is None:
+        run.metrics.log(k, "refine", training.refine_summary(counts, None))
+        return "skipped", note
+    weights = final / "model.safetensors"
+    run.ledger.add_checkpoint(k, CRITIC, run.rel(weights), sha256_file(weights), weights_sha256(weights),
+                              run.cfg.critic_train.refine_steps)
+    run.metrics.log(k, "refine", training.refine_summary(counts, out / "metrics.jsonl"))
+    return "done", f"{note}; critic {run.rel(final)}"
+
+
+def _evaluate(run: Run, k: int, critic) -> Outcome:
+    """The generator at the end of round k on the held-out prompts: oracle scores, video metrics, and the critic's
+    win rate against round 0 and its accuracy on the round's judgments."""
+    cfg = run.cfg
+    gen, gen_id = run.generator(k)
+    prompts = eval_prompts(cfg)
+    items = sampling.eval_items(cfg.eval.seeds, prompts, run.rel(run.round_dir(k)))
+    recs: list[dict] = []
+    sampling.sample_items(gen, items, set(), run.dir, cfg, run.procs, f"round {k} evaluation", recs.append,
+                          evaluation.measure)
+    wins = {}
+    if k > 0 and cfg.eval.critic_win_rate:
+        placement.release_generator(cfg.rounds.offload_models, gen)
+        placement.use_critic(cfg.rounds.offload_models, critic)
+        base = sampling.eval_items(cfg.eval.seeds, prompts, run.rel(run.round_dir(0)))
+        wins = evaluation.critic_win_rate(critic, cfg, k, items, base, run.dir, run.procs)
+    if not run.procs.main:
+        return "done", ""
+    for r in recs:
+        run.ledger.add_video(k, "eval", r["prompt_id"], r["seed"], r["index"], r["path"], r["sha256"], gen_id)
+    values = evaluation.held_out_scores(recs)
+    if k > 0:
+        pairs = None
+        if preference_kind(cfg.train.loss) == "pairs":
+            prompts_by_id = dict(run.pool)
+            pairs = [(prompts_by_id[r["prompt_id"]], r["chosen"], r["rejected"])
+                     for r in run.ledger.preferences("pairs", k)]
+        values.update(evaluation.critic_accuracy(cfg, run.judgments(k), pairs, run.dir))
+    values.update(wins)
+    run.metrics.log(k, "evaluate", values)
+    return "done", f"held-out oracle score {values['oracle_overall']:.4f} on {len(recs)} videos"

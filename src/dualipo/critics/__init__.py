@@ -40,7 +40,12 @@ class Critic(Protocol):
         """Free what the critic holds (a vLLM engine's GPU memory) before another critic loads; unusable after."""
 
 
-def build_critic(cfg: RunConfig) -> Critic:
+def build_critic(cfg: RunConfig, path: str | None = None) -> Critic:
+    """The configured critic; `path` (a directory) replaces `critic.path`: a refined critic of a run."""
+    if path is not None:
+        from dataclasses import replace
+
+        cfg = replace(cfg, critic=replace(cfg.critic, path=path))
     match cfg.critic.backend:
         case "qwen_vl":
             from dualipo.critics.qwen_vl import QwenVLCritic, load_model

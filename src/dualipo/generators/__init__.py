@@ -109,3 +109,12 @@ def build_generator(cfg: RunConfig) -> Generator:
     gen.enable_memory_features()
     gen.pipe.to(resolve_device(g.device, "generator.device"))
     return gen
+
+
+def sample_videos(gen: Generator, cfg: RunConfig, prompts: Sequence[str], seeds: Sequence[int],
+                  progress: bool = True) -> list[Video]:
+    """One video per (prompt, seed) at the configured size (`world.num_frames`, `height`, `width`) in batches of
+    `sampling.batch_size`: how the loop, the evaluations and the seed sets sample."""
+    w = cfg.world
+    return gen.sample(list(prompts), list(seeds), num_frames=w.num_frames, height=w.height, width=w.width,
+                      batch_size=cfg.sampling.batch_size, progress=progress)

@@ -3,7 +3,7 @@ world, standing where humans stand in the paper): never to make preference data,
 
 - Held-out score: the generator at the end of the round samples the world's held-out prompts
   (`eval.num_prompts`) with fixed seeds (`eval.seeds`); the oracle scores each video per dimension and overall
-  (from the sampled frames, as `generators.evaluate.evaluate_generator` does). The videos are kept in
+  (from the sampled frames; `generators.evaluate.measure`, as `dualipo evaluate` does). The videos are kept in
   `round_k/eval/` to compare rounds.
 - Weight-free video metrics (`dualipo.metrics`, VBench's formulas with OpenCV flow) of the same videos, as
   `video_*` means: temporal flickering, static fraction, dynamic degree, motion smoothness, frame consistency.
@@ -18,84 +18,62 @@ The stage is redone as a whole on resume (sampling is deterministic, so the figu
 
 from __future__ import annotations
 
-import logging
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from dualipo.loop import placement
-from dualipo.loop.context import RunContext, generator_after, run_sharded, unit_seed
-from dualipo.loop.sampling import Item, eval_items, sample_chunks
-from dualipo.metrics import mean_by_key, summarize_video_metrics, video_metrics, win_rate
-from dualipo.preferences import preference_kind
+from dualipo import seeds
+from dualipo.config import RunConfig
+from dualipo.critics.voting import Judgment
+from dualipo.generators import evaluate as generator_evaluation
+from dualipo.loop.processes import Processes
+from dualipo.loop.sampling import Item
+from dualipo.metrics import win_rate
 from dualipo.toy import oracle
-
-log = logging.getLogger(__name__)
-WIN_RATE_SEED_OFFSET = 500_000  # unit seeds of the win-rate judgments: apart from the round's judging units
+from dualipo.video import Video
 
 
-def evaluate_stage(ctx: RunContext, k: int) -> tuple[str, str]:
-    from dualipo.toy.world import prompt_pools
-
-    gen, gen_id = generator_after(ctx, k)
-    prompts = prompt_pools(ctx.cfg.world)[1][:ctx.cfg.eval.num_prompts]
-    items = eval_items(ctx, k, prompts)
-    recs: list[dict] = []
-
-    def scores(item, video) -> dict:
-        s = oracle.score(item.prompt, video)
-        return {"overall": s.overall, "dims": s.dims, "video": video_metrics(video.frames, video.fps)}
-
-    sample_chunks(ctx, gen, items, set(), f"round {k} evaluation", scores, recs.append)
-    wins = {}
-    if k > 0 and ctx.cfg.eval.critic_win_rate:
-        placement.release_generator(ctx, gen)
-        placement.use_critic(ctx)
-        wins = critic_win_rate(ctx, k, prompts)
-    if not ctx.main:
-        return "done", ""
-    for r in recs:
-        ctx.ledger.add_video(k, "eval", r["prompt_id"], r["seed"], r["index"], r["path"], r["sha256"], gen_id)
-    values = held_out_scores(recs)
-    values.update({f"video_{name}": v for name, v in summarize_video_metrics([r["video"] for r in recs]).items()})
-    if k > 0:
-        values.update(critic_accuracy(ctx, k))
-    values.update(wins)
-    ctx.metrics.log(k, "evaluate", values)
-    return "done", f"held-out oracle score {values['oracle_overall']:.4f} on {len(recs)} videos"
+def measure(item: Item, video: Video) -> dict:
+    """A held-out video's figures (`generators.evaluate.measure`)."""
+    return generator_evaluation.measure(item.prompt, video)
 
 
 def held_out_scores(recs: list[dict]) -> dict:
-    out = {f"oracle_{d}": v for d, v in mean_by_key([r["dims"] for r in recs]).items()}
-    out["oracle_overall"] = float(np.mean([r["overall"] for r in recs]))
+    """The round's figures: `oracle_<key>` (overall and per dimension), `eval_videos` and `video_<metric>`."""
+    mean = generator_evaluation.summarize(recs)
+    out = {key: v for key, v in mean.items() if key.startswith("oracle_") and key != "oracle_videos"}
     out["eval_videos"] = len(recs)
+    out.update({f"video_{key}": v for key, v in mean.items() if not key.startswith("oracle_")})
     return out
 
 
-def critic_win_rate(ctx: RunContext, k: int, prompts: list[str]) -> dict:
+def critic_win_rate(critic, cfg: RunConfig, k: int, items: list[Item], base: list[Item], run_dir: Path,
+                    procs: Processes) -> dict:
     """The round's critic on (round k, round 0) held-out videos of the same prompt and seed, every judging
     dimension; one unit per prompt, seeded like the judging units, sharded across processes."""
-    base = {(it.prompt_id, it.seed): it.path for it in eval_items(ctx, 0, prompts)}
+    base_path = {(it.prompt_id, it.seed): it.path for it in base}
     units: dict[str, list[tuple[Item, str]]] = {}
-    for it in eval_items(ctx, k, prompts):
-        units.setdefault(it.prompt_id, []).append((it, base[(it.prompt_id, it.seed)]))
-    dims = ctx.cfg.judging.dimensions
+    for it in items:
+        units.setdefault(it.prompt_id, []).append((it, base_path[(it.prompt_id, it.seed)]))
+    dims = cfg.judging.dimensions
 
     def work(pos: int) -> list[str | None]:
-        torch.manual_seed(unit_seed(ctx.cfg, k, WIN_RATE_SEED_OFFSET + pos))
+        torch.manual_seed(seeds.win_rate(cfg.seed, k, pos))
         unit = list(units.values())[pos]
-        js = ctx.critic.judge_many([(it.prompt, ctx.abs(it.path), ctx.abs(b), d) for it, b in unit for d in dims])
+        js = critic.judge_many([(it.prompt, run_dir / it.path, run_dir / b, d) for it, b in unit for d in dims])
         return [j.verdict for j in js]
 
     verdicts: list[str | None] = []
-    run_sharded(ctx, list(range(len(units))), work, verdicts.append, f"round {k} win rate vs round 0", "prompt")
+    procs.shard(list(range(len(units))), work, verdicts.append, f"round {k} win rate vs round 0", "prompt")
     rate, n = win_rate(verdicts)
     return {"critic_win_rate": rate, "critic_win_rate_judgments": n}
 
 
-def critic_accuracy(ctx: RunContext, k: int) -> dict:
-    """The critic's majority verdicts of round k against the oracle's noise-free verdicts."""
-    from dualipo.critics.voting import judgment_from_row
+def critic_accuracy(cfg: RunConfig, js: list[Judgment], pairs: list[tuple[str, str, str]] | None,
+                    run_dir: Path) -> dict:
+    """The critic's majority verdicts of a round (`js`) against the oracle's noise-free verdicts, and, for
+    pairwise training, the round's pairs ((prompt, chosen, rejected) run-relative) against the oracle."""
     from dualipo.preferences import drop_reason
     from dualipo.toy.seed_labels import TIE_MARGIN, label_single
     from dualipo.video import read_video
@@ -104,19 +82,18 @@ def critic_accuracy(ctx: RunContext, k: int) -> dict:
 
     def score_of(prompt: str, rel: str) -> oracle.OracleScore:
         if rel not in cache:
-            cache[rel] = oracle.score(prompt, read_video(ctx.abs(rel)))
+            cache[rel] = oracle.score(prompt, read_video(run_dir / rel))
         return cache[rel]
 
-    thr = ctx.cfg.judging.certainty_threshold
+    thr = cfg.judging.certainty_threshold
     hits, kept_hits = [], []
-    for row in ctx.ledger.judgments(k):
-        j = judgment_from_row(row, dict(ctx.pool))
+    for j in js:
         try:
             if j.mode == "pairwise":
                 va, vb = (score_of(j.prompt, v).get(j.dimension) for v in j.videos)
                 truth = "tie" if abs(va - vb) <= TIE_MARGIN else ("A" if va > vb else "B")
             else:
-                truth = label_single(j.prompt, read_video(ctx.abs(j.videos[0])), j.dimension,
+                truth = label_single(j.prompt, read_video(run_dir / j.videos[0]), j.dimension,
                                      np.random.default_rng(0), noise_rate=0.0).clean_label
         except ValueError:  # not a shapes-world prompt: the oracle cannot judge it
             continue
@@ -126,21 +103,19 @@ def critic_accuracy(ctx: RunContext, k: int) -> dict:
     out = {"critic_judgments_scored": len(hits),
            "critic_accuracy": float(np.mean(hits)) if hits else None,
            "critic_kept_accuracy": float(np.mean(kept_hits)) if kept_hits else None}
-    if preference_kind(ctx.cfg.train.loss) == "pairs":
-        out.update(_pair_accuracy(ctx, k, score_of))
+    if pairs is not None:
+        out.update(_pair_accuracy(cfg, pairs, score_of))
     return out
 
 
-def _pair_accuracy(ctx: RunContext, k: int, score_of) -> dict:
+def _pair_accuracy(cfg: RunConfig, pairs: list[tuple[str, str, str]], score_of) -> dict:
     """Share of the round's DPO pairs whose chosen video the oracle scores higher (mean over the judged
     dimensions), and the mean oracle gap chosen - rejected."""
-    dims = ctx.cfg.judging.dimensions
-    prompts = dict(ctx.pool)
+    dims = cfg.judging.dimensions
     gaps = []
-    for r in ctx.ledger.preferences("pairs", k):
-        prompt = prompts[r["prompt_id"]]
+    for prompt, *videos in pairs:
         try:
-            chosen, rejected = ([score_of(prompt, v).get(d) for d in dims] for v in (r["chosen"], r["rejected"]))
+            chosen, rejected = ([score_of(prompt, v).get(d) for d in dims] for v in videos)
         except ValueError:  # not a shapes-world prompt
             continue
         gaps.append(float(np.mean(chosen) - np.mean(rejected)))

@@ -1,132 +1,149 @@
-"""Steps 5-6 of a round: train the generator on the round's preference data, and refine the critic.
+"""Steps 5-6 of a round: train the generator on the round's preference data, and refine the critic; and the models
+of each round rebuilt from what the ledger recorded.
 
 Generator training is `trainer.train_generator` (Diffusion-DPO or -KTO + the lambda1 / lambda2 NLL terms,
 data-parallel under accelerate) on the generator at the end of the previous round; it resumes from its own
 checkpoints in `round_k/train/checkpoints`. The finished adapter is copied atomically to
-`round_k/generator_lora.safetensors` and recorded with its hash; later rounds rebuild the generator from it.
+`round_k/generator_lora.safetensors`; later rounds rebuild the generator from the recorded adapters.
 
 Critic refinement (SRPO, `dualipo.srpo`) learns from the round's own judgments (consistency filter, certainty,
 SFT mixed with the seed set or certainty-weighted DPO) on the main process, in `round_k/critic/` (it resumes from
-its checkpoints there). The refined critic is recorded in the ledger (kind `critic`) and judges from the next
-round on; a resumed run rebuilds the latest recorded critic. With `critic_train.refine=false` the critic stays
-frozen (the paper's IPO).
+its checkpoints there). With `critic_train.refine=false` the critic stays frozen (the paper's IPO).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
-from dualipo.devices import release_memory
-from dualipo.ledger import atomic_path, sha256_file, weights_sha256
-from dualipo.loop.context import ADAPTER_KIND, RunContext, from_main, generator_after
-from dualipo.preferences import preference_kind
+from dualipo import seeds
+from dualipo.config import RunConfig, to_dict
+from dualipo.critics.voting import Judgment
+from dualipo.ledger import atomic_path, sha256_file
+from dualipo.loop.processes import Processes
+from dualipo.loop.sampling import Item
 
 log = logging.getLogger(__name__)
-CRITIC_KIND = "critic"
 
 
-def _training_data(ctx: RunContext, k: int):
-    kind = preference_kind(ctx.cfg.train.loss)
-    rows = from_main(ctx, lambda: [dict(r) for r in ctx.ledger.preferences(kind, k)])
-    prompts = dict(ctx.pool)
-    return rows, [prompts[r["prompt_id"]] for r in rows], kind == "pairs"
+@dataclass(frozen=True)
+class Recorded:
+    """A weights file the ledger recorded: round, run-relative path, file sha256, tensors' sha256."""
+    round: int
+    path: str
+    sha256: str
+    weights_sha256: str
 
 
-WEB_STREAM = 1_000  # caption streams of the loop's web control: 1000 + 1000 x seed + round (pretraining: its seed)
+def checked(run_dir: Path, rec: Recorded, what: str) -> Path:
+    path = run_dir / rec.path
+    if not path.is_file() or sha256_file(path) != rec.sha256:
+        raise ValueError(f"{what} {path} is missing or differs from the one the ledger recorded (sha256 "
+                         f"{rec.sha256[:12]}); the run directory was changed outside dualipo")
+    return path
 
 
-def _render_cache(ctx: RunContext, k: int, gen):
+# ------------------------------------------------------------------------------------------ generator
+
+def base_generator_id(cfg: RunConfig) -> str:
+    """The base generator's identity: its config section and, when loaded from a directory, the hash of its
+    transformer weights (a resume refuses changed base weights)."""
+    from dualipo.generators import SHIPPED, shipped_path
+
+    h = hashlib.sha256(json.dumps(to_dict(cfg.generator), sort_keys=True).encode())
+    g = cfg.generator
+    if g.path:
+        root = shipped_path() if g.path == SHIPPED else Path(g.path)
+        for f in sorted((root / "transformer").glob("*.safetensors")):
+            h.update(f.name.encode() + sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def round_generator(cfg: RunConfig, run_dir: Path, base_id: str, adapters: list[Recorded]):
+    """The base generator plus the adapters of rounds 1..k (k = 0: none), and its identity (provenance of its
+    videos), so an uninterrupted and a resumed run use the same weights. `rounds.reference=previous`: every adapter
+    is merged (the reference moves forward); `base`: the latest stays a live adapter on the base weights, and
+    training continues it (the reference stays the base)."""
+    from dualipo.generators import build_generator
+
+    gen = build_generator(cfg)
+    previous = cfg.rounds.reference == "previous"
+    for rec in adapters if previous else adapters[-1:]:
+        gen.load_lora(checked(run_dir, rec, "generator adapter"))
+        if previous:
+            gen.merge_lora()
+    chain = [base_id, cfg.rounds.reference] + [a.weights_sha256 for a in adapters]
+    return gen, hashlib.sha256("|".join(chain).encode()).hexdigest()
+
+
+def render_cache(cfg: RunConfig, k: int, items: list[Item], gen, data_file: Path | None):
     """`train.data=web|curated`: the world's render of each of the round's sampled items (same prompt, the item's
     seed for the layout) as SFT data, captioned like the web corpus (fresh caption draws each round and seed) or
     with the true prompt: continued plain pretraining in place of preference data. What it trains on is written
-    to round_k/train_data.jsonl (true prompt, caption, seed)."""
+    to `data_file` (true prompt, caption, seed; the main process passes it)."""
     from dualipo.jsonl import write_jsonl
-    from dualipo.loop.sampling import train_items
     from dualipo.toy.corrupt import web_captions
     from dualipo.toy.world import render_prompt
     from dualipo.trainer import build_cache
 
-    cfg = ctx.cfg
-    items = train_items(ctx, k)
     captions = [it.prompt for it in items]
     if cfg.train.data == "web":
-        captions = web_captions(captions, cfg.world, stream=WEB_STREAM * (1 + cfg.seed) + k)
-    if ctx.main:
-        write_jsonl(ctx.round_dir(k) / "train_data.jsonl", [{"prompt": it.prompt, "caption": c, "seed": it.seed}
-                                                            for it, c in zip(items, captions)])
+        captions = web_captions(captions, cfg.world, stream=seeds.web_captions(cfg.seed, k))
+    if data_file is not None:
+        write_jsonl(data_file, [{"prompt": it.prompt, "caption": c, "seed": it.seed} for it, c in zip(items, captions)])
     return build_cache(gen, captions, [render_prompt(it.prompt, it.seed, cfg.world) for it in items])
 
 
-def train_stage(ctx: RunContext, k: int) -> tuple[str, str]:
-    from dualipo.loop.sampling import train_items
+def preference_cache(cfg: RunConfig, gen, rows: list[dict], prompts: list[str], run_dir: Path):
+    """The latents of the round's pairs (chosen and, for DPO, rejected) or KTO points, plus real videos for the
+    lambda2 term."""
     from dualipo.preferences import real_videos_from_world
     from dualipo.trainer import build_cache
     from dualipo.video import read_video
 
-    cfg = ctx.cfg
-    if cfg.train.data != "preferences":
-        gen, _ = generator_after(ctx, k - 1)
-        n = len(train_items(ctx, k))
-        return _train(ctx, k, gen, _on_disk(ctx, k, lambda: _render_cache(ctx, k, gen)), n)
-    rows, prompts, pairwise = _training_data(ctx, k)
-    if not rows:
-        log.warning("round %d: no confident preference data, so no generator training (the next round samples "
-                    "from the same generator)", k)
-        return "skipped", "no confident pairs: nothing to train on"
-    gen, _ = generator_after(ctx, k - 1)
-
-    def build():
-        real = real_videos_from_world(cfg.world, len(rows), cfg.train.real_set_size) if cfg.train.lambda_real else None
-        if pairwise:  # train.loss=sft learns from the chosen videos only
-            rejected = [read_video(ctx.abs(r["rejected"])) for r in rows] if cfg.train.loss == "dpo" else None
-            return build_cache(gen, prompts, [read_video(ctx.abs(r["chosen"])) for r in rows], rejected, real=real)
-        return build_cache(gen, prompts, [read_video(ctx.abs(r["video"])) for r in rows],
-                           desirable=[bool(r["desirable"]) for r in rows], real=real)
-
-    return _train(ctx, k, gen, _on_disk(ctx, k, build), len(rows))
+    real = real_videos_from_world(cfg.world, len(rows), cfg.train.real_set_size) if cfg.train.lambda_real else None
+    if "chosen" in rows[0]:  # train.loss=sft learns from the chosen videos only
+        rejected = [read_video(run_dir / r["rejected"]) for r in rows] if cfg.train.loss == "dpo" else None
+        return build_cache(gen, prompts, [read_video(run_dir / r["chosen"]) for r in rows], rejected, real=real)
+    return build_cache(gen, prompts, [read_video(run_dir / r["video"]) for r in rows],
+                       desirable=[bool(r["desirable"]) for r in rows], real=real)
 
 
-def _on_disk(ctx: RunContext, k: int, build):
-    """Round k's latent cache (latents and prompt embeddings), encoded once before training, by the main process,
-    and written to round_k/train/latents.safetensors, which every process then reads (the others wait; a resumed
-    training stage reads it instead of encoding again). The training loop reads only this cache, so the VAE and
-    text encoder can leave the GPU (`train.frozen_on_cpu`)."""
+def cache_on_disk(procs: Processes, path: Path, build):
+    """A round's latent cache (latents and prompt embeddings), encoded once before training by the main process
+    and written to `path` (round_k/train/latents.safetensors), which every process then reads (a resumed training
+    stage reads it instead of encoding again). Training reads only this cache, so the VAE and text encoder can
+    leave the GPU (`train.frozen_on_cpu`)."""
     from dualipo.trainer import LatentCache
-
-    path = ctx.round_dir(k) / "train" / "latents.safetensors"
 
     def encode() -> None:
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             build().save(path)
 
-    from_main(ctx, encode)
+    procs.from_main(encode)
     return LatentCache.load(path)
 
 
-def _train(ctx: RunContext, k: int, gen, cache, n_items: int) -> tuple[str, str]:
-    """Train round k's adapter on `cache` and record it."""
+def train_adapter(cfg: RunConfig, k: int, gen, cache, out: Path, procs: Processes) -> tuple[Path, int]:
+    """Train round k's adapter on `cache` in `out` (resuming from its checkpoints); the main process copies it
+    atomically beside the round (round_k/generator_lora.safetensors). Returns that path and the steps."""
     from dualipo.trainer import train_generator
 
-    cfg = ctx.cfg
-    train_cfg = replace(cfg.train, seed=cfg.train.seed + 1000 * (k - 1))  # fresh draws (and LoRA init) per round
-    out = ctx.round_dir(k) / "train"
-    train_generator(gen, cache, train_cfg, out, accelerator=ctx.acc)
-    if not ctx.main:
-        return "done", ""
-    final = ctx.round_dir(k) / "generator_lora.safetensors"
-    with atomic_path(final) as tmp:
-        shutil.copyfile(out / "generator_lora.safetensors", tmp)
-    ctx.ledger.add_checkpoint(k, ADAPTER_KIND, ctx.rel(final), sha256_file(final), weights_sha256(final),
-                             train_cfg.num_steps)
-    ctx.metrics.log(k, "train", _train_summary(out / "metrics.jsonl", n_items))
-    return "done", f"{train_cfg.num_steps} steps on {n_items} items; adapter {ctx.rel(final)}"
+    train_cfg = replace(cfg.train, seed=seeds.generator_training(cfg.train.seed, k))
+    train_generator(gen, cache, train_cfg, out, accelerator=procs.accelerator)
+    final = out.parent / "generator_lora.safetensors"
+    if procs.main:
+        with atomic_path(final) as tmp:
+            shutil.copyfile(out / "generator_lora.safetensors", tmp)
+    return final, train_cfg.num_steps
 
 
-def _train_summary(path, items: int) -> dict:
+def train_summary(path: Path, items: int) -> dict:
     """Mean of the last tenth of the steps (at least one) of the trainer's metrics, plus the first loss."""
     lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     tail = lines[-max(1, len(lines) // 10):]
@@ -136,112 +153,52 @@ def _train_summary(path, items: int) -> dict:
     return out
 
 
-def refine_stage(ctx: RunContext, k: int) -> tuple[str, str]:
-    if ctx.cfg.critic.backend == "oracle":
-        note = "the oracle critic (upper bound) is not trained"
-    elif not ctx.cfg.critic_train.refine:
-        note = "critic_train.refine=false: frozen critic (IPO)"
-    else:
-        status, note = from_main(ctx, lambda: _refine(ctx, k))
-        if status == "done":
-            reload_critic(ctx, k)
-        return status, note
-    if ctx.main:
-        log.info("round %d refine: %s", k, note)
-    return "skipped", note
+# ------------------------------------------------------------------------------------------ critic
 
-
-def _refine(ctx: RunContext, k: int) -> tuple[str, str]:
-    """Main process: refine the current critic on round k's judgments and record it."""
-    from dualipo.loop.judging import judgment_from_row
+def refine(cfg: RunConfig, k: int, js: list[Judgment], critics: list[str], out: Path, seed_file: str | None):
+    """Refine the critic of round k-1 (the last of `critics`, absolute directories of the critics refined so far,
+    or `critic.path`) on round k's judgments (video paths absolute) in `out`. Returns (final directory or None,
+    the data counts, what it learned from); None when the judgments hold nothing to learn."""
     from dualipo.srpo.train import NothingToLearn, refine_critic
 
-    cfg = ctx.cfg
     ct = cfg.critic_train
-    previous = critic_paths(ctx, k - 1)
-    current = str(ctx.abs(previous[-1]).parent) if previous else cfg.critic.path
-    reference = str(ctx.abs(previous[-2]).parent) if len(previous) > 1 else (cfg.critic.path if previous else
-                                                                             ct.pce_reference)
+    current = critics[-1] if critics else cfg.critic.path
+    reference = critics[-2] if len(critics) > 1 else (cfg.critic.path if critics else ct.pce_reference)
     run_cfg = replace(cfg, critic=replace(cfg.critic, path=current),
-                      critic_train=replace(ct, pce_reference=reference, seed=ct.seed + k))
-    js = [judgment_from_row(r, dict(ctx.pool)) for r in ctx.ledger.judgments(k)]
-    js = [replace(j, videos=tuple(str(ctx.abs(v)) for v in j.videos)) for j in js]
-    out = ctx.round_dir(k) / "critic"
+                      critic_train=replace(ct, pce_reference=reference, seed=seeds.critic_refinement(ct.seed, k)))
     try:
-        final, counts = refine_critic(run_cfg, js, out, seed_set(ctx), resume=True)
+        final, counts = refine_critic(run_cfg, js, out, seed_file, resume=True)
     except NothingToLearn as e:
         log.warning("round %d refine: %s; the critic stays as it is", k, e)
-        ctx.metrics.log(k, "refine", _counts(json.loads((out / "data.json").read_text())))
-        return "skipped", str(e)
-    weights = final / "model.safetensors"
-    ctx.ledger.add_checkpoint(k, CRITIC_KIND, ctx.rel(weights), sha256_file(weights), weights_sha256(weights),
-                              ct.refine_steps)
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    ctx.metrics.log(k, "refine", {**_counts(counts), "final_loss": rows[-1]["loss"] if rows else None,
-                                  "final_abstention_rate": rows[-1].get("abstention_rate") if rows else None})
-    return "done", (f"{ct.method} on {counts['confident']} confident judgments of {counts['judgments']} "
-                    f"({counts['paths_filtered']} paths filtered); critic {ctx.rel(final)}")
+        return None, json.loads((out / "data.json").read_text()), str(e)
+    return final, counts, (f"{ct.method} on {counts['confident']} confident judgments of {counts['judgments']} "
+                           f"({counts['paths_filtered']} paths filtered)")
 
 
-def _counts(counts: dict) -> dict:
+def refine_summary(counts: dict, metrics_file: Path | None) -> dict:
     flat = {f"no_label_{r}": n for r, n in counts.pop("no_label").items()}
-    return {**{key: v for key, v in counts.items() if isinstance(v, (int, float))}, **flat}
+    out = {**{key: v for key, v in counts.items() if isinstance(v, (int, float))}, **flat}
+    if metrics_file is not None:
+        rows = [json.loads(x) for x in metrics_file.read_text().splitlines() if x.strip()]
+        out.update({"final_loss": rows[-1]["loss"] if rows else None,
+                    "final_abstention_rate": rows[-1].get("abstention_rate") if rows else None})
+    return out
 
 
-def _critic_rows(ctx: RunContext, k: int) -> list:
-    """Ledger rows of the critics refined in rounds 1..k, in order (main process)."""
-    return [r for r in ctx.ledger.checkpoints(CRITIC_KIND) if r["round"] <= k]
-
-
-def critic_paths(ctx: RunContext, k: int) -> list[str]:
-    """Run-relative weight files (DIR/model.safetensors) of the critics refined in rounds 1..k, in order (main
-    process: the ledger)."""
-    return [r["path"] for r in _critic_rows(ctx, k)]
-
-
-def reload_critic(ctx: RunContext, k: int) -> None:
-    """`ctx.critic` becomes the critic at the end of round k (`critic_after`); the old one is closed and dropped
-    and its memory given back first, so a large critic (or a vLLM engine) is never held twice."""
-    if ctx.critic is not None:
-        ctx.critic.close()
-    ctx.critic = None
-    release_memory()
-    ctx.critic = critic_after(ctx, k)
-
-
-def critic_after(ctx: RunContext, k: int):
-    """The critic at the end of round k: the latest refined one recorded (checked against its hash), or the
-    configured critic when none was."""
-    from dualipo.critics import build_critic
-
-    def latest():
-        rows = _critic_rows(ctx, k)
-        return (rows[-1]["path"], rows[-1]["sha256"]) if rows else None
-
-    found = from_main(ctx, latest)
-    if found is None:
-        return build_critic(ctx.cfg)
-    rel, sha = found
-    weights = ctx.abs(rel)
-    if not weights.is_file() or sha256_file(weights) != sha:
-        raise ValueError(f"refined critic {weights} is missing or differs from the one the ledger recorded "
-                         f"(sha256 {sha[:12]}); the run directory was changed outside dualipo")
-    return build_critic(replace(ctx.cfg, critic=replace(ctx.cfg.critic, path=str(weights.parent))))
-
-
-def seed_set(ctx: RunContext) -> str | None:
+def seed_set(cfg: RunConfig, run_dir: Path) -> str | None:
     """The seed set mixed into refinement: `critic_train.seed_file`, or in the shapes world (the default prompt
     pool) made once in RUN/seed/ and labelled by the oracle (it makes seed labels, as human annotators would; it
     never judges the loop's videos): pairs of renders and corruptions, or, for a critic that judges pairs from
-    pointwise scores, the base generator's own samples labelled pointwise (`critic_train.seed_pairs` of them). None when refinement mixes in no seed data."""
-    ct = ctx.cfg.critic_train
+    pointwise scores, the base generator's own samples labelled pointwise (`critic_train.seed_pairs` of them).
+    None when refinement mixes in no seed data."""
+    ct = cfg.critic_train
     if ct.seed_mix == 0 or ct.method != "sft":
         return None
     if ct.seed_file:
         return ct.seed_file
-    assert not ctx.cfg.rounds.prompt_file, "rounds.run_rounds refuses this before the run starts"
+    assert not cfg.rounds.prompt_file, "rounds.run_rounds refuses this before the run starts"
     from dualipo.critics.seed import rendered_seed_set, sampled_seed_set
 
-    if ctx.cfg.judging.pairs_from == "scores":
-        return str(sampled_seed_set(ctx.cfg, ctx.run_dir / "seed", ct.seed_pairs, ct.seed_noise, ct.seed))
-    return str(rendered_seed_set(ctx.cfg.world, ctx.run_dir / "seed", ct.seed_pairs, ct.seed_noise, ct.seed))
+    if cfg.judging.pairs_from == "scores":
+        return str(sampled_seed_set(cfg, run_dir / "seed", ct.seed_pairs, ct.seed_noise, ct.seed))
+    return str(rendered_seed_set(cfg.world, run_dir / "seed", ct.seed_pairs, ct.seed_noise, ct.seed))
