@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="ddp | fsdp | zero2 (DeepSpeed ZeRO-2) | zero3 (DeepSpeed ZeRO-3)")
     p.set_defaults(func=cmd_accelerate_config)
     from dualipo.annotate.command import add_annotate_command
-    from dualipo.critics.commands import add_critic_commands
+    from dualipo.cli_critic import add_critic_commands
 
     add_critic_commands(sub, _config_args, _load)
     add_annotate_command(sub, _config_args, _load)
