@@ -34,17 +34,6 @@ class Parser(argparse.ArgumentParser):
         return ns, rest
 
 
-class Moved(argparse.Action):
-    """A flag that became a config key: giving it fails with the KEY=VALUE override to use instead."""
-
-    def __init__(self, option_strings, dest, key):
-        super().__init__(option_strings, dest, nargs="*", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        self.key = key
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        raise argparse.ArgumentError(self, f"removed: give the config override {self.key}=VALUE instead")
-
-
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="small", help=f"{PRESET_NAMES} (default: small)")
     p.add_argument("--config", dest="config_file", default=None, help="YAML or JSON file with config values")
@@ -177,7 +166,8 @@ def cmd_accelerate_config(args: argparse.Namespace) -> None:
     print(accelerate_config(args.name))
 
 
-def add_run(sub) -> None:
+def add_loop_commands(sub) -> None:
+    """run, ablate, export."""
     p = sub.add_parser("run", help="the Dual-IPO loop: rounds of sample -> judge -> pairs -> train -> refine -> "
                        "evaluate, recorded in OUT/ledger.sqlite; --resume continues an interrupted run")
     p.add_argument("--preset", default=None, help=f"{PRESET_NAMES} (default: small; with --resume and "
@@ -187,9 +177,6 @@ def add_run(sub) -> None:
     p.add_argument("--out", required=True, help="run directory (videos, ledger, metrics, adapters)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from what its ledger records")
     p.set_defaults(func=cmd_run)
-
-
-def add_ablate(sub) -> None:
     from dualipo.ablate import ARM_NAMES
 
     p = sub.add_parser("ablate", help="the paper's comparison in miniature: Dual-IPO, IPO, the ablations and two "
@@ -202,13 +189,9 @@ def add_ablate(sub) -> None:
     p.add_argument("--arms", nargs="+", default=list(ARM_NAMES), metavar="ARM",
                    help=f"arms to run (default: all): {', '.join(ARM_NAMES)}")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED", help="one run per arm and seed")
-    p.add_argument("--rounds", action=Moved, key="rounds.num_rounds")
     p.add_argument("--table-only", action="store_true", help="run nothing: write the table of the runs under "
                    "--out that have finished (e.g. while other arms still run in another process)")
     p.set_defaults(func=cmd_ablate)
-
-
-def add_export(sub) -> None:
     p = sub.add_parser("export", help="write a run's preference data in TRL conventions (prompt/chosen/rejected or "
                        "prompt/completion/label) with provenance columns")
     p.add_argument("run_dir", help="a run directory written by `dualipo run`")
@@ -217,7 +200,8 @@ def add_export(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
-def add_evaluate(sub) -> None:
+def add_eval_commands(sub) -> None:
+    """evaluate, report, config."""
     p = sub.add_parser("evaluate", help="sample a generator (generator.path: a local diffusers pipeline directory, "
                        "or 'shipped') on a prompt file with fixed seeds (eval.seeds) and write the weight-free video "
                        "metrics (and oracle scores for shapes-world prompts) as JSON")
@@ -226,12 +210,7 @@ def add_evaluate(sub) -> None:
                    "(repeatable, in order: a run's rounds 1..k give round k's generator)")
     p.add_argument("--prompts", required=True, help="JSONL ({'prompt', 'id'}) or text file, one prompt per line")
     p.add_argument("--out", required=True, help="output JSON file")
-    p.add_argument("--generator", action=Moved, key="generator.path")
-    p.add_argument("--seeds", action=Moved, key="eval.seeds")
     p.set_defaults(func=cmd_evaluate)
-
-
-def add_report(sub) -> None:
     p = sub.add_parser("report", help="write a run's static HTML report (tables, plots, videos, critic judgments); "
                        "one self-contained file that opens from disk")
     p.add_argument("run_dir", help="a run directory written by `dualipo run`")
@@ -239,15 +218,13 @@ def add_report(sub) -> None:
     p.add_argument("--num-prompts", type=int, default=4, help="held-out prompts in the video grid")
     p.add_argument("--num-judgments", type=int, default=3, help="critic judgments shown per round")
     p.set_defaults(func=cmd_report)
-
-
-def add_config(sub) -> None:
     p = sub.add_parser("config", help="print the resolved config")
     _config_args(p)
     p.set_defaults(func=cmd_config)
 
 
-def add_world(sub) -> None:
+def add_model_commands(sub) -> None:
+    """world sample, pretrain, sample, train, accelerate-config."""
     world = sub.add_parser("world", help="the procedural shapes world").add_subparsers(dest="world_cmd", required=True)
     p = world.add_parser("sample", help="render N prompts as mp4 files plus prompts.jsonl with oracle scores")
     _config_args(p)
@@ -256,17 +233,11 @@ def add_world(sub) -> None:
     p.add_argument("--split", choices=("train", "eval"), default="train", help="prompt pool to draw from")
     p.add_argument("--seed", type=int, default=0, help="first render seed")
     p.set_defaults(func=cmd_world_sample)
-
-
-def add_pretrain(sub) -> None:
     p = sub.add_parser("pretrain", help="train the small generator (VAE, then transformer) on the shapes world; "
                        "resumes from OUT's checkpoints")
     _config_args(p)
     p.add_argument("--out", required=True, help="output directory (checkpoints, metrics.jsonl, generator/)")
     p.set_defaults(func=cmd_pretrain)
-
-
-def add_sample(sub) -> None:
     p = sub.add_parser("sample", help="sample videos with explicit seeds (mp4 + PNG strips + samples.jsonl with "
                        "oracle scores); default prompts: the world's held-out pool")
     _config_args(p)
@@ -275,17 +246,11 @@ def add_sample(sub) -> None:
     p.add_argument("--num-prompts", type=int, default=8, help="held-out prompts used when no --prompt is given")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one video per prompt and seed")
     p.set_defaults(func=cmd_sample)
-
-
-def add_train(sub) -> None:
     p = sub.add_parser("train", help="train the generator (LoRA, DPO/KTO) on a TRL-style pair file; resumes")
     _config_args(p)
     p.add_argument("--pairs", required=True, help="JSONL with prompt, chosen, rejected (video paths)")
     p.add_argument("--out", required=True, help="output directory (adapter, metrics.jsonl, checkpoints)")
     p.set_defaults(func=cmd_train)
-
-
-def add_accelerate_config(sub) -> None:
     p = sub.add_parser("accelerate-config", help="print the path of a shipped accelerate config file: `accelerate "
                        "launch --config_file $(dualipo accelerate-config fsdp) --num_processes 8 -m dualipo run ...`")
     p.add_argument("name", help="ddp | fsdp | zero2 (DeepSpeed ZeRO-2) | zero3 (DeepSpeed ZeRO-3)")
@@ -300,8 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="dualipo", description="Dual-IPO post-training for text-to-video models")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)  # every subcommand's parser is a `Parser`
-    for add in (add_run, add_ablate, add_export, add_evaluate, add_report, add_config, add_world, add_pretrain,
-                add_sample, add_train, add_accelerate_config):
+    for add in (add_loop_commands, add_eval_commands, add_model_commands):
         add(sub)
     for add_with_config in (add_critic_commands, add_annotate_command, add_plan_command):
         add_with_config(sub, _config_args, _load)

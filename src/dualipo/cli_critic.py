@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from dualipo.cli import Moved
 from dualipo.config import DIMENSIONS, RunConfig
 from dualipo.critics.seed import SEED_DIMENSIONS
 
@@ -115,7 +114,8 @@ def video_dir(value: str, key: str = "") -> str:
     return value
 
 
-def add_videos(cs, config_args: Callable, load: Callable) -> None:
+def add_data_commands(cs, config_args: Callable, load: Callable) -> None:
+    """videos, seed, import."""
     p = cs.add_parser("videos", help="shapes-world renders + corruptions (or --generator samples) in the "
                       "prompts.jsonl layout")
     config_args(p)
@@ -126,9 +126,6 @@ def add_videos(cs, config_args: Callable, load: Callable) -> None:
     p.add_argument("--split", choices=("train", "eval"), default="train")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=lambda args: cmd_videos(load(args), args))
-
-
-def add_seed(cs, config_args: Callable, load: Callable) -> None:
     p = cs.add_parser("seed", help="oracle-labelled seed set (JSONL) from prompts.jsonl video directories: "
                       "critic_train.seed_pairs pairs, label noise critic_train.seed_noise, seed critic_train.seed")
     config_args(p)
@@ -140,12 +137,7 @@ def add_seed(cs, config_args: Callable, load: Callable) -> None:
     p.add_argument("--tie-margin", type=float, default=None,
                    help="oracle scores closer than this are a tie (default: dualipo.toy.seed_labels.TIE_MARGIN)")
     p.add_argument("--dimensions", nargs="+", default=list(SEED_DIMENSIONS), choices=DIMENSIONS)
-    for flag, key in (("--pairs", "seed_pairs"), ("--noise", "seed_noise"), ("--seed", "seed")):
-        p.add_argument(flag, action=Moved, key=f"critic_train.{key}")
     p.set_defaults(func=lambda args: cmd_seed(load(args), args))
-
-
-def add_import(cs, config_args: Callable, load: Callable) -> None:
     p = cs.add_parser("import", help="validate a CSV / JSONL seed set and write canonical JSONL")
     config_args(p)
     p.add_argument("src")
@@ -153,19 +145,15 @@ def add_import(cs, config_args: Callable, load: Callable) -> None:
     p.set_defaults(func=lambda args: cmd_import(load(args), args))
 
 
-def add_cold_start(cs, config_args: Callable, load: Callable) -> None:
+def add_training_commands(cs, config_args: Callable, load: Callable) -> None:
+    """cold-start, caption, refine, eval."""
     p = cs.add_parser("cold-start", help="fine-tune the critic on the seed set critic_train.seed_file, with "
                       "captioning examples of critic_train.caption_videos (resumes from OUT/ckpt)")
     config_args(p)
     p.add_argument("--heldout", default=None, help="labelled pairs evaluated every critic_train.eval_every steps")
     p.add_argument("--out", required=True)
     p.add_argument("--no-resume", action="store_true")
-    p.add_argument("--seed-file", action=Moved, key="critic_train.seed_file")
-    p.add_argument("--caption-videos", action=Moved, key="critic_train.caption_videos")
     p.set_defaults(func=lambda args: cmd_cold_start(load(args), args))
-
-
-def add_caption(cs, config_args: Callable, load: Callable) -> None:
     p = cs.add_parser("caption", help="captioning pretraining: describe videos (true descriptions from the "
                       "shapes-world oracle, no preference labels) before the cold start (resumes from OUT/ckpt)")
     config_args(p)
@@ -175,9 +163,6 @@ def add_caption(cs, config_args: Callable, load: Callable) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--no-resume", action="store_true")
     p.set_defaults(func=lambda args: cmd_caption(load(args), args))
-
-
-def add_refine(cs, config_args: Callable, load: Callable) -> None:
     p = cs.add_parser("refine", help="one SRPO refinement of critic.path on a judgment file: consistency filter, "
                       "certainty, then SFT (mixed with the seed set critic_train.seed_file) or certainty-weighted DPO "
                       "(resumes from OUT/ckpt)")
@@ -185,11 +170,7 @@ def add_refine(cs, config_args: Callable, load: Callable) -> None:
     p.add_argument("--judgments", required=True, help="JSONL of judgments (sampled paths, both orders)")
     p.add_argument("--out", required=True)
     p.add_argument("--no-resume", action="store_true")
-    p.add_argument("--seed-file", action=Moved, key="critic_train.seed_file")
     p.set_defaults(func=lambda args: cmd_refine(load(args), args))
-
-
-def add_eval(cs, config_args: Callable, load: Callable) -> None:
     p = cs.add_parser("eval", help="accuracy, tie, abstention and position-bias rates on a labelled pair set")
     config_args(p)
     p.add_argument("--pairs", required=True, help="seed-format JSONL / CSV of labelled pairs")
@@ -202,5 +183,5 @@ def add_eval(cs, config_args: Callable, load: Callable) -> None:
 def add_critic_commands(sub, config_args: Callable, load: Callable) -> None:
     critic = sub.add_parser("critic", help="the VLM critic: seed sets, cold start, evaluation")
     cs = critic.add_subparsers(dest="critic_cmd", required=True)
-    for add in (add_videos, add_seed, add_import, add_cold_start, add_caption, add_refine, add_eval):
+    for add in (add_data_commands, add_training_commands):
         add(cs, config_args, load)
