@@ -4,7 +4,7 @@ self-refinement, the honest experiment)
 For one generator (the shipped base, or the base with preference-trained adapters merged in order):
 1. videos: 4 samples per prompt of `--pool-prompts` train prompts (the unlabelled pool) and of
    `--heldout-prompts` held-out prompts (the evaluation set);
-2. held-out pairs with the oracle's noise-free labels (`critic seed --noise 0`: evaluation only);
+2. held-out pairs with the oracle's noise-free labels (`critic seed critic_train.seed_noise=0`: evaluation only);
 3. the pool's pairs (random pairs within a prompt, dimension drawn uniformly) judged by the starting critic:
    K paths per order, both orders (the oracle's labels of the pool are kept beside them for the analysis only:
    pseudo-label accuracy per dimension and per certainty bin);

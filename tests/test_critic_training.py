@@ -19,7 +19,7 @@ def seed_file(tmp_path_factory):
     d = tmp_path_factory.mktemp("seedset")
     assert main(["critic", "videos", "--preset", "tiny", "--out", str(d), "--prompts", "2", "--per-prompt", "3"]) == 0
     assert main(["critic", "seed", "--preset", "tiny", "--videos", str(d), "--out", str(d / "seed.jsonl"),
-                 "--pairs", "6", "--pointwise", "2"]) == 0
+                 "critic_train.seed_pairs=6", "--pointwise", "2"]) == 0
     return d / "seed.jsonl"
 
 
@@ -62,7 +62,7 @@ def test_resume_equals_uninterrupted(seed_file, tmp_path):
 
 def test_lora_cold_start_and_cli_eval(seed_file, tmp_path, capsys):
     out = tmp_path / "lora"
-    assert main(["critic", "cold-start", "--preset", "tiny", "--seed-file", str(seed_file), "--heldout",
+    assert main(["critic", "cold-start", "--preset", "tiny", f"critic_train.seed_file={seed_file}", "--heldout",
                  str(seed_file), "--out", str(out), "critic_train.finetune=lora", "critic_train.num_steps=1"]) == 0
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows and {"accuracy", "position_bias", "abstention_rate", "tie_rate"} <= set(rows[-1])
@@ -106,17 +106,20 @@ def test_caption_pretraining_cli_then_cold_start_from_it(seed_file, tmp_path, ca
     os.utime(ex[0].videos[0], ns=(0, 0))  # a changed video invalidates the cache
     assert caption_examples([videos], cache=cache) == ex and "CACHED" not in cache.read_text()
     cold = tmp_path / "cold"
-    args = ["critic", "cold-start", "--preset", "tiny", "--seed-file", str(seed_file), "--caption-videos",
-            str(videos), "--out", str(cold), f"critic.path={out / 'final'}", "critic_train.num_steps=1",
-            "critic_train.eval_pairs=0"]
+    args = ["critic", "cold-start", "--preset", "tiny", f"critic_train.seed_file={seed_file}",
+            f"critic_train.caption_videos=[{videos}]", "--out", str(cold), f"critic.path={out / 'final'}",
+            "critic_train.num_steps=1", "critic_train.eval_pairs=0"]
     assert main(args) == 2  # captioning videos without a share of the batch for them
     assert "critic_train.caption_mix or reasoning_mix > 0" in capsys.readouterr().err
     assert main([*args, "critic_train.caption_mix=0.5", "critic_train.reasoning_mix=0.5"]) == 2
     assert "leaves no room for the seed set" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # an override swallowed by the directory list is named, not read as a path
-        main([*args[:8], "critic_train.caption_mix=0.5", *args[8:]])
-    assert "put KEY=VALUE overrides" in capsys.readouterr().err
-    assert main([*args, "critic_train.caption_mix=0.25", "critic_train.reasoning_mix=0.25"]) == 0
+    with pytest.raises(SystemExit):  # the removed flag: critic_train.caption_videos replaced it
+        main([*args[:5], "--caption-videos", str(videos), *args[6:]])
+    assert "unrecognized arguments: --caption-videos" in capsys.readouterr().err
+    assert main([*args, "critic_train.caption_videos=[nowhere]"]) == 2
+    assert "critic_train.caption_videos: not a directory: nowhere" in capsys.readouterr().err
+    assert main([*args[:5], "critic_train.caption_mix=0.25", *args[5:8], "critic_train.reasoning_mix=0.25",
+                 *args[8:]]) == 0  # overrides between the options
     assert (cold / "final" / "model.safetensors").is_file()
     comparisons = comparison_examples([videos], ex, 8, ("motion",))
     assert len(comparisons) == 8 and all(c.videos == () and "<|video_pad|>" not in c.text for c in comparisons)
