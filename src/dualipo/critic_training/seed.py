@@ -178,7 +178,7 @@ def rendered_seed_set(world, out: str | Path, n_pairs: int, noise: float, seed: 
     """The shapes world's stand-in for a human seed set: renders and corruptions of n_pairs / 2 train prompts
     (4 videos each) in OUT/videos, `n_pairs` oracle-labelled pairs with label noise in OUT/seed.jsonl (written
     atomically, so an existing file is complete); returns that file, made once."""
-    from dualipo.critics.toy_videos import write_variants
+    from dualipo.critic_training.toy_videos import write_variants
 
     path = Path(out) / "seed.jsonl"
     if not path.is_file():
@@ -192,7 +192,7 @@ def sampled_seed_set(cfg, out: str | Path, n_videos: int, noise: float, seed: in
     (`scripts/critic_small.sh`): 4 samples of the configured (base) generator for each of n_videos / 4 train
     prompts in OUT/videos, every sample labelled by the oracle on every seed dimension (Good / Normal / Bad) with
     label noise, in OUT/seed.jsonl (written atomically); returns that file, made once."""
-    from dualipo.critics.toy_videos import write_generator_samples
+    from dualipo.critic_training.toy_videos import write_generator_samples
 
     path = Path(out) / "seed.jsonl"
     if not path.is_file():

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dualipo.critics.seed import SeedRecord
+from dualipo.critic_training.seed import SeedRecord
 from dualipo.critics.voting import majority, position_flip, tally
 from dualipo.jsonl import write_jsonl
 from dualipo.preferences import drop_reason
