@@ -35,11 +35,7 @@ def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_
     pairs = [r for r in records if r.mode == "pairwise"]
     if not pairs:
         raise ValueError("evaluation set holds no pairwise records")
-    judgments = []
-    for i in tqdm(range(0, len(pairs), batch_size), desc="judging", disable=not progress):
-        chunk = pairs[i:i + batch_size]
-        judgments += critic.judge_many([(r.prompt, r.videos[0], r.videos[1], r.dimension) for r in chunk],
-                                       num_votes=num_votes, chain_of_thought=chain_of_thought, both_orders=True)
+    judgments = _judge(critic, pairs, num_votes, chain_of_thought, batch_size, progress)
     if judgments_out is not None:
         write_jsonl(judgments_out, ({"label": r.label, **j.to_dict()} for r, j in zip(pairs, judgments)))
     hits, per_dim, flips, order_hits = [], defaultdict(list), [], defaultdict(list)
@@ -78,6 +74,17 @@ def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_
         "calibration": calibration_table(judgments, labels),
         "label_counts": {k: int(v) for k, v in zip(*np.unique([r.label for r in pairs], return_counts=True))},
     }
+
+
+def _judge(critic, pairs: list[SeedRecord], num_votes: int, chain_of_thought: bool, batch_size: int,
+           progress: bool) -> list:
+    """The critic's judgments of the pairs, both presentation orders, `batch_size` pairs per call."""
+    judgments = []
+    for i in tqdm(range(0, len(pairs), batch_size), desc="judging", disable=not progress):
+        chunk = pairs[i:i + batch_size]
+        judgments += critic.judge_many([(r.prompt, r.videos[0], r.videos[1], r.dimension) for r in chunk],
+                                       num_votes=num_votes, chain_of_thought=chain_of_thought, both_orders=True)
+    return judgments
 
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)

@@ -117,14 +117,8 @@ def train_loop(cfg: RunConfig, trainable, out: Path, loss_fn, evaluate, resume: 
     model, tok, critic = trainable
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=ct.learning_rate, weight_decay=ct.weight_decay)
-    step, losses = 0, []
     ckpt_root = out / "ckpt"
-    ckpt = latest_checkpoint(ckpt_root) if resume else None
-    if ckpt is not None:
-        step, extra = load_checkpoint(ckpt, model, optim)
-        losses = extra["losses"]
-        log.info("resumed from %s at step %d", ckpt, step)
-    metrics = out / "metrics.jsonl"
+    step, losses = _resume(ckpt_root, model, optim) if resume else (0, [])
     eval_every = eval_every or ct.eval_every
     every = eval_every if guard is not None else ct.checkpoint_every
     extras: list[dict] = []
@@ -150,28 +144,11 @@ def train_loop(cfg: RunConfig, trainable, out: Path, loss_fn, evaluate, resume: 
         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
         due = evaluate is not None and (step % eval_every == 0 or step == total)
         if due or step % ct.log_every == 0:
-            window = extras[last_row - step:]
-            keys = sorted({k for e in window for k in e})
-            means = {k: float(np.mean([e[k] for e in window if k in e])) for k in keys}
-            row = {"step": step, "loss": float(np.mean(losses[last_row - step:])), **means}
+            row = _row(step, losses[last_row - step:], extras[last_row - step:])
             last_row = step
-            if due:
-                model.eval()
-                row.update(evaluate(critic))
-            stop = guard(row) if guard is not None and due else None
+            stop = _write_row(row, out / "metrics.jsonl", model, critic, evaluate if due else None, guard)
             if stop:
-                row["stopped"] = stop
-            with metrics.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            if due:
-                log.info("step %d: %s", step, {k: v for k, v in row.items() if isinstance(v, float)})
-            if stop:
-                last = latest_checkpoint(ckpt_root)
-                log.warning("%s stopped at step %d: %s; restoring %s", desc, step, stop, last or "the start")
-                if last is None:
-                    model, tok, critic = trainable = load_trainable(cfg)
-                else:
-                    load_checkpoint(last, model, optim)
+                model, tok, critic = _restore(cfg, (model, tok, critic), optim, ckpt_root, desc, step, stop)
                 break
         if step % every == 0 or step == total:
             save_checkpoint(ckpt_root, step, model, optim, extra={"losses": losses})
@@ -179,3 +156,46 @@ def train_loop(cfg: RunConfig, trainable, out: Path, loss_fn, evaluate, resume: 
     model.eval()
     final = model.merge_and_unload() if ct.finetune == "lora" else model
     return save_model(final, tok, out / "final", dtype="float16")
+
+
+def _resume(ckpt_root: Path, model, optim) -> tuple[int, list[float]]:
+    """(step, losses) of the last checkpoint, its weights and AdamW state loaded; (0, []) when there is none."""
+    ckpt = latest_checkpoint(ckpt_root)
+    if ckpt is None:
+        return 0, []
+    step, extra = load_checkpoint(ckpt, model, optim)
+    log.info("resumed from %s at step %d", ckpt, step)
+    return step, extra["losses"]
+
+
+def _restore(cfg: RunConfig, trainable, optim, ckpt_root: Path, desc: str, step: int, stop: str):
+    """After a guard stopped training: the last checkpoint's weights loaded into the trainable (model, tokenizer,
+    critic), or with no checkpoint a freshly loaded one."""
+    last = latest_checkpoint(ckpt_root)
+    log.warning("%s stopped at step %d: %s; restoring %s", desc, step, stop, last or "the start")
+    if last is None:
+        return load_trainable(cfg)
+    load_checkpoint(last, trainable[0], optim)
+    return trainable
+
+
+def _row(step: int, losses: list[float], extras: list[dict]) -> dict:
+    """A metrics row: the means of the loss and of each metric over the steps since the last row."""
+    means = {k: float(np.mean([e[k] for e in extras if k in e])) for k in sorted({k for e in extras for k in e})}
+    return {"step": step, "loss": float(np.mean(losses)), **means}
+
+
+def _write_row(row: dict, metrics: Path, model, critic, evaluate, guard) -> str | None:
+    """With `evaluate` (an evaluation is due), the critic's evaluation added to `row` and `guard` checked on it;
+    the row appended to `metrics`. Returns the guard's reason to stop, if any."""
+    if evaluate is not None:
+        model.eval()
+        row.update(evaluate(critic))
+    stop = guard(row) if guard is not None and evaluate is not None else None
+    if stop:
+        row["stopped"] = stop
+    with metrics.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    if evaluate is not None:
+        log.info("step %d: %s", row["step"], {k: v for k, v in row.items() if isinstance(v, float)})
+    return stop
