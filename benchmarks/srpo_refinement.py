@@ -32,7 +32,8 @@ import torch
 
 from dualipo.config import build_config
 from dualipo.critic_training.seed import SEED_DIMENSIONS as DIMS
-from dualipo.critic_training.seed import load_seed, oracle_seed_set, rendered_seed_set, write_seed
+from dualipo.critic_training.seed import load_seed, write_seed
+from dualipo.critic_training.toy_seed import oracle_seed_set, rendered_seed_set
 
 
 def _generator_dir(cfg, adapters: list[str], out: Path) -> str:
@@ -52,7 +53,7 @@ def _generator_dir(cfg, adapters: list[str], out: Path) -> str:
 
 
 def _videos(cfg, out: Path, n_prompts: int, split: str, seed: int) -> Path:
-    from dualipo.critic_training.toy_videos import write_generator_samples
+    from dualipo.critic_training.toy_seed import write_generator_samples
 
     if not (out / "prompts.jsonl").is_file():
         write_generator_samples(cfg, out, n_prompts, 4, split, seed)

@@ -8,10 +8,9 @@ import pytest
 
 from dualipo.cli import main
 from dualipo.config import build_config
-from dualipo.critic_training.cold_start import cold_start
-from dualipo.critic_training.examples import sft_examples
+from dualipo.critic_training.cold_start import cold_start, sft_examples
 from dualipo.critic_training.loop import batch_indices, mixed_batch
-from dualipo.lr_schedule import warmup_cosine
+from dualipo.optim import warmup_cosine
 from dualipo.checkpoint import latest_checkpoint
 from dualipo.toy.reasoning import CLAIMS
 from dualipo.critic_training.seed import load_seed
@@ -87,7 +86,7 @@ def test_lora_cold_start_and_cli_eval(seed_file, tmp_path, capsys):
 
 
 def test_caption_pretraining_cli_then_cold_start_from_it(seed_file, tmp_path, capsys):
-    from dualipo.critic_training.examples import caption_examples, comparison_examples
+    from dualipo.critic_training.cold_start import caption_examples, comparison_examples
     from dualipo.critic_training.evaluate import parse_description
 
     videos = seed_file.parent

@@ -8,7 +8,7 @@ import torch
 
 from dualipo.cli import main
 from dualipo.config import build_config
-from dualipo.critic_training.examples import sft_examples
+from dualipo.critic_training.cold_start import sft_examples
 from dualipo.critic_training.loop import sft_loss
 from dualipo.critics import build_critic
 from dualipo.critics.prompts import caption_prompt, caption_target

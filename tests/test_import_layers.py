@@ -6,7 +6,7 @@ it, so a new module in a package is placed with it, and a new top-level module m
 0 world:    the package root, config, jsonl, devices, video, metrics, losses (pure tensor math, as metrics), ledger
             (run records and atomic file helpers: it imports nothing of dualipo), accelerate_configs, toy/
 1 models:   generators/, critics/ (but its CLI), model_dirs, published
-2 training: checkpoint, lr_schedule, engines, trainer, pretrain, preferences, critic_training/
+2 training: checkpoint, optim, engines, trainer, pretrain, preferences, critic_training/
 3 loop:     rounds, loop/, ablate, export, report, report_plots, plan, plan_math, plan_models, annotate/ (but
             its command)
 4 cli:      cli, __main__, critics/commands (`dualipo critic ...`), annotate/command (`dualipo annotate`)
@@ -31,7 +31,7 @@ LAYER = {
     "dualipo.accelerate_configs": WORLD, "dualipo.toy": WORLD,
     "dualipo.generators": MODELS, "dualipo.critics": MODELS, "dualipo.model_dirs": MODELS,
     "dualipo.published": MODELS,
-    "dualipo.checkpoint": TRAINING, "dualipo.lr_schedule": TRAINING, "dualipo.engines": TRAINING,
+    "dualipo.checkpoint": TRAINING, "dualipo.optim": TRAINING, "dualipo.engines": TRAINING,
     "dualipo.trainer": TRAINING, "dualipo.pretrain": TRAINING, "dualipo.preferences": TRAINING,
     "dualipo.critic_training": TRAINING,
     "dualipo.rounds": LOOP, "dualipo.loop": LOOP, "dualipo.ablate": LOOP, "dualipo.export": LOOP,

@@ -12,8 +12,7 @@ from safetensors.torch import load_file
 from dualipo.cli import main
 from dualipo.config import ConfigError, build_config
 from dualipo.critics import build_critic
-from dualipo.critic_training.examples import Example
-from dualipo.critic_training.loop import load_trainable, sequence_logprobs, sft_loss, train_loop
+from dualipo.critic_training.loop import Example, load_trainable, sequence_logprobs, sft_loss, train_loop
 from dualipo.critics.consistency import filter_judgment, path_consistent
 from dualipo.critics.voting import Judgment, judgment, make_sample
 from dualipo.critic_training.certainty import check_reference, keep, pce, rationale_rewards

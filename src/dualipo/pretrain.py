@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from dualipo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dualipo.config import RunConfig, save_config, to_dict
 from dualipo.generators import Generator, build_generator
-from dualipo.lr_schedule import warmup_cosine
+from dualipo.optim import clipped_step, warmup_cosine
 from dualipo.toy.corrupt import web_captions
 from dualipo.toy.world import prompt_pools, render_prompt
 
@@ -125,13 +125,8 @@ def _run_stage(stage: str, cfg: RunConfig, out: Path, module: torch.nn.Module, p
         if budget[0] == 0:
             return False
         lr = warmup_cosine(step, peak_lr, warmup, total, p.min_lr_frac)
-        for group in opt.param_groups:
-            group["lr"] = lr
         loss = loss_fn(_step_generator(p.seed, stage, step))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, p.max_grad_norm)
-        opt.step()
+        clipped_step(opt, params, loss, lr, p.max_grad_norm)
         budget[0] -= 1
         value = float(loss.detach())
         ema = value if ema is None else 0.98 * ema + 0.02 * value

@@ -1,6 +1,5 @@
-"""The explicit critic training loop (`train_loop`: AdamW, warm-up + cosine, clipping, full or LoRA fine-tuning,
-progress, checkpoints with exact resume, a NaN guard), its batching and its sequence losses; shared by the cold
-start, captioning pretraining and self-refinement.
+"""The critic's training loop (`train_loop`), shared by the cold start, captioning pretraining and self-refinement:
+its examples, batching, sequence losses and trainable model (full or LoRA).
 
 One loop state unit per checkpoint (`ckpt/step_N/`, written by `dualipo.checkpoint`): trainable weights, AdamW
 state, torch RNG, step and losses. The data order is a pure function of (seed, epoch), so a resumed run sees the
@@ -12,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +20,16 @@ from tqdm import tqdm
 
 from dualipo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dualipo.config import RunConfig, save_config
-from dualipo.critic_training.examples import Example
-from dualipo.lr_schedule import warmup_cosine
+from dualipo.optim import clipped_step, warmup_cosine
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str  # chat prompt with video slots
+    videos: tuple[str, ...]  # in slot order
+    target: str  # rationale + answer line, or the answer line only
 
 
 def sft_loss(critic, examples: list[Example]) -> torch.Tensor:
@@ -127,16 +133,11 @@ def train_loop(cfg: RunConfig, trainable, out: Path, loss_fn, evaluate, resume: 
     while step < total:
         model.train()
         lr = warmup_cosine(step, ct.learning_rate, ct.warmup_steps, total, 0.1)
-        for g in optim.param_groups:
-            g["lr"] = lr
         loss, extra_metrics = loss_fn(critic, step)
         if not torch.isfinite(loss):
             raise CriticDiverged(f"{desc}: non-finite loss {float(loss)} at step {step}; last good checkpoint: "
                                  f"{latest_checkpoint(ckpt_root)}")
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, ct.max_grad_norm)
-        optim.step()
+        clipped_step(optim, params, loss, lr, ct.max_grad_norm)
         step += 1
         losses.append(float(loss.detach()))
         extras.append({k: float(v) for k, v in extra_metrics.items()})
@@ -144,11 +145,16 @@ def train_loop(cfg: RunConfig, trainable, out: Path, loss_fn, evaluate, resume: 
         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.1e}")
         due = evaluate is not None and (step % eval_every == 0 or step == total)
         if due or step % ct.log_every == 0:
-            row = _row(step, losses[last_row - step:], extras[last_row - step:])
+            stop = _write_row(out / "metrics.jsonl", step, losses[last_row - step:], extras[last_row - step:], model,
+                              critic, evaluate if due else None, guard)
             last_row = step
-            stop = _write_row(row, out / "metrics.jsonl", model, critic, evaluate if due else None, guard)
             if stop:
-                model, tok, critic = _restore(cfg, (model, tok, critic), optim, ckpt_root, desc, step, stop)
+                last = latest_checkpoint(ckpt_root)
+                log.warning("%s stopped at step %d: %s; restoring %s", desc, step, stop, last or "the start")
+                if last is None:
+                    model, tok, critic = load_trainable(cfg)
+                else:
+                    load_checkpoint(last, model, optim)
                 break
         if step % every == 0 or step == total:
             save_checkpoint(ckpt_root, step, model, optim, extra={"losses": losses})
@@ -168,26 +174,12 @@ def _resume(ckpt_root: Path, model, optim) -> tuple[int, list[float]]:
     return step, extra["losses"]
 
 
-def _restore(cfg: RunConfig, trainable, optim, ckpt_root: Path, desc: str, step: int, stop: str):
-    """After a guard stopped training: the last checkpoint's weights loaded into the trainable (model, tokenizer,
-    critic), or with no checkpoint a freshly loaded one."""
-    last = latest_checkpoint(ckpt_root)
-    log.warning("%s stopped at step %d: %s; restoring %s", desc, step, stop, last or "the start")
-    if last is None:
-        return load_trainable(cfg)
-    load_checkpoint(last, trainable[0], optim)
-    return trainable
-
-
-def _row(step: int, losses: list[float], extras: list[dict]) -> dict:
-    """A metrics row: the means of the loss and of each metric over the steps since the last row."""
+def _write_row(metrics: Path, step: int, losses: list[float], extras: list[dict], model, critic, evaluate,
+               guard) -> str | None:
+    """A row appended to `metrics`: the means of the loss and metrics over the steps since the last row, and with
+    `evaluate` (an evaluation is due) the critic's evaluation, `guard` checked on it. Returns the guard's reason."""
     means = {k: float(np.mean([e[k] for e in extras if k in e])) for k in sorted({k for e in extras for k in e})}
-    return {"step": step, "loss": float(np.mean(losses)), **means}
-
-
-def _write_row(row: dict, metrics: Path, model, critic, evaluate, guard) -> str | None:
-    """With `evaluate` (an evaluation is due), the critic's evaluation added to `row` and `guard` checked on it;
-    the row appended to `metrics`. Returns the guard's reason to stop, if any."""
+    row = {"step": step, "loss": float(np.mean(losses)), **means}
     if evaluate is not None:
         model.eval()
         row.update(evaluate(critic))
@@ -197,5 +189,5 @@ def _write_row(row: dict, metrics: Path, model, critic, evaluate, guard) -> str 
     with metrics.open("a") as f:
         f.write(json.dumps(row) + "\n")
     if evaluate is not None:
-        log.info("step %d: %s", row["step"], {k: v for k, v in row.items() if isinstance(v, float)})
+        log.info("step %d: %s", step, {k: v for k, v in row.items() if isinstance(v, float)})
     return stop

@@ -24,9 +24,9 @@ import torch
 
 from dualipo.config import RunConfig
 from dualipo.critic_training.certainty import check_reference, keep, pce, rationale_rewards
-from dualipo.critic_training.examples import Example, sft_examples
-from dualipo.critic_training.loop import (batch_indices, load_trainable, mixed_batch, sequence_logprobs, sft_loss,
-                                          train_loop)
+from dualipo.critic_training.cold_start import sft_examples
+from dualipo.critic_training.loop import (Example, batch_indices, load_trainable, mixed_batch, sequence_logprobs,
+                                          sft_loss, train_loop)
 from dualipo.critic_training.refine_data import Candidate, RefineStats, candidates, training_items
 from dualipo.critic_training.seed import load_seed
 from dualipo.critics import prompts

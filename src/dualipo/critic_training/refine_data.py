@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from dualipo.critic_training.examples import Example
+from dualipo.critic_training.loop import Example
 from dualipo.critics import prompts
 from dualipo.critics.consistency import filter_judgment
 from dualipo.critics.voting import SCORED, Judgment, Sample, from_scores, majority, tally

@@ -1,4 +1,4 @@
-"""Seed labels: the JSONL format, CSV / JSONL import with validation, and the shapes world's seed-set maker.
+"""Seed labels: the JSONL format and CSV / JSONL import with validation (the shapes world's seed sets: `toy_seed`).
 
 Pairwise record: {prompt, video_a, video_b, dimension, label: A|B|tie, reason}.
 Pointwise record: {prompt, video, dimension, label: Good|Normal|Bad, reason}.
@@ -10,9 +10,6 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
-from tqdm import tqdm
 
 from dualipo.critics.prompts import PAIR_VERDICTS, POINT_VERDICTS, QUESTIONS
 from dualipo.jsonl import read_jsonl, write_jsonl
@@ -118,104 +115,3 @@ def read_pool(directory: Path) -> dict[str, list[str]]:
             raise ValueError(f"{jsonl}:{i}: record needs 'prompt' and 'path'")
         pool.setdefault(r["prompt"], []).append(str(directory / r["path"]))
     return pool
-
-
-def oracle_seed_set(dirs: list[str | Path], n_pairs: int, dimensions: tuple[str, ...], noise: float,
-                    seed: int = 0, pointwise: int = 0, focus: float = 0.8,
-                    tie_margin: float | None = None, other_prompt: float = 0.0) -> list[SeedRecord]:
-    """Pairs formed within a prompt from the video directories, labelled by the oracle with label noise.
-
-    With probability `focus` a pair is asked about a dimension on which its two videos differ by more than
-    `tie_margin` (as an annotator is asked about the defect they see); otherwise about a uniformly drawn one
-    (often a tie). Oracle scores closer than `tie_margin` are a tie: an annotator does not tell them apart.
-
-    `pointwise` more records label one video on one dimension (Good / Normal / Bad), each (video, dimension)
-    once before any is labelled again; with probability `other_prompt` it is judged against another prompt of
-    the pool (what a video that does not show its prompt looks like: most useful on clean renders). Records
-    keep the oracle's noise-free verdict in `clean_label` (for held-out evaluation).
-    """
-    from dualipo.toy.oracle import score
-    from dualipo.toy.seed_labels import TIE_MARGIN, label_pair, label_single
-    from dualipo.video import read_video
-
-    tie_margin = TIE_MARGIN if tie_margin is None else tie_margin
-    pool: dict[str, list[str]] = {}
-    for d in dirs:
-        for p, vids in read_pool(Path(d)).items():
-            pool.setdefault(p, []).extend(vids)
-    prompts = [p for p, v in pool.items() if len(v) >= 2]
-    if not prompts:
-        raise ValueError(f"{[str(d) for d in dirs]}: no prompt has two or more videos to pair")
-    rng = np.random.default_rng(seed)
-    cache: dict[str, object] = {}
-    video = lambda p: cache.setdefault(p, read_video(p))  # noqa: E731
-    out = []
-    for _ in tqdm(range(n_pairs), desc="labelling seed pairs", unit="pair", disable=not n_pairs):
-        prompt = prompts[int(rng.integers(len(prompts)))]
-        a, b = rng.choice(len(pool[prompt]), 2, replace=False)
-        va, vb = pool[prompt][a], pool[prompt][b]
-        dim = _pick_dimension(prompt, video(va), video(vb), dimensions, rng, focus, tie_margin)
-        lab = label_pair(prompt, video(va), video(vb), dim, rng, noise, tie_margin)
-        out.append(SeedRecord(prompt, (va, vb), dim, lab.label, lab.reason,
-                              {"clean_label": lab.clean_label, "scores": list(lab.scores)}))
-    singles = [(p, v, d) for p in pool for v in pool[p] for d in dimensions]
-    scored: dict[tuple[str, str], object] = {}  # each video scored once against each prompt
-    order = rng.permutation(len(singles))
-    for i in tqdm(range(pointwise), desc="labelling seed videos", unit="label", disable=not pointwise):
-        prompt, v, dim = singles[order[i % len(singles)]]
-        if rng.random() < other_prompt:
-            prompt = [p for p in pool if p != prompt][int(rng.integers(len(pool) - 1))] if len(pool) > 1 else prompt
-        key = (prompt, v)
-        if key not in scored:
-            scored[key] = score(prompt, video(v))
-        lab = label_single(prompt, video(v), dim, rng, noise, scored=scored[key])
-        out.append(SeedRecord(prompt, (v,), dim, lab.label, lab.reason,
-                              {"clean_label": lab.clean_label, "scores": list(lab.scores)}))
-    return out
-
-
-def rendered_seed_set(world, out: str | Path, n_pairs: int, noise: float, seed: int = 0) -> Path:
-    """The shapes world's stand-in for a human seed set: renders and corruptions of n_pairs / 2 train prompts
-    (4 videos each) in OUT/videos, `n_pairs` oracle-labelled pairs with label noise in OUT/seed.jsonl (written
-    atomically, so an existing file is complete); returns that file, made once."""
-    from dualipo.critic_training.toy_videos import write_variants
-
-    path = Path(out) / "seed.jsonl"
-    if not path.is_file():
-        write_variants(world, Path(out) / "videos", max(1, n_pairs // 2), 4, "train", seed)
-        _write_once(path, oracle_seed_set([Path(out) / "videos"], n_pairs, SEED_DIMENSIONS, noise, seed))
-    return path
-
-
-def sampled_seed_set(cfg, out: str | Path, n_videos: int, noise: float, seed: int = 0) -> Path:
-    """The seed set of a critic that judges pairs from pointwise scores, as its own seed set was made
-    (`scripts/critic_small.sh`): 4 samples of the configured (base) generator for each of n_videos / 4 train
-    prompts in OUT/videos, every sample labelled by the oracle on every seed dimension (Good / Normal / Bad) with
-    label noise, in OUT/seed.jsonl (written atomically); returns that file, made once."""
-    from dualipo.critic_training.toy_videos import write_generator_samples
-
-    path = Path(out) / "seed.jsonl"
-    if not path.is_file():
-        n_prompts = max(1, n_videos // 4)
-        write_generator_samples(cfg, Path(out) / "videos", n_prompts, 4, "train", seed)
-        _write_once(path, oracle_seed_set([Path(out) / "videos"], 0, SEED_DIMENSIONS, noise, seed,
-                                          pointwise=n_prompts * 4 * len(SEED_DIMENSIONS)))
-    return path
-
-
-def _write_once(path: Path, records: list[SeedRecord]) -> None:
-    from dualipo.ledger import atomic_path
-
-    with atomic_path(path) as tmp:
-        write_seed(records, tmp)
-
-
-def _pick_dimension(prompt, a, b, dimensions, rng, focus: float, margin: float) -> str:
-    from dualipo.toy.oracle import score
-
-    if rng.random() < focus:
-        sa, sb = score(prompt, a), score(prompt, b)
-        differ = [d for d in dimensions if abs(sa.get(d) - sb.get(d)) > margin]
-        if differ:
-            return differ[int(rng.integers(len(differ)))]
-    return dimensions[int(rng.integers(len(dimensions)))]

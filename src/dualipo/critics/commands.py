@@ -14,7 +14,7 @@ from dualipo.critic_training.seed import SEED_DIMENSIONS
 
 
 def cmd_videos(cfg: RunConfig, args: argparse.Namespace) -> None:
-    from dualipo.critic_training.toy_videos import write_generator_samples, write_variants
+    from dualipo.critic_training.toy_seed import write_generator_samples, write_variants
 
     if args.generator:
         path = write_generator_samples(cfg, args.out, args.prompts, args.per_prompt, args.split, args.seed)
@@ -24,7 +24,8 @@ def cmd_videos(cfg: RunConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_seed(cfg: RunConfig, args: argparse.Namespace) -> None:
-    from dualipo.critic_training.seed import oracle_seed_set, write_seed
+    from dualipo.critic_training.seed import write_seed
+    from dualipo.critic_training.toy_seed import oracle_seed_set
 
     n = args.pairs if args.pairs is not None else cfg.critic_train.seed_pairs
     noise = args.noise if args.noise is not None else cfg.critic_train.seed_noise

@@ -240,7 +240,7 @@ def seed_set(ctx: RunContext) -> str | None:
     if ct.seed_file:
         return ct.seed_file
     assert not ctx.cfg.rounds.prompt_file, "rounds.run_rounds refuses this before the run starts"
-    from dualipo.critic_training.seed import rendered_seed_set, sampled_seed_set
+    from dualipo.critic_training.toy_seed import rendered_seed_set, sampled_seed_set
 
     if ctx.cfg.judging.pairs_from == "scores":
         return str(sampled_seed_set(ctx.cfg, ctx.run_dir / "seed", ct.seed_pairs, ct.seed_noise, ct.seed))
