@@ -9,7 +9,7 @@ For one generator (the shipped base, or the base with preference-trained adapter
    K paths per order, both orders (the oracle's labels of the pool are kept beside them for the analysis only:
    pseudo-label accuracy per dimension and per certainty bin);
 4. per training seed, two arms from the same starting critic with the same steps and batch size:
-   `refine` (`srpo.train.refine_critic`: consistency filter, certainty, SFT on the majority rationales mixed
+   `refine` (`critic_training.refine.refine_critic`: consistency filter, certainty, SFT on the majority rationales mixed
    with the seed set) and `control` (the same number of SFT steps on the seed set alone);
 5. every critic (start, each arm and seed) is evaluated on the held-out pairs in both orders (greedy, CoT).
 Everything is cached in OUT/NAME/, so a rerun continues. The seed set (oracle-labelled renders and corruptions,
