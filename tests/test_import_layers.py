@@ -3,8 +3,9 @@ package or a top-level module) import each other, directly or through other unit
 
 Layers, lowest first (`LAYER`; a module belongs to the unit of the longest key that names it or a package above
 it, so a new module in a package is placed with it, and a new top-level module must be added to `LAYER`):
-0 world:    the package root, config, jsonl, devices, video, metrics, losses (pure tensor math, as metrics), ledger
-            (run records and atomic file helpers: it imports nothing of dualipo), accelerate_configs, toy/
+0 world:    the package root, config, jsonl, devices, video, metrics, losses (pure tensor math like metrics; the
+            generators' denoising errors use it), ledger (run records and atomic file helpers: it imports nothing
+            of dualipo), accelerate_configs, toy/
 1 models:   generators/, critics/ (but its CLI), model_dirs, published
 2 training: checkpoint, optim, engines, trainer, pretrain, preferences, critic_training/
 3 loop:     rounds, loop/, ablate, export, report, report_plots, plan, plan_math, plan_models, annotate/ (but
@@ -39,7 +40,8 @@ LAYER = {
     "dualipo.plan_models": LOOP, "dualipo.annotate": LOOP,
     "dualipo.cli": CLI, "dualipo.__main__": CLI, "dualipo.critics.commands": CLI, "dualipo.annotate.command": CLI,
 }
-# Upward imports that stay, as (importing module, imported module), each with its reason. Keep this short.
+# Upward imports that stay, as (importing module, imported module), each with its reason. Keep this short: none
+# is needed today.
 ALLOWED: set[tuple[str, str]] = set()
 
 SRC = Path(dualipo.__file__).parent
