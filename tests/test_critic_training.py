@@ -8,10 +8,12 @@ import pytest
 
 from dualipo.cli import main
 from dualipo.config import build_config
-from dualipo.critic_training import batch_indices, cold_start, learning_rate, mixed_batch, sft_examples
+from dualipo.critic_training.cold_start import cold_start, sft_examples
+from dualipo.critic_training.loop import batch_indices, mixed_batch
+from dualipo.optim import warmup_cosine
 from dualipo.checkpoint import latest_checkpoint
-from dualipo.critics.prompts import CLAIMS
-from dualipo.critics.seed import load_seed
+from dualipo.toy.reasoning import CLAIMS
+from dualipo.critic_training.seed import load_seed
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def test_examples_both_orders(seed_file):
 def test_schedule_and_data_order_are_pure():
     assert batch_indices(3, 10, 4, 0) == batch_indices(3, 10, 4, 0)
     assert sorted(batch_indices(0, 4, 4, 1)) == [0, 1, 2, 3]
-    assert learning_rate(0, 1.0, 2, 10) == 0.5 and abs(learning_rate(10, 1.0, 2, 10) - 0.1) < 1e-9
+    assert warmup_cosine(0, 1.0, 2, 10, 0.1) == 0.5 and abs(warmup_cosine(10, 1.0, 2, 10, 0.1) - 0.1) < 1e-9
 
 
 def test_mixed_batch_takes_its_share_from_aux():
@@ -84,8 +86,8 @@ def test_lora_cold_start_and_cli_eval(seed_file, tmp_path, capsys):
 
 
 def test_caption_pretraining_cli_then_cold_start_from_it(seed_file, tmp_path, capsys):
-    from dualipo.critic_training import caption_examples, comparison_examples
-    from dualipo.critics.evaluate import parse_description
+    from dualipo.critic_training.cold_start import caption_examples, comparison_examples
+    from dualipo.critic_training.evaluate import parse_description
 
     videos = seed_file.parent
     ex = caption_examples([videos])
@@ -133,7 +135,7 @@ def test_caption_pretraining_cli_then_cold_start_from_it(seed_file, tmp_path, ca
 
 
 def test_parse_description_fields():
-    from dualipo.critics.evaluate import parse_description
+    from dualipo.critic_training.evaluate import parse_description
 
     got = parse_description("The video shows a red circle to the left of a blue square moving left on a black "
                             "background, steady.")
@@ -163,8 +165,8 @@ class _FixedCritic:
 
 
 def test_evaluate_pairs_by_hand():
-    from dualipo.critics.evaluate import evaluate_pairs
-    from dualipo.critics.seed import SeedRecord
+    from dualipo.critic_training.evaluate import evaluate_pairs
+    from dualipo.critic_training.seed import SeedRecord
 
     labels = ["A", "B", "tie", "A"]
     recs = [SeedRecord("p", ("a", "b"), "motion" if i < 2 else "colour", lab, "") for i, lab in enumerate(labels)]
@@ -180,8 +182,8 @@ def test_evaluate_pairs_by_hand():
 
 
 def test_evaluate_pairs_reports_what_the_loop_would_keep():
-    from dualipo.critics.evaluate import evaluate_pairs
-    from dualipo.critics.seed import SeedRecord
+    from dualipo.critic_training.evaluate import evaluate_pairs
+    from dualipo.critic_training.seed import SeedRecord
 
     recs = [SeedRecord("p", ("a", "b"), "motion", lab, "") for lab in ("A", "B", "tie", "A", "B")]
     votes = [(["A", "A"], ["B", "B"]),  # A 4/4 -> kept, right

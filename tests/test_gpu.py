@@ -8,10 +8,11 @@ import torch
 
 from dualipo.cli import main
 from dualipo.config import build_config
-from dualipo.critic_training import sft_examples, sft_loss
+from dualipo.critic_training.cold_start import sft_examples
+from dualipo.critic_training.loop import sft_loss
 from dualipo.critics import build_critic
 from dualipo.critics.prompts import caption_prompt, caption_target
-from dualipo.critics.seed import load_seed
+from dualipo.critic_training.seed import load_seed
 from dualipo.toy.world import render_prompt
 
 pytestmark = [pytest.mark.gpu,

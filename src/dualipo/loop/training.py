@@ -5,7 +5,7 @@ data-parallel under accelerate) on the generator at the end of the previous roun
 checkpoints in `round_k/train/checkpoints`. The finished adapter is copied atomically to
 `round_k/generator_lora.safetensors` and recorded with its hash; later rounds rebuild the generator from it.
 
-Critic refinement (SRPO, `dualipo.srpo`) learns from the round's own judgments (consistency filter, certainty,
+Critic refinement (SRPO, `critic_training`) learns from the round's own judgments (consistency filter, certainty,
 SFT mixed with the seed set or certainty-weighted DPO) on the main process, in `round_k/critic/` (it resumes from
 its checkpoints there). The refined critic is recorded in the ledger (kind `critic`) and judges from the next
 round on; a resumed run rebuilds the latest recorded critic. With `critic_train.refine=false` the critic stays
@@ -154,7 +154,7 @@ def refine_stage(ctx: RunContext, k: int) -> tuple[str, str]:
 def _refine(ctx: RunContext, k: int) -> tuple[str, str]:
     """Main process: refine the current critic on round k's judgments and record it."""
     from dualipo.loop.judging import judgment_from_row
-    from dualipo.srpo.train import NothingToLearn, refine_critic
+    from dualipo.critic_training.refine import NothingToLearn, refine_critic
 
     cfg = ctx.cfg
     ct = cfg.critic_train
@@ -240,7 +240,7 @@ def seed_set(ctx: RunContext) -> str | None:
     if ct.seed_file:
         return ct.seed_file
     assert not ctx.cfg.rounds.prompt_file, "rounds.run_rounds refuses this before the run starts"
-    from dualipo.critics.seed import rendered_seed_set, sampled_seed_set
+    from dualipo.critic_training.toy_seed import rendered_seed_set, sampled_seed_set
 
     if ctx.cfg.judging.pairs_from == "scores":
         return str(sampled_seed_set(ctx.cfg, ctx.run_dir / "seed", ct.seed_pairs, ct.seed_noise, ct.seed))
