@@ -35,8 +35,8 @@ LAYER = {
     "dualipo.checkpoint": TRAINING, "dualipo.optim": TRAINING, "dualipo.engines": TRAINING,
     "dualipo.trainer": TRAINING, "dualipo.pretrain": TRAINING, "dualipo.preferences": TRAINING,
     "dualipo.critic_training": TRAINING,
-    "dualipo.rounds": LOOP, "dualipo.loop": LOOP, "dualipo.ablate": LOOP, "dualipo.export": LOOP,
-    "dualipo.report": LOOP, "dualipo.report_plots": LOOP, "dualipo.plan": LOOP, "dualipo.plan_math": LOOP,
+    "dualipo.rounds": LOOP, "dualipo.loop": LOOP, "dualipo.ablate": LOOP, "dualipo.ablate_table": LOOP,
+    "dualipo.export": LOOP, "dualipo.report": LOOP, "dualipo.report_plots": LOOP, "dualipo.plan": LOOP, "dualipo.plan_math": LOOP,
     "dualipo.plan_models": LOOP, "dualipo.annotate": LOOP,
     "dualipo.cli": CLI, "dualipo.__main__": CLI, "dualipo.cli_critic": CLI, "dualipo.annotate.command": CLI,
 }
@@ -74,8 +74,9 @@ def imports(name: str, path: Path, known: set[str]) -> list[tuple[str, int, str]
 
 
 def unit(name: str, layer: dict[str, int] = LAYER) -> str | None:
-    """The longest key of `layer` that is `name` or a package above it; None when unassigned."""
-    keys = [k for k in layer if name == k or name.startswith(k + ".")]
+    """The longest key of `layer` that is `name` or a package above it (the root package's key names its
+    __init__ only, so a new top-level module is unassigned); None when unassigned."""
+    keys = [k for k in layer if name == k or ("." in k and name.startswith(k + "."))]
     return max(keys, key=len) if keys else None
 
 

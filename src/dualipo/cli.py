@@ -147,8 +147,9 @@ def cmd_ablate(args: argparse.Namespace) -> None:
 
     if not args.verbose:
         _quiet_model_loaders()
-    md = run_arms(args.preset, args.config_file, args.overrides, args.out, args.arms, args.seeds, None,
-                  "dualipo " + shlex.join(args.argv), table_only=args.table_only)
+    md = run_arms(args.preset, args.config_file, args.overrides, args.out, args.arms, args.seeds,
+                  "dualipo " + shlex.join(args.argv), table_only=args.table_only, arms_file=args.arms_file,
+                  references=args.reference)
     print(md.read_text())
     print(f"wrote {md}, {md.with_suffix('.html')} and {md.with_suffix('.json')}")
 
@@ -177,17 +178,19 @@ def add_loop_commands(sub) -> None:
     p.add_argument("--out", required=True, help="run directory (videos, ledger, metrics, adapters)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from what its ledger records")
     p.set_defaults(func=cmd_run)
-    from dualipo.ablate import ARM_NAMES
+    from dualipo.ablate import ARM_NAMES, EPILOG as ABLATE_EPILOG
 
     p = sub.add_parser("ablate", help="the paper's comparison in miniature: Dual-IPO, IPO, the ablations and two "
                        "equal-compute controls, each a full run in OUT/ARM/seedS (resumed when interrupted); writes "
                        "OUT/ablation.md, .html and .json",
-                       epilog="KEY=VALUE overrides apply to every arm, e.g. dualipo ablate --preset small --out "
-                       "runs/ablate --seeds 0 1 rounds.num_rounds=2 sampling.prompts_per_round=16")
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ABLATE_EPILOG)
     _config_args(p)
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--arms", nargs="+", default=list(ARM_NAMES), metavar="ARM",
-                   help=f"arms to run (default: all): {', '.join(ARM_NAMES)}")
+    p.add_argument("--arms", nargs="+", default=None, metavar="ARM", help="arms to run (default: every arm of "
+                   f"--arms-file, else every built-in arm): {', '.join(ARM_NAMES)} or an --arms-file arm")
+    p.add_argument("--arms-file", default=None, metavar="TOML", help="custom arms, one table per arm (see below)")
+    p.add_argument("--reference", nargs="+", default=[], metavar="ARM", help="add a gain column and, per named "
+                   "arm, the paired difference to it and the share of its gain (the JSON: rows' `vs`)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED", help="one run per arm and seed")
     p.add_argument("--table-only", action="store_true", help="run nothing: write the table of the runs under "
                    "--out that have finished (e.g. while other arms still run in another process)")
