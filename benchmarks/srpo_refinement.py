@@ -4,12 +4,12 @@ self-refinement, the honest experiment)
 For one generator (the shipped base, or the base with preference-trained adapters merged in order):
 1. videos: 4 samples per prompt of `--pool-prompts` train prompts (the unlabelled pool) and of
    `--heldout-prompts` held-out prompts (the evaluation set);
-2. held-out pairs with the oracle's noise-free labels (`critic seed --noise 0`: evaluation only);
+2. held-out pairs with the oracle's noise-free labels (`critic seed critic_train.seed_noise=0`: evaluation only);
 3. the pool's pairs (random pairs within a prompt, dimension drawn uniformly) judged by the starting critic:
    K paths per order, both orders (the oracle's labels of the pool are kept beside them for the analysis only:
    pseudo-label accuracy per dimension and per certainty bin);
 4. per training seed, two arms from the same starting critic with the same steps and batch size:
-   `refine` (`srpo.train.refine_critic`: consistency filter, certainty, SFT on the majority rationales mixed
+   `refine` (`critic_training.refine.refine_critic`: consistency filter, certainty, SFT on the majority rationales mixed
    with the seed set) and `control` (the same number of SFT steps on the seed set alone);
 5. every critic (start, each arm and seed) is evaluated on the held-out pairs in both orders (greedy, CoT).
 Everything is cached in OUT/NAME/, so a rerun continues. The seed set (oracle-labelled renders and corruptions,
@@ -31,8 +31,9 @@ import numpy as np
 import torch
 
 from dualipo.config import build_config
-from dualipo.critics.seed import SEED_DIMENSIONS as DIMS
-from dualipo.critics.seed import load_seed, oracle_seed_set, rendered_seed_set, write_seed
+from dualipo.critic_training.seed import SEED_DIMENSIONS as DIMS
+from dualipo.critic_training.seed import load_seed, write_seed
+from dualipo.critic_training.toy_seed import oracle_seed_set, rendered_seed_set
 
 
 def _generator_dir(cfg, adapters: list[str], out: Path) -> str:
@@ -52,7 +53,7 @@ def _generator_dir(cfg, adapters: list[str], out: Path) -> str:
 
 
 def _videos(cfg, out: Path, n_prompts: int, split: str, seed: int) -> Path:
-    from dualipo.critics.toy_videos import write_generator_samples
+    from dualipo.critic_training.toy_seed import write_generator_samples
 
     if not (out / "prompts.jsonl").is_file():
         write_generator_samples(cfg, out, n_prompts, 4, split, seed)
@@ -85,7 +86,7 @@ def pseudo_label_table(cfg, js, labels) -> dict:
     """Accuracy of the refinement's pseudo-labels against the oracle, per dimension and per certainty bin
     (after the consistency filter), and of what refinement keeps."""
     from dualipo.critics.consistency import filter_judgment
-    from dualipo.srpo.certainty import keep
+    from dualipo.critic_training.certainty import keep
 
     ct = cfg.critic_train
     rows = []
@@ -114,7 +115,7 @@ def pseudo_label_table(cfg, js, labels) -> dict:
 
 def _evaluate(cfg, critic_path: str, heldout: list, out: Path) -> dict:
     from dualipo.critics import build_critic
-    from dualipo.critics.evaluate import evaluate_pairs
+    from dualipo.critic_training.evaluate import evaluate_pairs
 
     f = out / "eval.json"
     if not f.is_file():
@@ -159,8 +160,8 @@ def main() -> None:
     result = {"name": a.name, "adapters": a.adapters, "overrides": a.overrides, "data_seconds": round(t_data),
               "pseudo_labels": pseudo_label_table(cfg, js, labels),
               "start": _evaluate(cfg, cfg.critic.path, heldout, out / "start"), "arms": {}}
-    from dualipo.critic_training import cold_start
-    from dualipo.srpo.train import refine_critic
+    from dualipo.critic_training.cold_start import cold_start
+    from dualipo.critic_training.refine import refine_critic
 
     for s in a.seeds:
         scfg = replace(cfg, critic_train=replace(cfg.critic_train, seed=s))

@@ -21,11 +21,13 @@ videos gen_train --generator --prompts 146 --per-prompt 4 --split train --seed 0
 videos gen_train2 --generator --prompts 146 --per-prompt 4 --split train --seed 2
 videos gen_eval --generator --prompts 64 --per-prompt 4 --split eval --seed 1
 # 1168 sampled videos x 4 dimensions = 4672 pointwise labels; 600 noise-free held-out pairs of held-out prompts
-[ -f seed_point.jsonl ] || $D critic seed --videos gen_train gen_train2 --out seed_point.jsonl --pairs 0 \
-    --pointwise 4672 --noise 0.1 --seed 0
-[ -f heldout.jsonl ] || $D critic seed --videos gen_eval --out heldout.jsonl --pairs 600 --noise 0 --seed 7
-$D critic cold-start --seed-file seed_point.jsonl --heldout heldout.jsonl \
-    --caption-videos render_train gen_train gen_train2 --out cold critic.path="$FROM" critic_train.caption_mix=0.3 \
+[ -f seed_point.jsonl ] || $D critic seed --videos gen_train gen_train2 --out seed_point.jsonl \
+    critic_train.seed_pairs=0 --pointwise 4672 critic_train.seed_noise=0.1 critic_train.seed=0
+[ -f heldout.jsonl ] || $D critic seed --videos gen_eval --out heldout.jsonl critic_train.seed_pairs=600 \
+    critic_train.seed_noise=0 critic_train.seed=7
+$D critic cold-start critic_train.seed_file=seed_point.jsonl --heldout heldout.jsonl \
+    "critic_train.caption_videos=[render_train,gen_train,gen_train2]" --out cold critic.path="$FROM" \
+    critic_train.caption_mix=0.3 \
     critic_train.batch_size=40 critic_train.learning_rate=5e-4 critic_train.warmup_steps=20 \
     critic_train.num_steps=${STEPS:-1000} critic_train.eval_every=500 critic_train.checkpoint_every=250 \
     critic_train.eval_pairs=100

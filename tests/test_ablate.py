@@ -20,7 +20,7 @@ def _config(run) -> dict:
 
 
 def test_ablate_runs_each_arm_and_tabulates_them(tmp_path):
-    cmd = ["ablate", *TINY, "--out", "abl", "--rounds", "2", "--seeds", "0", "1", "--arms", *ARMS,
+    cmd = ["ablate", *TINY, "--out", "abl", "rounds.num_rounds=2", "--seeds", "0", "1", "--arms", *ARMS,
            "world.web.colour=1"]
     p = cli(cmd, tmp_path)
     out = tmp_path / "abl"
@@ -83,12 +83,12 @@ def test_ablate_runs_each_arm_and_tabulates_them(tmp_path):
     assert "finished earlier, reused" in again.stderr
     assert {a: snapshot(out / a / "seed0") for a in ARMS} == before
     assert (out / "ablation.md").read_text() == md
-    only = cli(["ablate", *TINY, "--out", "abl", "--rounds", "2", "--seeds", "0", "--arms", *ARMS, "--table-only"],
+    only = cli(["ablate", *TINY, "--out", "abl", "rounds.num_rounds=2", "--seeds", "0", "--arms", *ARMS, "--table-only"],
                tmp_path)
     assert "finished earlier" not in only.stderr and {a: snapshot(out / a / "seed0") for a in ARMS} == before
     rows = json.loads((out / "ablation.json").read_text())["rows"]
     assert all(r["seeds"] == [0] and r["oracle_std"] is None for r in rows)
-    other = cli(["ablate", *TINY, "--out", "abl", "--rounds", "3", "--arms", "ipo"], tmp_path, check=False)
+    other = cli(["ablate", *TINY, "--out", "abl", "rounds.num_rounds=3", "--arms", "ipo"], tmp_path, check=False)
     assert other.returncode == 2 and "refusing to resume" in other.stderr  # a finished run of another config
 
 
@@ -108,7 +108,7 @@ def test_ablate_and_render_control_errors(tmp_path):
     late = cli(["ablate", "--preset", "tiny", "--out", "x", "--arms", "ipo", "--seeds", "0", "train.beta=-1",
                 "--table-only"], tmp_path, check=False)
     assert late.returncode == 2 and "train.beta" in late.stderr and not (tmp_path / "x").exists()
-    assert "expected integers" in cli(["ablate", "--preset", "tiny", "--out", "x", "--seeds", "one"], tmp_path,
+    assert "invalid int value: 'one'" in cli(["ablate", "--preset", "tiny", "--out", "x", "--seeds", "one"], tmp_path,
                                       check=False).stderr
     with pytest.raises(ConfigError, match="data=web"):
         build_config("tiny", overrides=["train.data=web"])

@@ -14,8 +14,8 @@ from dualipo.annotate.stats import agreement, reference_labels
 from dualipo.annotate.store import LabelStore
 from dualipo.config import build_config
 from dualipo.critics.oracle import OracleCritic
-from dualipo.critics.seed import load_seed
-from dualipo.critics.toy_videos import write_variants
+from dualipo.critic_training.seed import load_seed
+from dualipo.critic_training.toy_seed import write_variants
 from dualipo.ledger import Ledger
 from dualipo.toy.seed_labels import label_pair
 from dualipo.video import read_video

@@ -14,7 +14,7 @@ import pytest
 
 from browser_util import chromium_path
 from dualipo.config import build_config
-from dualipo.critics.toy_videos import write_variants
+from dualipo.critic_training.toy_seed import write_variants
 from rounds_util import BIN
 
 EVIL = "<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\"> a circle & \"friends\""

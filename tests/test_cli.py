@@ -64,3 +64,67 @@ def test_readme_quick_example_runs(block, tmp_path):
     for line in block.strip().splitlines():
         if line.strip() and not line.startswith("#"):
             run(line, tmp_path)
+
+
+# every subcommand that takes overrides: (argv before the options, options as groups); a group never splits an
+# option from its values
+OPTIONED = [
+    (["run"], [["--out", "o"], ["--resume"], ["--preset", "tiny"]]),
+    (["ablate"], [["--out", "o"], ["--arms", "ipo", "dual_ipo"], ["--seeds", "0", "1"], ["--table-only"]]),
+    (["evaluate"], [["--prompts", "p.txt"], ["--lora", "a"], ["--lora", "b"], ["--out", "o.json"]]),
+    (["config"], [["--preset", "tiny"], ["--config", "c.yaml"]]),
+    (["world", "sample"], [["--n", "2"], ["--out", "o"], ["--split", "eval"], ["--seed", "3"]]),
+    (["pretrain"], [["--out", "o"], ["--preset", "tiny"]]),
+    (["sample"], [["--out", "o"], ["--prompt", "a red circle"], ["--seeds", "0", "1"], ["--num-prompts", "2"]]),
+    (["train"], [["--pairs", "p.jsonl"], ["--out", "o"]]),
+    (["critic", "videos"], [["--out", "o"], ["--generator"], ["--prompts", "2"], ["--seed", "1"]]),
+    (["critic", "seed"], [["--videos", "{d}", "{d}"], ["--out", "s.jsonl"], ["--dimensions", "motion", "colour"]]),
+    (["critic", "import"], [["--out", "o"], ["src.csv"]]),
+    (["critic", "cold-start"], [["--heldout", "h.jsonl"], ["--out", "o"], ["--no-resume"]]),
+    (["critic", "caption"], [["--videos", "{d}"], ["--heldout", "{d}", "{d}"], ["--out", "o"]]),
+    (["critic", "refine"], [["--judgments", "j.jsonl"], ["--out", "o"], ["--no-resume"]]),
+    (["critic", "eval"], [["--pairs", "p.jsonl"], ["--limit", "2"], ["--seed", "1"], ["--judgments", "j.jsonl"]]),
+    (["annotate"], [["--stats", "l.jsonl"], ["--against", "oracle"], ["--token", "abc="], ["--dimensions", "motion"]]),
+    (["plan"], [["--gpus", "8"], ["--published-critic", "qwen2.5-vl-7b-instruct"], ["--json"]]),
+]
+OVERRIDES = ["train.beta=2500", "eval.seeds=[2,3]", "seed=1"]
+
+
+@pytest.mark.parametrize("command, groups", OPTIONED, ids=[" ".join(c) for c, _ in OPTIONED])
+def test_options_and_overrides_mix_in_any_order(command, groups, tmp_path):
+    """Overrides before, after and between the options (right after a list option too) parse alike."""
+    from dualipo.cli import build_parser
+
+    groups = [[w.format(d=tmp_path) for w in g] for g in groups]
+    orders = [[*OVERRIDES, *sum(groups, [])], [*sum(groups, []), *OVERRIDES]]
+    mixed = []  # one override after each group, the rest at the end
+    for i, g in enumerate(groups):
+        mixed += [*g, *OVERRIDES[i:i + 1]]
+    orders.append(mixed + OVERRIDES[len(groups):])
+    parsed = [vars(build_parser().parse_args([*command, *argv])) for argv in orders]
+    for ns in parsed:
+        ns.pop("func")
+    assert parsed[0] == parsed[1] == parsed[2] and parsed[0]["overrides"] == OVERRIDES
+
+
+@pytest.mark.parametrize("argv, key", [  # removed flags and the config keys that replaced them
+    (["critic", "seed", "--videos", ".", "--out", "s", "--pairs", "6"], "critic_train.seed_pairs"),
+    (["critic", "seed", "--videos", ".", "--out", "s", "--noise", "0"], "critic_train.seed_noise"),
+    (["critic", "seed", "--videos", ".", "--out", "s", "--seed", "7"], "critic_train.seed"),
+    (["critic", "cold-start", "--out", "o", "--seed-file", "s.jsonl"], "critic_train.seed_file"),
+    (["critic", "cold-start", "--out", "o", "--caption-videos", "a", "b"], "critic_train.caption_videos"),
+    (["critic", "refine", "--judgments", "j", "--out", "o", "--seed-file", "s.jsonl"], "critic_train.seed_file"),
+    (["ablate", "--out", "o", "--rounds", "2"], "rounds.num_rounds"),
+    (["evaluate", "--prompts", "p", "--out", "o", "--seeds", "2", "3"], "eval.seeds"),
+    (["evaluate", "--prompts", "p", "--out", "o", "--generator", "shipped"], "generator.path"),
+])
+def test_removed_flags_fail_and_their_config_keys_parse(argv, key, capsys):
+    from dualipo.cli import build_parser
+
+    flag = next(w for w in argv[::-1] if w.startswith("--"))
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(argv)
+    assert f"unrecognized arguments: {flag}" in capsys.readouterr().err
+    given = argv[:argv.index(flag)] + [f"{key}=1"]
+    assert build_parser().parse_args(given).overrides == [f"{key}=1"]
+

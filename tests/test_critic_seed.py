@@ -5,8 +5,8 @@ import json
 import pytest
 
 from dualipo.config import build_config
-from dualipo.critics.seed import import_seed, load_seed, oracle_seed_set, write_seed
-from dualipo.critics.toy_videos import write_variants
+from dualipo.critic_training.seed import import_seed, load_seed, write_seed
+from dualipo.critic_training.toy_seed import oracle_seed_set, write_variants
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_pointwise_labels_cover_every_video_and_dimension_once(video_dir):
 
 
 def test_pointwise_labels_against_other_prompts(video_dir):
-    from dualipo.critics.seed import read_pool
+    from dualipo.critic_training.seed import read_pool
 
     own = {v: p for p, vids in read_pool(video_dir).items() for v in vids}
     recs = oracle_seed_set([video_dir], 0, ("alignment",), noise=0.0, seed=0, pointwise=6, other_prompt=1.0)
@@ -95,7 +95,8 @@ def test_csv_import(video_dir, tmp_path):
 
 
 def test_sampled_seed_set_labels_every_generator_sample_on_every_dimension(tmp_path):
-    from dualipo.critics.seed import SEED_DIMENSIONS, read_pool, sampled_seed_set
+    from dualipo.critic_training.seed import SEED_DIMENSIONS, read_pool
+    from dualipo.critic_training.toy_seed import sampled_seed_set
 
     cfg = build_config("tiny")
     path = sampled_seed_set(cfg, tmp_path, n_videos=8, noise=0.0)  # 2 prompts x 4 samples x 4 dimensions

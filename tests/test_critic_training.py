@@ -8,10 +8,12 @@ import pytest
 
 from dualipo.cli import main
 from dualipo.config import build_config
-from dualipo.critic_training import batch_indices, cold_start, learning_rate, mixed_batch, sft_examples
+from dualipo.critic_training.cold_start import cold_start, sft_examples
+from dualipo.critic_training.loop import batch_indices, mixed_batch
+from dualipo.optim import warmup_cosine
 from dualipo.checkpoint import latest_checkpoint
-from dualipo.critics.prompts import CLAIMS
-from dualipo.critics.seed import load_seed
+from dualipo.toy.reasoning import CLAIMS
+from dualipo.critic_training.seed import load_seed
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +21,7 @@ def seed_file(tmp_path_factory):
     d = tmp_path_factory.mktemp("seedset")
     assert main(["critic", "videos", "--preset", "tiny", "--out", str(d), "--prompts", "2", "--per-prompt", "3"]) == 0
     assert main(["critic", "seed", "--preset", "tiny", "--videos", str(d), "--out", str(d / "seed.jsonl"),
-                 "--pairs", "6", "--pointwise", "2"]) == 0
+                 "critic_train.seed_pairs=6", "--pointwise", "2"]) == 0
     return d / "seed.jsonl"
 
 
@@ -35,7 +37,7 @@ def test_examples_both_orders(seed_file):
 def test_schedule_and_data_order_are_pure():
     assert batch_indices(3, 10, 4, 0) == batch_indices(3, 10, 4, 0)
     assert sorted(batch_indices(0, 4, 4, 1)) == [0, 1, 2, 3]
-    assert learning_rate(0, 1.0, 2, 10) == 0.5 and abs(learning_rate(10, 1.0, 2, 10) - 0.1) < 1e-9
+    assert warmup_cosine(0, 1.0, 2, 10, 0.1) == 0.5 and abs(warmup_cosine(10, 1.0, 2, 10, 0.1) - 0.1) < 1e-9
 
 
 def test_mixed_batch_takes_its_share_from_aux():
@@ -62,7 +64,7 @@ def test_resume_equals_uninterrupted(seed_file, tmp_path):
 
 def test_lora_cold_start_and_cli_eval(seed_file, tmp_path, capsys):
     out = tmp_path / "lora"
-    assert main(["critic", "cold-start", "--preset", "tiny", "--seed-file", str(seed_file), "--heldout",
+    assert main(["critic", "cold-start", "--preset", "tiny", f"critic_train.seed_file={seed_file}", "--heldout",
                  str(seed_file), "--out", str(out), "critic_train.finetune=lora", "critic_train.num_steps=1"]) == 0
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows and {"accuracy", "position_bias", "abstention_rate", "tie_rate"} <= set(rows[-1])
@@ -84,8 +86,8 @@ def test_lora_cold_start_and_cli_eval(seed_file, tmp_path, capsys):
 
 
 def test_caption_pretraining_cli_then_cold_start_from_it(seed_file, tmp_path, capsys):
-    from dualipo.critic_training import caption_examples, comparison_examples
-    from dualipo.critics.evaluate import parse_description
+    from dualipo.critic_training.cold_start import caption_examples, comparison_examples
+    from dualipo.critic_training.evaluate import parse_description
 
     videos = seed_file.parent
     ex = caption_examples([videos])
@@ -106,17 +108,20 @@ def test_caption_pretraining_cli_then_cold_start_from_it(seed_file, tmp_path, ca
     os.utime(ex[0].videos[0], ns=(0, 0))  # a changed video invalidates the cache
     assert caption_examples([videos], cache=cache) == ex and "CACHED" not in cache.read_text()
     cold = tmp_path / "cold"
-    args = ["critic", "cold-start", "--preset", "tiny", "--seed-file", str(seed_file), "--caption-videos",
-            str(videos), "--out", str(cold), f"critic.path={out / 'final'}", "critic_train.num_steps=1",
-            "critic_train.eval_pairs=0"]
+    args = ["critic", "cold-start", "--preset", "tiny", f"critic_train.seed_file={seed_file}",
+            f"critic_train.caption_videos=[{videos}]", "--out", str(cold), f"critic.path={out / 'final'}",
+            "critic_train.num_steps=1", "critic_train.eval_pairs=0"]
     assert main(args) == 2  # captioning videos without a share of the batch for them
     assert "critic_train.caption_mix or reasoning_mix > 0" in capsys.readouterr().err
     assert main([*args, "critic_train.caption_mix=0.5", "critic_train.reasoning_mix=0.5"]) == 2
     assert "leaves no room for the seed set" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # an override swallowed by the directory list is named, not read as a path
-        main([*args[:8], "critic_train.caption_mix=0.5", *args[8:]])
-    assert "put KEY=VALUE overrides" in capsys.readouterr().err
-    assert main([*args, "critic_train.caption_mix=0.25", "critic_train.reasoning_mix=0.25"]) == 0
+    with pytest.raises(SystemExit):  # the removed flag: critic_train.caption_videos replaced it
+        main([*args[:5], "--caption-videos", str(videos), *args[6:]])
+    assert "unrecognized arguments: --caption-videos" in capsys.readouterr().err
+    assert main([*args, "critic_train.caption_videos=[nowhere]"]) == 2
+    assert "critic_train.caption_videos: not a directory: nowhere" in capsys.readouterr().err
+    assert main([*args[:5], "critic_train.caption_mix=0.25", *args[5:8], "critic_train.reasoning_mix=0.25",
+                 *args[8:]]) == 0  # overrides between the options
     assert (cold / "final" / "model.safetensors").is_file()
     comparisons = comparison_examples([videos], ex, 8, ("motion",))
     assert len(comparisons) == 8 and all(c.videos == () and "<|video_pad|>" not in c.text for c in comparisons)
@@ -130,7 +135,7 @@ def test_caption_pretraining_cli_then_cold_start_from_it(seed_file, tmp_path, ca
 
 
 def test_parse_description_fields():
-    from dualipo.critics.evaluate import parse_description
+    from dualipo.critic_training.evaluate import parse_description
 
     got = parse_description("The video shows a red circle to the left of a blue square moving left on a black "
                             "background, steady.")
@@ -160,8 +165,8 @@ class _FixedCritic:
 
 
 def test_evaluate_pairs_by_hand():
-    from dualipo.critics.evaluate import evaluate_pairs
-    from dualipo.critics.seed import SeedRecord
+    from dualipo.critic_training.evaluate import evaluate_pairs
+    from dualipo.critic_training.seed import SeedRecord
 
     labels = ["A", "B", "tie", "A"]
     recs = [SeedRecord("p", ("a", "b"), "motion" if i < 2 else "colour", lab, "") for i, lab in enumerate(labels)]
@@ -177,8 +182,8 @@ def test_evaluate_pairs_by_hand():
 
 
 def test_evaluate_pairs_reports_what_the_loop_would_keep():
-    from dualipo.critics.evaluate import evaluate_pairs
-    from dualipo.critics.seed import SeedRecord
+    from dualipo.critic_training.evaluate import evaluate_pairs
+    from dualipo.critic_training.seed import SeedRecord
 
     recs = [SeedRecord("p", ("a", "b"), "motion", lab, "") for lab in ("A", "B", "tie", "A", "B")]
     votes = [(["A", "A"], ["B", "B"]),  # A 4/4 -> kept, right

@@ -58,8 +58,8 @@ def test_pair_from_points_votes_over_every_pair_of_paths():
 
 
 def test_calibration_table_arithmetic():
-    from dualipo.critics.commands import calibration_text
-    from dualipo.critics.evaluate import calibration_table
+    from dualipo.cli_critic import calibration_text
+    from dualipo.critic_training.evaluate import calibration_table
     from dualipo.critics.voting import Judgment
 
     def j(verdict, certainty):

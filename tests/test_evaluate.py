@@ -32,8 +32,8 @@ def test_evaluate_writes_metrics_and_oracle_scores(generator_dir, tmp_path, caps
     prompts.write_text(json.dumps({"id": "circle", "prompt": WORLD_PROMPT}) + "\n"
                        + json.dumps({"prompt": "a cat playing the piano"}) + "\n")
     out = tmp_path / "eval" / "result.json"
-    assert main(["evaluate", "--preset", "tiny", "--generator", str(pipe), "--prompts", str(prompts),
-                 "--seeds", "0", "1", "--out", str(out)]) == 0
+    assert main(["evaluate", "--preset", "tiny", f"generator.path={pipe}", "--prompts", str(prompts),
+                 "eval.seeds=[0,1]", "--out", str(out)]) == 0
     assert f"wrote {out}: 4 videos" in capsys.readouterr().out
     result = json.loads(out.read_text())
     assert result["num_videos"] == 4 and result["seeds"] == [0, 1] and result["loras"] == []
@@ -51,8 +51,8 @@ def test_evaluate_writes_metrics_and_oracle_scores(generator_dir, tmp_path, caps
     assert mean["dynamic_degree"] == pytest.approx(sum(v["metrics"]["dynamic"] for v in videos) / 4)
 
     with_lora = tmp_path / "lora.json"
-    assert main(["evaluate", "--preset", "tiny", "--generator", str(pipe), "--lora", str(lora), "--prompts",
-                 str(prompts), "--seeds", "0", "--out", str(with_lora)]) == 0
+    assert main(["evaluate", "--preset", "tiny", f"generator.path={pipe}", "--lora", str(lora), "--prompts",
+                 str(prompts), "eval.seeds=[0]", "--out", str(with_lora)]) == 0
     result = json.loads(with_lora.read_text())
     assert result["loras"] == [str(lora)] and result["num_videos"] == 2
 
@@ -70,7 +70,7 @@ def test_evaluate_input_errors(generator_dir, tmp_path, capsys, content, args, m
         (tmp_path / name).write_text(content)
     prompts = tmp_path / (name if content is not None else "missing.txt")
     args = [a.format(dir=tmp_path) for a in args]
-    assert main(["evaluate", "--preset", "tiny", "--generator", str(pipe), "--prompts", str(prompts), *args,
+    assert main(["evaluate", "--preset", "tiny", f"generator.path={pipe}", "--prompts", str(prompts), *args,
                  "--out", str(tmp_path / "out.json")]) == 2
     assert message.format(dir=tmp_path) in capsys.readouterr().err
     assert not (tmp_path / "out.json").exists()
@@ -78,6 +78,6 @@ def test_evaluate_input_errors(generator_dir, tmp_path, capsys, content, args, m
 
 def test_evaluate_needs_a_pipeline_directory(tmp_path, capsys):
     (tmp_path / "p.txt").write_text(WORLD_PROMPT + "\n")
-    assert main(["evaluate", "--preset", "tiny", "--generator", str(tmp_path / "nowhere"), "--prompts",
+    assert main(["evaluate", "--preset", "tiny", f"generator.path={tmp_path / 'nowhere'}", "--prompts",
                  str(tmp_path / "p.txt"), "--out", str(tmp_path / "out.json")]) == 2
     assert "no such directory" in capsys.readouterr().err

@@ -8,10 +8,11 @@ import torch
 
 from dualipo.cli import main
 from dualipo.config import build_config
-from dualipo.critic_training import sft_examples, sft_loss
+from dualipo.critic_training.cold_start import sft_examples
+from dualipo.critic_training.loop import sft_loss
 from dualipo.critics import build_critic
 from dualipo.critics.prompts import caption_prompt, caption_target
-from dualipo.critics.seed import load_seed
+from dualipo.critic_training.seed import load_seed
 from dualipo.toy.world import render_prompt
 
 pytestmark = [pytest.mark.gpu,
@@ -46,14 +47,14 @@ def test_critic_cold_start_and_eval_cli_on_cuda(tmp_path, capsys):
     d = tmp_path / "seedset"
     assert main(["critic", "videos", "--preset", "tiny", "--out", str(d), "--prompts", "2", "--per-prompt", "2"]) == 0
     seed = d / "seed.jsonl"
-    assert main(["critic", "seed", "--preset", "tiny", "--videos", str(d), "--out", str(seed), "--pairs", "4",
+    assert main(["critic", "seed", "--preset", "tiny", "--videos", str(d), "--out", str(seed), "critic_train.seed_pairs=4",
                  "--pointwise", "0"]) == 0
     cfg = build_config("tiny", overrides=["critic.device=cuda"])
     critic = build_critic(cfg)
     with torch.no_grad():
         loss_before = float(sft_loss(critic, sft_examples(load_seed(seed), True, 0.0)))
     out = tmp_path / "cold"
-    assert main(["critic", "cold-start", "--preset", "tiny", "--seed-file", str(seed), "--out", str(out),
+    assert main(["critic", "cold-start", "--preset", "tiny", f"critic_train.seed_file={seed}", "--out", str(out),
                  "critic.device=cuda", "critic_train.num_steps=4", "critic_train.checkpoint_every=2",
                  "critic_train.learning_rate=3e-3"]) == 0
     trained = build_critic(build_config("tiny", overrides=["critic.device=cuda", f"critic.path={out / 'final'}"]))

@@ -31,7 +31,7 @@ def test_generator_counts_equal_the_built_tiny_model(backend):
 
 @pytest.mark.parametrize("finetune", ["full", "lora"])
 def test_critic_counts_equal_the_built_tiny_model(finetune):
-    from dualipo.critic_training import _apply_lora
+    from dualipo.critic_training.loop import _apply_lora
     from dualipo.critics import build_critic
 
     cfg = build_config("tiny", overrides=[f"critic_train.finetune={finetune}"])

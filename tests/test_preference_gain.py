@@ -1,99 +1,167 @@
-"""`benchmarks/preference_gain.py`: its selection of training items (hand-computed) and a real run through its
-command line on tiny random models (rounds resample from the merged policy, a longer run reuses finished rounds,
-the summary reads the runs back)."""
+"""The preference-gain benchmark's arms as `dualipo ablate` arms (`--arms-file`), through the real CLI on tiny real
+models: oracle labels (with lambda2) and the web control as arms-file arms, a row after every round, gains over the
+base and the paired comparison with a named reference read back from the ledgers, finished runs reused, another
+recipe refused; the shipped arms file; `benchmarks/headroom.py` on the round-1 samples every arm shares.
+(The selection of pairs and KTO points from judgments is the loop's: tests/test_preferences.py.)"""
 
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "preference_gain.py"
-spec = importlib.util.spec_from_file_location("preference_gain", SCRIPT)
-pg = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(pg)
+from dualipo.ablate import arm_config, arms, file_arms
+from dualipo.config import build_config
+from dualipo.ledger import Ledger
+from dualipo.loop.summary import round_rows
+from dualipo.toy.oracle import score
+from dualipo.video import read_video
+from rounds_util import N, P, TINY, cli, query
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("headroom", ROOT / "benchmarks" / "headroom.py")
+hr = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(hr)
+
+# oracle_noise=1: the tiny random generator's videos are all oracle ties; every tie becomes a verdict, so pairs exist
+ARMS = """
+[a]
+label = "DPO, oracle labels"
+extends = "oracle"
+overrides = ["train.lambda_real=1", "train.beta=%s", "critic.oracle_noise=1"]
+
+[w]
+extends = "control_web"
+"""
+CMD = ["ablate", *TINY, "--out", "pg", "--arms-file", "arms.toml", "rounds.num_rounds=2", "--seeds", "0",
+       "world.web.colour=1"]
 
 
-def test_select_from_scores():
-    vids = ["v0", "v1", "v2", "v3"]
-    groups = [("p", vids, [0.9, 0.5, 0.45, 0.1], None)]
-    P, A, B, D = pg._select("all_pairs", 0.1, groups)  # every pair at least 0.1 apart, the better first
-    assert list(zip(A, B)) == [("v0", "v1"), ("v0", "v2"), ("v0", "v3"), ("v1", "v3"), ("v2", "v3")]
-    assert P == ["p"] * 5 and D is None
-    assert pg._select("best_vs_worst", 0.1, groups)[1:3] == (["v0"], ["v3"])
-    assert pg._select("best_vs_worst", 0.9, groups)[0] == []  # gap 0.8 < 0.9
-    assert pg._select("best", 0.1, groups)[1:3] == (["v0"], None)
-    # points: mean 0.4875; v0 (+0.41) desirable, v3 (-0.39) undesirable, v1 / v2 within 0.1 of the mean
-    P, A, B, D = pg._select("points", 0.1, groups)
-    assert (A, B, D) == (["v0", "v3"], None, [True, False])
+@pytest.fixture(scope="module")
+def pg(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pg")
+    (tmp / "arms.toml").write_text(ARMS % 500)
+    return tmp, cli(CMD, tmp)
 
 
-def test_select_from_judgments():
-    """Critic labels: all_pairs is every confident judgment; points counts each video's wins against losses."""
-    vids = ["v0", "v1", "v2"]
-    won = [(0, 1), (0, 2), (2, 1), (1, 0)]  # v0: 2 wins 1 loss; v1: 1 win 2 losses; v2: 1 win 1 loss
-    groups = [("p", vids, [0.67, 0.33, 0.5], won)]
-    assert list(zip(*pg._select("all_pairs", 0.1, groups)[1:3])) == [("v0", "v1"), ("v0", "v2"), ("v2", "v1"),
-                                                                      ("v1", "v0")]
-    P, A, B, D = pg._select("points", 0.1, groups)
-    assert (P, A, D) == (["p", "p"], ["v0", "v1"], [True, False])
+def test_arms_file_arms_run_the_loop_and_tabulate(pg):
+    tmp, p = pg
+    out = tmp / "pg"
+    for arm in ("a", "w"):
+        assert query(out / arm / "seed0", "SELECT value FROM meta WHERE key = 'finished'")
+    cfg = json.loads((out / "a" / "seed0" / "config.json").read_text())
+    assert cfg["critic"]["backend"] == "oracle" and cfg["train"]["lambda_real"] == 1 and cfg["train"]["beta"] == 500
+    # lambda2: the denoising loss on the curated set is trained and logged, every round
+    assert [r for r, in query(out / "a" / "seed0", "SELECT round FROM metrics WHERE name = 'final_nll_real'")] == [1, 2]
+    # the web control trains on one render per sampled video, every round
+    assert query(out / "w" / "seed0", "SELECT round, value FROM metrics WHERE stage = 'train' AND name = 'items'") \
+        == [(1, P * N), (2, P * N)]
+    rows = {r["label"]: r for r in json.loads((out / "ablation.json").read_text())["rows"]}
+    assert list(rows) == ["base generator (round 0)", "DPO, oracle labels, 1 round", "DPO, oracle labels, 2 rounds",
+                          "w, 1 round", "w, 2 rounds"]  # an arms-file arm has a row after every round
+    per = {a: round_rows(Ledger.open(out / a / "seed0")) for a in ("a", "w")}
+    assert rows["base generator (round 0)"]["arm"] == "a" and rows["base generator (round 0)"]["gain"] is None
+    for k in (1, 2):  # the gain over the base is the run's own round k minus its round 0
+        assert rows[f"w, {k} round{'s' if k > 1 else ''}"]["gain"] == pytest.approx(
+            per["w"][k]["oracle"] - per["w"][0]["oracle"])
+    assert "vs" not in rows["w, 2 rounds"] and "gain" not in (out / "ablation.md").read_text().split("\n")[2]
 
 
-def _run(tmp_path, *args):
-    cmd = [sys.executable, str(SCRIPT), *args, "--out", str(tmp_path / "pg"), "--preset", "tiny"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    return p.stdout
+def test_reference_arm_paired_difference_and_share(pg):
+    tmp, _ = pg
+    out = tmp / "pg"
+    p = cli([*CMD, "--table-only", "--reference", "a"], tmp)
+    assert "finished earlier" not in p.stderr
+    data = json.loads((out / "ablation.json").read_text())
+    assert data["references"] == ["a"]
+    per = {a: round_rows(Ledger.open(out / a / "seed0")) for a in ("a", "w")}
+    w2 = {r["label"]: r for r in data["rows"]}["w, 2 rounds"]
+    gain = {a: per[a][2]["oracle"] - per[a][0]["oracle"] for a in ("a", "w")}
+    assert w2["vs"]["a"]["delta"] == pytest.approx(per["w"][2]["oracle"] - per["a"][2]["oracle"])
+    assert w2["vs"]["a"]["delta_se"] is None  # one seed
+    assert w2["vs"]["a"]["share"] == (pytest.approx(gain["w"] / gain["a"]) if gain["a"] else None)
+    md = (out / "ablation.md").read_text()
+    head = md.splitlines()[2]
+    assert "| vs web control | gain | vs a | share of a's gain | critic acc |" in head
+    assert "share of ARM's gain" in md and md.count("\n| ") == 6
 
 
-@pytest.mark.parametrize("labels", ["oracle", "web"])
-def test_run_rounds_extend_and_summary(tmp_path, labels):
-    common = ["--arm", "a", "--prompts", "2", "--n", "2", "--eval-prompts", "2", "--gap", "0", "--labels", labels]
-    extra = (["train.loss=sft", "world.web.colour=1"] if labels == "web"
-             else ["train.lambda_real=1"])  # DPO + lambda2 on the curated set
-    _run(tmp_path, "run", *common, "--rounds", "1", *extra)
-    first = json.loads((tmp_path / "pg" / "a" / "seed0.json").read_text())
-    assert first["complete"] and len(first["rounds"]) == 1
-    r1 = first["rounds"][0]
-    assert r1["items"] == (4 if labels == "web" else 2)  # 2 prompts x 2 renders, or one pair per prompt (gap 0)
-    assert (tmp_path / "pg" / "a" / "seed0" / "round1" / "generator_lora.safetensors").is_file()
-    assert ("nll_real" in r1["last_metrics"]) == (labels == "oracle")
-
-    out = _run(tmp_path, "run", *common, "--rounds", "2", *extra)  # extends: round 1 is re-applied, not redone
-    assert "round 1: reused" in out
-    second = json.loads((tmp_path / "pg" / "a" / "seed0.json").read_text())
-    assert second["rounds"][0] == r1 and [r["round"] for r in second["rounds"]] == [1, 2]
-
-    with pytest.raises(AssertionError, match="another recipe"):  # a different recipe is refused, not mixed in
-        _run(tmp_path, "run", *common, "--rounds", "3", "train.beta=1", *extra)
-
-    s = json.loads(_run(tmp_path, "summary", "--oracle-arm", "a", "--kto-critic-arm", "a", "--web-control-arm", "a"))
-    assert s["seeds"] == [0] and s["control_gain"] == s["web_control_gain"] and s["curated_gain"] == [None] * 3
-    gains = [r["eval"]["overall"] - second["base"]["overall"] for r in second["rounds"]]
-    assert s["oracle_gain_1_round"] == {"arm": "a", "mean": pytest.approx(gains[0], abs=1e-4), "std": 0.0,
-                                        "seeds": [0]}
-    assert s["oracle_gain_2_rounds"]["mean"] == pytest.approx(gains[1], abs=1e-4)
-    assert s["oracle_gain_3_rounds"] is None and s["kto_critic_gain_1_round"] == s["oracle_gain_1_round"]
+def test_finished_runs_reused_and_another_recipe_refused(pg):
+    tmp, _ = pg
+    again = cli(CMD, tmp)
+    assert again.stderr.count("finished earlier, reused") == 2
+    (tmp / "arms.toml").write_text(ARMS % 1)
+    try:
+        other = cli(CMD, tmp, check=False)
+    finally:
+        (tmp / "arms.toml").write_text(ARMS % 500)
+    assert other.returncode == 2 and "refusing to resume" in other.stderr  # not mixed in
 
 
-def test_headroom_scores_the_shared_round1_samples(tmp_path):
-    """`headroom` samples the base once (the cache the arms share), then reads it back (here a cache whose two
-    prompts' samples were swapped); per dimension the best of N is at least the mean and at least the
-    best-overall sample's score."""
-    args = ["headroom", "--prompts", "2", "--n", "2"]
-    _run(tmp_path, *args)
-    cache = tmp_path / "pg" / "_samples" / "seed0_p2_n2.npz"
-    z = np.load(cache)
-    frames = z["frames"][[2, 3, 0, 1]]
-    np.savez(cache, frames=frames, seeds=z["seeds"])
-    h = json.loads(_run(tmp_path, *args))
-    prompts = pg.prompt_pools(pg.build_config("tiny").world)[0][:2]
-    overall = [[pg.score(p, pg.Video(frames[2 * i + k], 8)).overall for k in range(2)] for i, p in enumerate(prompts)]
-    assert h["dims"]["overall"]["mean"] == pytest.approx(np.mean(overall), abs=1e-4)
+def test_headroom_scores_the_round1_samples_every_arm_shares(pg):
+    """Round 1 samples the base with the same seeds in every arm; headroom scores them per dimension: the best of
+    N is at least the mean and at least the best-overall sample's score."""
+    tmp, _ = pg
+    out = tmp / "pg"
+    sampled = {a: query(out / a / "seed0", "SELECT prompt_id, seed, sha256 FROM videos WHERE round = 1 AND split = "
+                                          "'train' ORDER BY item") for a in ("a", "w")}
+    assert sampled["a"] == sampled["w"] and len(sampled["a"]) == P * N
+    h = hr.headroom(out / "a" / "seed0")
+    prompts = dict(query(out / "a" / "seed0", "SELECT prompt_id, prompt FROM prompts"))
+    rows = query(out / "a" / "seed0", "SELECT prompt_id, path FROM videos WHERE round = 1 AND split = 'train'")
+    overall: dict[str, list[float]] = {}
+    for pid, path in rows:
+        overall.setdefault(pid, []).append(score(prompts[pid], read_video(out / "a" / "seed0" / path)).overall)
+    assert h["prompts"] == P and h["n"] == [N]
+    assert h["dims"]["overall"]["mean"] == pytest.approx(np.mean([np.mean(o) for o in overall.values()]), abs=1e-4)
     assert h["dims"]["overall"]["best_of_n"] == h["dims"]["overall"]["at_best_overall"] == \
-        pytest.approx(np.mean([max(o) for o in overall]), abs=1e-4)
+        pytest.approx(np.mean([max(o) for o in overall.values()]), abs=1e-4)
     for d in h["dims"].values():
         assert d["mean"] <= d["best_of_n"] + 1e-9 and d["at_best_overall"] <= d["best_of_n"] + 1e-9
+    with pytest.raises(ValueError, match="no train videos of round 9"):
+        hr.headroom(out / "a" / "seed0", 9)
+
+
+def test_shipped_arms_file_maps_the_benchmark_recipes():
+    base = build_config("small")
+    table = file_arms(ROOT / "benchmarks" / "preference_gain.toml", arms(base))
+    cfg = {n: arm_config("small", None, ["rounds.num_rounds=3"], a, 0) for n, a in table.items()}
+    assert {n for n, c in cfg.items() if c.critic.backend == "oracle"} == \
+        {"dpo_oracle_3r", "kto_oracle", "dpo_oracle_n8", "dpo_oracle_real100", "dpo_b500_all", "dpo_b500_all_hi",
+         "dpo_b500_all_lr5e-4", "sft_best_lr5e-4"}
+    assert not cfg["dpo_critic"].critic_train.refine and cfg["kto_critic"].train.loss == "kto"  # labels, frozen
+    assert (cfg["control_pretrain_renders"].train.data, cfg["control_pretrain_web"].train.data) == ("curated", "web")
+    assert cfg["control_pretrain_renders"].train.batch_size == 2 * base.train.batch_size
+    best = cfg["sft_best_lr5e-4"]  # SFT on the best of N: the chosen video of each prompt's best-vs-worst pair
+    assert (best.train.loss, best.pairs.strategy, best.train.learning_rate) == ("sft", "best_vs_worst", 5e-4)
+    assert cfg["dpo_oracle_n8"].sampling.videos_per_prompt == 8 and cfg["dpo_oracle_real100"].train.lambda_real == 100
+    assert cfg["dpo_b500_all"].train.noise_range == (0.0, 1.0) and cfg["dpo_b500_all_hi"].train.noise_range == (0.5, 1)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[x]\nextends = 'nope'\n", "extends 'nope': expected a built-in arm"),
+    ("[x]\nbeta = 1\n", "unknown key(s) ['beta']"),
+    ("[x]\noverrides = 'train.beta=1'\n", "expected a list of 'KEY=VALUE' strings"),
+    ("[ipo]\n", "not a built-in arm's"),
+    ("['a/b']\n", "it names the runs' directory"),
+    ("x = 1\n", "expected a table [x]"),
+    ("[x\n", "cannot parse"),
+])
+def test_arms_file_errors_name_the_file_and_arm(tmp_path, text, message):
+    f = tmp_path / "arms.toml"
+    f.write_text(text)
+    with pytest.raises(ValueError, match="arms file .*arms.toml") as e:
+        file_arms(f, arms(build_config("tiny")))
+    assert message in str(e.value)
+
+
+def test_arms_file_errors_through_the_cli(tmp_path):
+    (tmp_path / "arms.toml").write_text("[x]\noverrides = ['train.beta=-1']\n")
+    base = ["ablate", "--preset", "tiny", "--out", "o", "--arms-file", "arms.toml"]
+    bad = cli(base, tmp_path, check=False)  # every arm's config is checked before anything runs
+    assert bad.returncode == 2 and "train.beta" in bad.stderr and not (tmp_path / "o").exists()
+    missing = cli([*base[:-1], "none.toml"], tmp_path, check=False)
+    assert missing.returncode == 2 and "arms file none.toml does not exist" in missing.stderr
+    ref = cli([*base, "--arms", "ipo", "--reference", "y"], tmp_path, check=False)
+    assert ref.returncode == 2 and "unknown arm(s) ['y']" in ref.stderr

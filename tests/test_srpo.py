@@ -12,12 +12,12 @@ from safetensors.torch import load_file
 from dualipo.cli import main
 from dualipo.config import ConfigError, build_config
 from dualipo.critics import build_critic
-from dualipo.critic_training import Example, load_trainable, sequence_logprobs, sft_loss, train_loop
+from dualipo.critic_training.loop import Example, load_trainable, sequence_logprobs, sft_loss, train_loop
 from dualipo.critics.consistency import filter_judgment, path_consistent
 from dualipo.critics.voting import Judgment, judgment, make_sample
-from dualipo.srpo.certainty import check_reference, keep, pce, rationale_rewards
-from dualipo.srpo.data import candidates, training_items
-from dualipo.srpo.train import dpo_loss_fn
+from dualipo.critic_training.certainty import check_reference, keep, pce, rationale_rewards
+from dualipo.critic_training.refine_data import candidates, training_items
+from dualipo.critic_training.refine import dpo_loss_fn
 from dualipo.toy.world import prompt_pools, render_prompt
 from dualipo.video import write_video
 

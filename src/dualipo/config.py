@@ -333,14 +333,16 @@ class CriticTrainConfig(_Section):
     batch_size: int = opt(16, ge=1)
     both_orders: bool = opt(True, doc="train every pair in both presentation orders (position-bias control)")
     no_cot_fraction: float = opt(0.25, ge=0, le=1, doc="share of examples in the answer-only format")
+    caption_videos: tuple[str, ...] = opt((), doc="shapes-world video directories (prompts.jsonl layout) whose "
+                                          "captioning / comparison examples the cold start mixes in")
     caption_mix: float = opt(0.0, ge=0, le=0.9, doc="share of each cold-start batch drawn from captioning "
-                             "examples (`--caption-videos`), against memorising the seed set")
+                             "examples (`caption_videos`), against memorising the seed set")
     reasoning_mix: float = opt(0.0, ge=0, le=0.9, doc="share of each cold-start batch drawn from text-only "
-                               "comparison examples built from the true descriptions of `--caption-videos` (the "
+                               "comparison examples built from the true descriptions of `caption_videos` (the "
                                "shapes world's stand-in for a pretrained language model's reasoning)")
     reasoning_examples: int = opt(20000, ge=1, doc="how many comparison examples to build")
     reasoning_sample_share: float = opt(0.5, ge=0, le=1, doc="share of compared descriptions taken from the "
-                                        "true descriptions of generator samples among `--caption-videos` (the "
+                                        "true descriptions of generator samples among `caption_videos` (the "
                                         "rest: varied descriptions of clean renders)")
     reasoning_dimensions: tuple[str, ...] = opt((), choices=DIMENSIONS, doc="dimensions of the comparison "
                                                 "examples, drawn uniformly (repeat one to weight it); empty = "
@@ -357,7 +359,7 @@ class CriticTrainConfig(_Section):
     nll_weight: float = opt(1.0, ge=0, doc="weight of the NLL term on the chosen rationale (refinement DPO)")
     max_abstain_rate: float = opt(0.2, ge=0, le=1, doc="DPO guard: stop and restore the last checkpoint when "
                                   "the probe's unparseable-answer rate rises above this and above its start")
-    seed_pairs: int = opt(600, ge=1)
+    seed_pairs: int = opt(600, ge=0, doc="oracle seed set: pairs (0 = pointwise records only)")
     seed_noise: float = opt(0.1, ge=0, le=1)
     seed: int = opt(0, ge=0)
 

@@ -301,25 +301,10 @@ def cmd_plan(args: argparse.Namespace, load) -> None:
     print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
 
 
-class _Intermixed(argparse.ArgumentParser):
-    """Options and KEY=VALUE overrides in any order (`parse_known_intermixed_args` for this subcommand)."""
-    _inner = False
-
-    def parse_known_args(self, args=None, namespace=None):
-        if self._inner:
-            return super().parse_known_args(args, namespace)
-        self._inner = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._inner = False
-
-
 def add_plan_command(sub, config_args, load) -> None:
     """Register `dualipo plan` (called once from cli.build_parser)."""
     p = sub.add_parser("plan", help="estimate a run's cost per stage on N GPUs (parameters, peak memory, "
                        "throughput, wall time) from the configured models, without loading weights")
-    p.__class__ = _Intermixed
     config_args(p)
     d = PlanConfig()
     p.add_argument("--gpus", type=int, default=d.gpus, help="GPUs (processes) of the run")

@@ -194,7 +194,7 @@ class CriticArch:
 
 
 def critic_arch(cfg: RunConfig, published_name: str = "") -> CriticArch:
-    from dualipo.critic_training import LORA_TARGETS
+    from dualipo.critic_training.loop import LORA_TARGETS
 
     model, source = critic_model(cfg, published_name)
     t, v = model.config.text_config, model.config.vision_config

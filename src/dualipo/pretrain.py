@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +32,7 @@ from tqdm.auto import tqdm
 from dualipo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dualipo.config import RunConfig, save_config, to_dict
 from dualipo.generators import Generator, build_generator
+from dualipo.optim import clipped_step, warmup_cosine
 from dualipo.toy.corrupt import web_captions
 from dualipo.toy.world import prompt_pools, render_prompt
 
@@ -93,13 +93,6 @@ def _pixels_BCFHW(videos_NFHWC: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------- stages
 
-def _lr_at(step: int, peak: float, warmup: int, total: int, floor: float) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    frac = (step - warmup) / max(1, total - warmup)
-    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
-
-
 def _vae_loss(gen: Generator, pixels: torch.Tensor, g: torch.Generator, fg_weight: float, kl_weight: float):
     dist = gen.vae.encode(pixels).latent_dist
     recon = gen.vae.decode(dist.sample(g)).sample
@@ -131,14 +124,9 @@ def _run_stage(stage: str, cfg: RunConfig, out: Path, module: torch.nn.Module, p
     for step in bar:
         if budget[0] == 0:
             return False
-        lr = _lr_at(step, peak_lr, warmup, total, p.min_lr_frac)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        lr = warmup_cosine(step, peak_lr, warmup, total, p.min_lr_frac)
         loss = loss_fn(_step_generator(p.seed, stage, step))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, p.max_grad_norm)
-        opt.step()
+        clipped_step(opt, params, loss, lr, p.max_grad_norm)
         budget[0] -= 1
         value = float(loss.detach())
         ema = value if ema is None else 0.98 * ema + 0.02 * value

@@ -100,17 +100,41 @@ class Queue:
 def create_app(items: list[Item], store: LabelStore, root: str | Path, token: str = "") -> FastAPI:
     """The app over `items`, writing to `store`, serving only the items' videos under `root`."""
     root = Path(root).resolve()
-    by_id = {it.id: it for it in items}
-    served = {str(Path(v).relative_to(root)): Path(v) for it in items for v in it.videos}
-    queue = Queue(items, store)
     app = FastAPI(title="dualipo annotate", docs_url=None, redoc_url=None, openapi_url=None)
+    _require_token(app, token)
+    _file_routes(app, items, root)
+    _item_routes(app, Queue(items, store), root)
+    return app
 
+
+def _require_token(app: FastAPI, token: str) -> None:
     @app.middleware("http")
     async def require_token(request: Request, call_next):
         given = request.headers.get("x-token") or request.query_params.get("token") or ""
         if token and not hmac.compare_digest(given.encode(), token.encode()):
             return JSONResponse({"detail": "a valid token is required (X-Token header or ?token=)"}, 401)
         return await call_next(request)
+
+
+def _file_routes(app: FastAPI, items: list[Item], root: Path) -> None:
+    """The page and the items' videos (nothing else under root)."""
+    served = {str(Path(v).relative_to(root)): Path(v) for it in items for v in it.videos}
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return PAGE.read_text()
+
+    @app.get("/videos/{name:path}")
+    def video(name: str) -> FileResponse:
+        path = served.get(name)
+        if path is None or not path.resolve().is_relative_to(root) or not path.is_file():
+            raise HTTPException(404, "not found")
+        return FileResponse(path, media_type="video/mp4")
+
+
+def _item_routes(app: FastAPI, queue: Queue, root: Path) -> None:
+    """The JSON API: next, label, skip, undo."""
+    store, by_id = queue.store, {it.id: it for it in queue.items}
 
     def view(it: Item | None, annotator: str) -> dict:
         if it is None:
@@ -119,10 +143,6 @@ def create_app(items: list[Item], store: LabelStore, root: str | Path, token: st
                 "question": QUESTIONS[it.dimension], "options": list(it.options),
                 "videos": ["videos/" + str(Path(v).relative_to(root)) for v in it.videos],
                 **queue.progress(annotator)}
-
-    @app.get("/", response_class=HTMLResponse)
-    def page() -> str:
-        return PAGE.read_text()
 
     @app.get("/api/next")
     def next_item(session: Session, annotator: Annotated[Name, Query()] = "") -> dict:
@@ -166,12 +186,3 @@ def create_app(items: list[Item], store: LabelStore, root: str | Path, token: st
             if it is not None:
                 queue.leases[it.id] = (body.session, time.monotonic() + LEASE_S)
         return {"undone": removed, "next": view(it or queue.next(body.session, body.annotator), body.annotator)}
-
-    @app.get("/videos/{name:path}")
-    def video(name: str) -> FileResponse:
-        path = served.get(name)
-        if path is None or not path.resolve().is_relative_to(root) or not path.is_file():
-            raise HTTPException(404, "not found")
-        return FileResponse(path, media_type="video/mp4")
-
-    return app

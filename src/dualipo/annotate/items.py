@@ -109,7 +109,7 @@ def items_from_run(run_dir: str | Path, round_: int = 1, seed: int = 0, mode: st
 def items_from_videos(source: str | Path, mode: str = "pairwise", dimensions=("overall",),
                       seed: int = 0) -> tuple[Path, list[Item]]:
     """Items from a `prompts.jsonl` folder or a JSONL manifest (see the module docstring)."""
-    from dualipo.critics.seed import read_pool
+    from dualipo.critic_training.seed import read_pool
     from dualipo.loop.judging import wanted_judgments
 
     source = Path(source)

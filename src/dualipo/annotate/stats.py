@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from dualipo.annotate.items import item_id
-from dualipo.critics.seed import SeedRecord, load_seed
+from dualipo.critic_training.seed import SeedRecord, load_seed
 
 FLIP = {"A": "B", "B": "A", "tie": "tie"}
 ANONYMOUS = "(anonymous)"

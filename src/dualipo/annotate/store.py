@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from dualipo.annotate.items import Item, item_id
-from dualipo.critics.seed import SeedRecord, validate
+from dualipo.critic_training.seed import SeedRecord, validate
 from dualipo.jsonl import read_jsonl
 from dualipo.ledger import fsync_dir
 

@@ -25,7 +25,6 @@ QUESTIONS = {
     "consistency": "visual quality and consistency",
 }
 VIDEO_SLOT = "<|vision_start|><|video_pad|><|vision_end|>"  # expanded to the video's token count later
-CLAIMS = {"A": "Video A is better", "B": "Video B is better", "tie": "Both are equally good"}  # a rationale's claim
 ANSWER_RE = re.compile(r"^\s*Answer:\s*(\S+?)\s*\.?\s*$")
 ANY_ANSWER_RE = re.compile(r"Answer:\s*(\S+)", re.IGNORECASE)
 

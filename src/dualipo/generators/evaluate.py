@@ -86,7 +86,7 @@ def evaluate_prompts(cfg: RunConfig, prompts: Sequence[tuple[str, str]], seeds: 
     from dualipo.generators import build_generator, sample_videos
 
     if not seeds:
-        raise ValueError("--seeds: give at least one seed")
+        raise ValueError("eval.seeds: give at least one seed")
     gen = build_generator(cfg)
     for path in loras:
         gen.load_lora(path)

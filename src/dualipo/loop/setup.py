@@ -20,7 +20,7 @@ def check_run_config(cfg: RunConfig, num_processes: int) -> None:
     """What the loop needs beyond the per-field checks; fails before anything is written."""
     ct = cfg.critic_train
     if ct.refine and cfg.critic.backend != "oracle" and ct.certainty == "pce":
-        from dualipo.srpo.certainty import check_reference
+        from dualipo.critic_training.certainty import check_reference
 
         check_reference(cfg.critic.path, ct.pce_reference)  # round 1's reference (later: the previous critic)
     if cfg.judging.mode == "pointwise" and cfg.train.loss != "kto":

@@ -6,7 +6,7 @@ data-parallel under accelerate) on the generator at the end of the previous roun
 checkpoints in `round_k/train/checkpoints`. The finished adapter is copied atomically to
 `round_k/generator_lora.safetensors`; later rounds rebuild the generator from the recorded adapters.
 
-Critic refinement (SRPO, `dualipo.srpo`) learns from the round's own judgments (consistency filter, certainty,
+Critic refinement (SRPO, `dualipo.critic_training.refine`) learns from the round's own judgments (consistency filter, certainty,
 SFT mixed with the seed set or certainty-weighted DPO) on the main process, in `round_k/critic/` (it resumes from
 its checkpoints there). With `critic_train.refine=false` the critic stays frozen (the paper's IPO).
 """
@@ -159,7 +159,7 @@ def refine(cfg: RunConfig, k: int, js: list[Judgment], critics: list[str], out: 
     """Refine the critic of round k-1 (the last of `critics`, absolute directories of the critics refined so far,
     or `critic.path`) on round k's judgments (video paths absolute) in `out`. Returns (final directory or None,
     the data counts, what it learned from); None when the judgments hold nothing to learn."""
-    from dualipo.srpo.train import NothingToLearn, refine_critic
+    from dualipo.critic_training.refine import NothingToLearn, refine_critic
 
     ct = cfg.critic_train
     current = critics[-1] if critics else cfg.critic.path
@@ -197,7 +197,7 @@ def seed_set(cfg: RunConfig, run_dir: Path) -> str | None:
     if ct.seed_file:
         return ct.seed_file
     assert not cfg.rounds.prompt_file, "rounds.run_rounds refuses this before the run starts"
-    from dualipo.critics.seed import rendered_seed_set, sampled_seed_set
+    from dualipo.critic_training.toy_seed import rendered_seed_set, sampled_seed_set
 
     if cfg.judging.pairs_from == "scores":
         return str(sampled_seed_set(cfg, run_dir / "seed", ct.seed_pairs, ct.seed_noise, ct.seed))

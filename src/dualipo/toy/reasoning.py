@@ -29,6 +29,7 @@ from dualipo.toy.world import DIRECTIONS
 
 MOTIONS = tuple(f"moving {d}" for d in DIRECTIONS) + ("staying still", "growing", "shrinking")
 STEADINESS = {"steady": 2, "unsteady": 1, "flickering": 0}
+CLAIMS = {"A": "Video A is better", "B": "Video B is better", "tie": "Both are equally good"}  # a rationale's claim
 _DESCRIPTION_RE = re.compile(r"^(?P<objects>.+?)(?: (?P<motion>moving \w+|staying still|growing|shrinking))? "
                              r"on a (?P<background>\w+) background, (?P<steadiness>\w+)$")
 _ASKED_MOTION_RE = re.compile(r"\b(" + "|".join(MOTIONS) + r")\b")

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dualipo.critics.prompts import CLAIMS
 from dualipo.toy.oracle import OracleScore, score
-from dualipo.toy.reasoning import rationale_steps
+from dualipo.toy.reasoning import CLAIMS, rationale_steps
 from dualipo.video import Video
 
 PAIR_LABELS = ("A", "B", "tie")

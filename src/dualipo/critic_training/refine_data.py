@@ -5,7 +5,7 @@ Per pairwise judgment (K sampled paths per order, both orders):
    the judgment is re-voted over them, in terms of which video wins;
 2. candidates: a majority verdict A or B, and with `learn_ties` a majority 'tie' too (even splits and
    all-abstained judgments get no label);
-3. certainty (`srpo.certainty`) and the threshold pick the confident candidates;
+3. certainty (`certainty`) and the threshold pick the confident candidates;
 4. SFT: per presentation order, the most frequent rationale among the majority's paths in that order (or the
    other order's, with Video A / B swapped, when that order has none): two examples per judgment;
 5. DPO: per order, (that majority rationale, the most frequent minority rationale), weighted by the certainty;
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from dualipo.critic_training import Example
+from dualipo.critic_training.loop import Example
 from dualipo.critics import prompts
 from dualipo.critics.consistency import filter_judgment
 from dualipo.critics.voting import SCORED, Judgment, Sample, from_scores, majority, tally

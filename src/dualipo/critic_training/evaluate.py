@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dualipo.critics.seed import SeedRecord
+from dualipo.critic_training.seed import SeedRecord
 from dualipo.critics.voting import majority, position_flip, tally
 from dualipo.jsonl import write_jsonl
 from dualipo.preferences import drop_reason
+from dualipo.toy.reasoning import Described
 
 
 def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_of_thought: bool = True,
@@ -35,11 +36,7 @@ def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_
     pairs = [r for r in records if r.mode == "pairwise"]
     if not pairs:
         raise ValueError("evaluation set holds no pairwise records")
-    judgments = []
-    for i in tqdm(range(0, len(pairs), batch_size), desc="judging", disable=not progress):
-        chunk = pairs[i:i + batch_size]
-        judgments += critic.judge_many([(r.prompt, r.videos[0], r.videos[1], r.dimension) for r in chunk],
-                                       num_votes=num_votes, chain_of_thought=chain_of_thought, both_orders=True)
+    judgments = _judge(critic, pairs, num_votes, chain_of_thought, batch_size, progress)
     if judgments_out is not None:
         write_jsonl(judgments_out, ({"label": r.label, **j.to_dict()} for r, j in zip(pairs, judgments)))
     hits, per_dim, flips, order_hits = [], defaultdict(list), [], defaultdict(list)
@@ -80,6 +77,14 @@ def evaluate_pairs(critic, records: list[SeedRecord], num_votes: int = 1, chain_
     }
 
 
+def _judge(critic, pairs: list[SeedRecord], num_votes: int, chain_of_thought: bool, batch_size: int, progress: bool):
+    """The critic's judgments of the pairs in both presentation orders, `batch_size` pairs per call."""
+    chunks = [pairs[i:i + batch_size] for i in range(0, len(pairs), batch_size)]
+    return [j for chunk in tqdm(chunks, desc="judging", disable=not progress)
+            for j in critic.judge_many([(r.prompt, r.videos[0], r.videos[1], r.dimension) for r in chunk],
+                                       num_votes=num_votes, chain_of_thought=chain_of_thought, both_orders=True)]
+
+
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
@@ -106,8 +111,6 @@ _CAPTION_PREFIX = "The video shows "
 
 def parse_description(text: str) -> dict[str, str] | None:
     """Fields of a 'The video shows ... on a X background, steady.' caption, or None if malformed."""
-    from dualipo.toy.reasoning import Described
-
     t = text.strip()
     d = Described.parse(t[len(_CAPTION_PREFIX):]) if t.startswith(_CAPTION_PREFIX) and t.endswith(".") else None
     return None if d is None else {k: getattr(d, k) for k in CAPTION_FIELDS}

@@ -10,7 +10,7 @@
   probe set of the round's pairs every `critic_train.probe_every` steps; when it rises above both its value
   before training and `critic_train.max_abstain_rate`, training stops and the last checkpoint (the last
   evaluation that passed) is restored.
-Both train on `critic_training.train_loop` (progress, checkpoints, resume, NaN guard, OUT/metrics.jsonl).
+Both train on `loop.train_loop` (progress, checkpoints, resume, NaN guard, OUT/metrics.jsonl).
 """
 
 from __future__ import annotations
@@ -23,13 +23,15 @@ from pathlib import Path
 import torch
 
 from dualipo.config import RunConfig
-from dualipo.critic_training import (Example, batch_indices, load_trainable, mixed_batch, sequence_logprobs,
-                                     sft_examples, sft_loss, train_loop)
+from dualipo.critic_training.certainty import check_reference, keep, pce, rationale_rewards
+from dualipo.critic_training.cold_start import sft_examples
+from dualipo.critic_training.loop import (Example, batch_indices, load_trainable, mixed_batch, sequence_logprobs,
+                                          sft_loss, train_loop)
+from dualipo.critic_training.refine_data import Candidate, RefineStats, candidates, training_items
+from dualipo.critic_training.seed import load_seed
 from dualipo.critics import prompts
 from dualipo.critics.voting import Judgment
 from dualipo.losses import sequence_dpo_loss
-from dualipo.srpo.certainty import check_reference, keep, pce, rationale_rewards
-from dualipo.srpo.data import Candidate, RefineStats, candidates, training_items
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +78,6 @@ def refine_critic(cfg: RunConfig, judgments: list[Judgment], out: str | Path, se
                   resume: bool = True) -> tuple[Path, dict]:
     """Refine the critic at `critic.path` on `judgments`; returns (OUT/final, counts). Writes OUT/data.json
     (the counts), OUT/metrics.jsonl and OUT/ckpt/. Raises NothingToLearn when no data survives the filters."""
-    from dualipo.critics.seed import load_seed
-
     ct = cfg.critic_train
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,7 +93,7 @@ def refine_critic(cfg: RunConfig, judgments: list[Judgment], out: str | Path, se
                              f"{ct.certainty_threshold if ct.certainty == 'vote' else ct.pce_threshold}")
     seed = sft_examples(load_seed(seed_file), True, ct.no_cot_fraction, ct.seed) if seed_file else []
     if ct.method == "sft" and ct.seed_mix > 0 and not seed:
-        raise ValueError(f"critic_train.seed_mix={ct.seed_mix} needs the seed set (--seed-file / "
+        raise ValueError(f"critic_train.seed_mix={ct.seed_mix} needs the seed set "
                          f"critic_train.seed_file); or set critic_train.seed_mix=0")
     probe = [next(iter(c.chosen.values())) for c, _ in kept[:ct.probe_pairs] if c.chosen]
     probe = [Example(e.text, e.videos, "") for e in probe]

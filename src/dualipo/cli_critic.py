@@ -1,5 +1,6 @@
 """`dualipo critic ...` subcommands (registered by cli.py): videos, seed, import, caption, cold-start, refine,
-eval."""
+eval. The seed set's size, noise and seed, the cold start's seed file and captioning videos are config keys
+(`critic_train.seed_pairs`, `.seed_noise`, `.seed`, `.seed_file`, `.caption_videos`), not flags."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from pathlib import Path
 from typing import Callable
 
 from dualipo.config import DIMENSIONS, RunConfig
-from dualipo.critics.seed import SEED_DIMENSIONS
+from dualipo.critic_training.seed import SEED_DIMENSIONS
 
 
 def cmd_videos(cfg: RunConfig, args: argparse.Namespace) -> None:
-    from dualipo.critics.toy_videos import write_generator_samples, write_variants
+    from dualipo.critic_training.toy_seed import write_generator_samples, write_variants
 
     if args.generator:
         path = write_generator_samples(cfg, args.out, args.prompts, args.per_prompt, args.split, args.seed)
@@ -24,31 +25,34 @@ def cmd_videos(cfg: RunConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_seed(cfg: RunConfig, args: argparse.Namespace) -> None:
-    from dualipo.critics.seed import oracle_seed_set, write_seed
+    from dualipo.critic_training.seed import write_seed
+    from dualipo.critic_training.toy_seed import oracle_seed_set
 
-    n = args.pairs if args.pairs is not None else cfg.critic_train.seed_pairs
-    noise = args.noise if args.noise is not None else cfg.critic_train.seed_noise
-    recs = oracle_seed_set(args.videos, n, tuple(args.dimensions), noise, args.seed, args.pointwise,
+    ct = cfg.critic_train
+    recs = oracle_seed_set(args.videos, ct.seed_pairs, tuple(args.dimensions), ct.seed_noise, ct.seed, args.pointwise,
                            tie_margin=args.tie_margin, other_prompt=args.other_prompts)
     print(f"wrote {len(recs)} seed records to {write_seed(recs, args.out)}")
 
 
 def cmd_import(cfg: RunConfig, args: argparse.Namespace) -> None:
-    from dualipo.critics.seed import import_seed
+    from dualipo.critic_training.seed import import_seed
 
     print(f"validated and wrote {import_seed(args.src, args.out)}")
 
 
 def cmd_cold_start(cfg: RunConfig, args: argparse.Namespace) -> None:
-    from dualipo.critic_training import cold_start
+    from dualipo.critic_training.cold_start import cold_start
 
-    final = cold_start(cfg, args.seed_file, args.out, args.heldout, resume=not args.no_resume,
-                       caption_dirs=args.caption_videos)
+    ct = cfg.critic_train
+    if not ct.seed_file:
+        raise ValueError("critic cold-start needs the seed set: critic_train.seed_file=SEED.jsonl")
+    final = cold_start(cfg, ct.seed_file, args.out, args.heldout, resume=not args.no_resume,
+                       caption_dirs=[video_dir(d, "critic_train.caption_videos") for d in ct.caption_videos] or None)
     print(f"cold-started critic written to {final} (use critic.path={final})")
 
 
 def cmd_caption(cfg: RunConfig, args: argparse.Namespace) -> None:
-    from dualipo.critic_training import caption_pretrain
+    from dualipo.critic_training.cold_start import caption_pretrain
 
     final = caption_pretrain(cfg, args.videos, args.out, args.heldout, resume=not args.no_resume)
     print(f"captioning-pretrained critic written to {final} (cold-start from it with critic.path={final})")
@@ -58,8 +62,8 @@ def cmd_eval(cfg: RunConfig, args: argparse.Namespace) -> None:
     import torch
 
     from dualipo.critics import build_critic
-    from dualipo.critics.evaluate import evaluate_pairs
-    from dualipo.critics.seed import load_seed
+    from dualipo.critic_training.evaluate import evaluate_pairs
+    from dualipo.critic_training.seed import load_seed
 
     if cfg.critic.backend not in ("qwen_vl", "vllm"):
         raise ValueError(f"critic eval needs critic.backend=qwen_vl or vllm, got {cfg.critic.backend!r}")
@@ -76,7 +80,7 @@ def cmd_eval(cfg: RunConfig, args: argparse.Namespace) -> None:
 
 
 def calibration_text(rows: list[dict]) -> str:
-    """The calibration table (`critics.evaluate.calibration_table`) as aligned text."""
+    """The calibration table (`critic_training.evaluate.calibration_table`) as aligned text."""
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["certainty >=  kept  share  kept acc  reversed"]
     lines += [f"{r['threshold']:>11.2f}  {r['kept']:>4}  {r['kept_share']:.3f}  {fmt(r['kept_accuracy']):>8}  "
@@ -87,7 +91,7 @@ def calibration_text(rows: list[dict]) -> str:
 def cmd_refine(cfg: RunConfig, args: argparse.Namespace) -> None:
     from dualipo.critics.voting import Judgment
     from dualipo.jsonl import read_jsonl
-    from dualipo.srpo.train import refine_critic
+    from dualipo.critic_training.refine import refine_critic
 
     judgments = []
     for n, r in read_jsonl(args.judgments, "judgment file"):
@@ -96,28 +100,23 @@ def cmd_refine(cfg: RunConfig, args: argparse.Namespace) -> None:
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{args.judgments}:{n}: not a judgment record ({type(e).__name__}: {e}); expected the "
                              "JSONL that `dualipo critic eval --judgments` or a run's round writes") from None
-    seed = args.seed_file or cfg.critic_train.seed_file or None
-    final, counts = refine_critic(cfg, judgments, args.out, seed, resume=not args.no_resume)
+    final, counts = refine_critic(cfg, judgments, args.out, cfg.critic_train.seed_file or None,
+                                  resume=not args.no_resume)
     print(json.dumps(counts, indent=1))
     print(f"refined critic written to {final} (use critic.path={final})")
 
 
-def video_dir(value: str) -> str:
-    """argparse type of the video-directory lists: a clear error when a KEY=VALUE override lands in one."""
+def video_dir(value: str, key: str = "") -> str:
+    """argparse type of the video-directory lists (and the check of `key`'s directories)."""
     if not Path(value).is_dir():
-        hint = " (put KEY=VALUE overrides before the list options or after --out)" if "=" in value else ""
-        raise argparse.ArgumentTypeError(f"not a directory: {value}{hint}")
+        if key:
+            raise ValueError(f"{key}: not a directory: {value}")
+        raise argparse.ArgumentTypeError(f"not a directory: {value}")
     return value
 
 
-def _wrap(fn: Callable, load: Callable) -> Callable:
-    return lambda args: fn(load(args), args)
-
-
-def add_critic_commands(sub, config_args: Callable, load: Callable) -> None:
-    critic = sub.add_parser("critic", help="the VLM critic: seed sets, cold start, evaluation")
-    cs = critic.add_subparsers(dest="critic_cmd", required=True)
-
+def add_data_commands(cs, config_args: Callable, load: Callable) -> None:
+    """videos, seed, import."""
     p = cs.add_parser("videos", help="shapes-world renders + corruptions (or --generator samples) in the "
                       "prompts.jsonl layout")
     config_args(p)
@@ -127,39 +126,35 @@ def add_critic_commands(sub, config_args: Callable, load: Callable) -> None:
     p.add_argument("--per-prompt", type=int, default=4)
     p.add_argument("--split", choices=("train", "eval"), default="train")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_wrap(cmd_videos, load))
-
-    p = cs.add_parser("seed", help="oracle-labelled seed set (JSONL) from prompts.jsonl video directories")
+    p.set_defaults(func=lambda args: cmd_videos(load(args), args))
+    p = cs.add_parser("seed", help="oracle-labelled seed set (JSONL) from prompts.jsonl video directories: "
+                      "critic_train.seed_pairs pairs, label noise critic_train.seed_noise, seed critic_train.seed")
     config_args(p)
     p.add_argument("--videos", nargs="+", type=video_dir, required=True, help="directories with prompts.jsonl + videos")
     p.add_argument("--out", required=True, help="seed JSONL to write")
-    p.add_argument("--pairs", type=int, default=None, help="default: critic_train.seed_pairs")
-    p.add_argument("--noise", type=float, default=None, help="label noise; default: critic_train.seed_noise")
     p.add_argument("--pointwise", type=int, default=0, help="also this many pointwise records")
     p.add_argument("--other-prompts", type=float, default=0.0, help="share of the pointwise records that judge "
                    "a video against another prompt of the pool")
     p.add_argument("--tie-margin", type=float, default=None,
                    help="oracle scores closer than this are a tie (default: dualipo.toy.seed_labels.TIE_MARGIN)")
     p.add_argument("--dimensions", nargs="+", default=list(SEED_DIMENSIONS), choices=DIMENSIONS)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_wrap(cmd_seed, load))
-
+    p.set_defaults(func=lambda args: cmd_seed(load(args), args))
     p = cs.add_parser("import", help="validate a CSV / JSONL seed set and write canonical JSONL")
     config_args(p)
     p.add_argument("src")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=_wrap(cmd_import, load))
+    p.set_defaults(func=lambda args: cmd_import(load(args), args))
 
-    p = cs.add_parser("cold-start", help="fine-tune the critic on a seed set (resumes from OUT/ckpt)")
+
+def add_training_commands(cs, config_args: Callable, load: Callable) -> None:
+    """cold-start, caption, refine, eval."""
+    p = cs.add_parser("cold-start", help="fine-tune the critic on the seed set critic_train.seed_file, with "
+                      "captioning examples of critic_train.caption_videos (resumes from OUT/ckpt)")
     config_args(p)
-    p.add_argument("--seed-file", required=True)
     p.add_argument("--heldout", default=None, help="labelled pairs evaluated every critic_train.eval_every steps")
-    p.add_argument("--caption-videos", nargs="+", type=video_dir, default=None, help="shapes-world video "
-                   "directories whose captioning examples make up critic_train.caption_mix of every batch")
     p.add_argument("--out", required=True)
     p.add_argument("--no-resume", action="store_true")
-    p.set_defaults(func=_wrap(cmd_cold_start, load))
-
+    p.set_defaults(func=lambda args: cmd_cold_start(load(args), args))
     p = cs.add_parser("caption", help="captioning pretraining: describe videos (true descriptions from the "
                       "shapes-world oracle, no preference labels) before the cold start (resumes from OUT/ckpt)")
     config_args(p)
@@ -168,21 +163,26 @@ def add_critic_commands(sub, config_args: Callable, load: Callable) -> None:
                    "evaluated every critic_train.eval_every steps (first critic_train.eval_pairs videos)")
     p.add_argument("--out", required=True)
     p.add_argument("--no-resume", action="store_true")
-    p.set_defaults(func=_wrap(cmd_caption, load))
-
+    p.set_defaults(func=lambda args: cmd_caption(load(args), args))
     p = cs.add_parser("refine", help="one SRPO refinement of critic.path on a judgment file: consistency filter, "
-                      "certainty, then SFT (mixed with the seed set) or certainty-weighted DPO (resumes from OUT/ckpt)")
+                      "certainty, then SFT (mixed with the seed set critic_train.seed_file) or certainty-weighted DPO "
+                      "(resumes from OUT/ckpt)")
     config_args(p)
     p.add_argument("--judgments", required=True, help="JSONL of judgments (sampled paths, both orders)")
-    p.add_argument("--seed-file", default=None, help="the human seed set mixed in (default: critic_train.seed_file)")
     p.add_argument("--out", required=True)
     p.add_argument("--no-resume", action="store_true")
-    p.set_defaults(func=_wrap(cmd_refine, load))
-
+    p.set_defaults(func=lambda args: cmd_refine(load(args), args))
     p = cs.add_parser("eval", help="accuracy, tie, abstention and position-bias rates on a labelled pair set")
     config_args(p)
     p.add_argument("--pairs", required=True, help="seed-format JSONL / CSV of labelled pairs")
     p.add_argument("--limit", type=int, default=0, help="evaluate the first N pairs only")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled votes")
     p.add_argument("--judgments", default=None, help="also write every judgment (rationales, votes) as JSONL")
-    p.set_defaults(func=_wrap(cmd_eval, load))
+    p.set_defaults(func=lambda args: cmd_eval(load(args), args))
+
+
+def add_critic_commands(sub, config_args: Callable, load: Callable) -> None:
+    critic = sub.add_parser("critic", help="the VLM critic: seed sets, cold start, evaluation")
+    cs = critic.add_subparsers(dest="critic_cmd", required=True)
+    for add in (add_data_commands, add_training_commands):
+        add(cs, config_args, load)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from dualipo.config import ConfigError
+from dualipo.critic_training.loop import sequence_logprobs
 
 ESTIMATORS = ("vote", "pce")
 
@@ -49,8 +50,6 @@ def check_reference(current: str, reference: str) -> None:
 @torch.no_grad()
 def rationale_rewards(policy, reference, examples, batch_size: int = 16) -> torch.Tensor:
     """R = log pi(target | prompt, videos) - log pi_ref(target | prompt, videos) per example (sequence sums)."""
-    from dualipo.critic_training import sequence_logprobs
-
     if policy.model is reference.model:
         raise ConfigError("PCE: the policy and the reference are the same model, so every R is 0")
     out = []
