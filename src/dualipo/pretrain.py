@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from dualipo import seeds
 from dualipo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dualipo.config import RunConfig, save_config, to_dict
 from dualipo.generators import Generator, build_generator
@@ -37,11 +38,10 @@ from dualipo.toy.corrupt import web_captions
 from dualipo.toy.world import prompt_pools, render_prompt
 
 log = logging.getLogger(__name__)
-STAGE_SEED = {"vae": 1, "transformer": 2}
 
 
 def _step_generator(seed: int, stage: str, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + STAGE_SEED[stage] * 10_007_000 + step)
+    return torch.Generator().manual_seed(seeds.pretraining_step(seed, stage, step))
 
 
 def _log_metrics(out: Path, stage: str, resume_step: int) -> None:
@@ -75,7 +75,7 @@ def render_dataset(cfg: RunConfig, out: Path) -> tuple[list[str], torch.Tensor]:
     train, _ = prompt_pools(world)
     rng = np.random.default_rng([p.seed, 11])
     prompts = [train[int(i)] for i in rng.integers(len(train), size=p.num_videos)]
-    videos = np.stack([render_prompt(pr, p.seed * 1_000_000 + i, world).frames
+    videos = np.stack([render_prompt(pr, seeds.pretraining_render(p.seed, i), world).frames
                        for i, pr in enumerate(tqdm(prompts, desc="rendering", unit="video"))])
     captions = web_captions(prompts, world, stream=p.seed)
     tensor = torch.from_numpy(videos)

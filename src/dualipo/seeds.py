@@ -1,4 +1,4 @@
-"""Every seed the round loop derives, in one place: one function per named stream, each a fixed formula of the
+"""Every seed the package derives, in one place: one function per named stream, each a fixed formula of the
 configured base seed and the item's position, so a resumed, a sharded and an uninterrupted run draw the same
 numbers. The formulas are part of the determinism contract (changing one changes every run's videos or labels)."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 WIN_RATE_OFFSET = 500_000  # win-rate judging units, apart from the round's judging units (positions < 500000)
 WEB_STREAM = 1_000  # caption streams of the loop's web control: 1000 + 1000 x seed + round (pretraining: its seed)
+PRETRAIN_STAGE = {"vae": 1, "transformer": 2}
 
 
 def video(sampling_seed: int, k: int, prompt_pos: int, per_prompt: int, j: int) -> int:
@@ -28,6 +29,11 @@ def web_captions(seed: int, k: int) -> int:
     return WEB_STREAM * (1 + seed) + k
 
 
+def world_sample_captions(seed: int) -> int:
+    """The caption draws of `dualipo world sample --seed S` (pretraining uses its own seed, the loop 1000+)."""
+    return 7 + 1000 * seed
+
+
 def generator_training(train_seed: int, k: int) -> int:
     """Round k's generator training: fresh noise draws and LoRA init per round."""
     return train_seed + 1000 * (k - 1)
@@ -36,3 +42,29 @@ def generator_training(train_seed: int, k: int) -> int:
 def critic_refinement(critic_seed: int, k: int) -> int:
     """Round k's critic refinement (data order, sampled paths)."""
     return critic_seed + k
+
+
+def training_step(train_seed: int, step: int) -> int:
+    """The items (and real videos) of a generator training step, the same for any process or accumulation."""
+    return train_seed * 1_000_003 + step
+
+
+def training_noise(train_seed: int, step: int, slot: int, stream: int) -> int:
+    """The noise and timestep of one sample of a training step: slot in the global batch, stream (0-7: winner,
+    loser, real, ...), so any split of the batch over micro-batches or processes draws the same values."""
+    return ((train_seed * 7919 + step) * 4099 + slot) * 8 + stream
+
+
+def pretraining_step(seed: int, stage: str, step: int) -> int:
+    """A pretraining step's draws (`stage` vae or transformer)."""
+    return seed * 1_000_003 + PRETRAIN_STAGE[stage] * 10_007_000 + step
+
+
+def pretraining_render(seed: int, i: int) -> int:
+    """The layout of pretraining render i."""
+    return seed * 1_000_000 + i
+
+
+def seed_set_sample(seed: int, i: int) -> int:
+    """Sample i of the generator's own videos made for a critic seed set."""
+    return seed * 100_003 + i

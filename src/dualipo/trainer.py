@@ -29,6 +29,7 @@ from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
+from dualipo import seeds
 from dualipo.checkpoint import latest_checkpoint
 from dualipo.config import TrainConfig, save_config
 from dualipo.engines import make_engine
@@ -100,7 +101,7 @@ def _embed_once(gen: Generator, prompts: list[str]) -> torch.Tensor:
 
 def _step_items(cfg: TrainConfig, step: int, n_items: int, n_real: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Global indices (items, real videos) of optimizer step `step`, the same for any process / accumulation."""
-    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    g = torch.Generator().manual_seed(seeds.training_step(cfg.seed, step))
     total = cfg.batch_size * cfg.grad_accum
     items = torch.randint(n_items, (total,), generator=g)
     real = torch.randint(max(n_real, 1), (total,), generator=g)
@@ -113,7 +114,7 @@ def _noise(gen: Generator, latents: torch.Tensor, cfg: TrainConfig, step: int, s
     stream), so any split of the global batch over micro-batches or processes draws the same values."""
     noises, times = [], []
     for x, slot in zip(latents, slots):
-        g = torch.Generator().manual_seed(((cfg.seed * 7919 + step) * 4099 + slot) * 8 + stream)
+        g = torch.Generator().manual_seed(seeds.training_noise(cfg.seed, step, slot, stream))
         n, t = gen.draw_noise_and_timesteps(x.unsqueeze(0), g, cfg.noise_range)
         noises.append(n[0])
         times.append(t[0])

@@ -75,10 +75,16 @@ def abstention_rate(critic, probe: list[Example]) -> float:
 
 
 def refine_critic(cfg: RunConfig, judgments: list[Judgment], out: str | Path, seed_file: str | Path | None = None,
-                  resume: bool = True) -> tuple[Path, dict]:
-    """Refine the critic at `critic.path` on `judgments`; returns (OUT/final, counts). Writes OUT/data.json
-    (the counts), OUT/metrics.jsonl and OUT/ckpt/. Raises NothingToLearn when no data survives the filters."""
+                  resume: bool = True, *, critic: str | None = None, reference: str | None = None,
+                  seed: int | None = None) -> tuple[Path, dict]:
+    """Refine the critic in directory `critic` (default `critic.path`) on `judgments`, with PCE against `reference`
+    (default `critic_train.pce_reference`) and batches drawn with `seed` (default `critic_train.seed`); returns
+    (OUT/final, counts). Writes OUT/data.json (the counts), OUT/metrics.jsonl and OUT/ckpt/. Raises NothingToLearn
+    when no data survives the filters."""
     ct = cfg.critic_train
+    ct = replace(ct, pce_reference=ct.pce_reference if reference is None else reference,
+                 seed=ct.seed if seed is None else seed)
+    cfg = replace(cfg, critic=replace(cfg.critic, path=cfg.critic.path if critic is None else critic), critic_train=ct)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     kept, stats = select(cfg, judgments)
@@ -93,8 +99,8 @@ def refine_critic(cfg: RunConfig, judgments: list[Judgment], out: str | Path, se
                              f"{ct.certainty_threshold if ct.certainty == 'vote' else ct.pce_threshold}")
     seed = sft_examples(load_seed(seed_file), True, ct.no_cot_fraction, ct.seed) if seed_file else []
     if ct.method == "sft" and ct.seed_mix > 0 and not seed:
-        raise ValueError(f"critic_train.seed_mix={ct.seed_mix} needs the seed set "
-                         f"critic_train.seed_file); or set critic_train.seed_mix=0")
+        raise ValueError(f"critic_train.seed_mix={ct.seed_mix} needs the seed set (critic_train.seed_file); or "
+                         "set critic_train.seed_mix=0")
     probe = [next(iter(c.chosen.values())) for c, _ in kept[:ct.probe_pairs] if c.chosen]
     probe = [Example(e.text, e.videos, "") for e in probe]
     trainable = load_trainable(cfg)

@@ -59,14 +59,14 @@ def write_generator_samples(cfg, out: str | Path, n_prompts: int, per_prompt: in
                             seed: int = 0) -> Path:
     """`per_prompt` samples per prompt of the configured generator (e.g. the shipped base generator), in the
     prompts.jsonl layout, so seed pairs can be made from the distribution the critic will judge."""
-    from dualipo.generators import build_generator
+    from dualipo import seeds as streams
+    from dualipo.generators import build_generator, sample_videos
 
     train, held = prompt_pools(cfg.world)
     pool = {"train": train, "eval": held}[split]
     prompts = [pool[i % len(pool)] for i in range(n_prompts) for _ in range(per_prompt)]
-    seeds = [seed * 100_003 + i for i in range(len(prompts))]
-    videos = build_generator(cfg).sample(prompts, seeds, num_frames=cfg.world.num_frames, height=cfg.world.height,
-                                         width=cfg.world.width, batch_size=cfg.sampling.batch_size)
+    seeds = [streams.seed_set_sample(seed, i) for i in range(len(prompts))]
+    videos = sample_videos(build_generator(cfg), cfg, prompts, seeds)
     out = Path(out)
     recs = []
     for i, (p, s, v) in enumerate(zip(prompts, seeds, videos)):

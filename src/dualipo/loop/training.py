@@ -164,10 +164,9 @@ def refine(cfg: RunConfig, k: int, js: list[Judgment], critics: list[str], out: 
     ct = cfg.critic_train
     current = critics[-1] if critics else cfg.critic.path
     reference = critics[-2] if len(critics) > 1 else (cfg.critic.path if critics else ct.pce_reference)
-    run_cfg = replace(cfg, critic=replace(cfg.critic, path=current),
-                      critic_train=replace(ct, pce_reference=reference, seed=seeds.critic_refinement(ct.seed, k)))
     try:
-        final, counts = refine_critic(run_cfg, js, out, seed_file, resume=True)
+        final, counts = refine_critic(cfg, js, out, seed_file, resume=True, critic=current, reference=reference,
+                                      seed=seeds.critic_refinement(ct.seed, k))
     except NothingToLearn as e:
         log.warning("round %d refine: %s; the critic stays as it is", k, e)
         return None, json.loads((out / "data.json").read_text()), str(e)

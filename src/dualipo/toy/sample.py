@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from dualipo import seeds
 from dualipo.config import WorldConfig
 from dualipo.jsonl import write_jsonl
 from dualipo.ledger import atomic_write_text
@@ -15,7 +16,6 @@ from dualipo.toy.oracle import score
 from dualipo.toy.world import prompt_pools, render_prompt
 from dualipo.video import write_png_strip, write_video
 
-SAMPLE_STREAM = 7  # web-caption stream of `dualipo world sample` (pretraining uses its seed, the loop 1000+)
 
 
 def sample_world(cfg: WorldConfig, out: str | Path, n: int, split: str = "train", seed: int = 0) -> Path:
@@ -31,7 +31,7 @@ def sample_world(cfg: WorldConfig, out: str | Path, n: int, split: str = "train"
     train, held_out = prompt_pools(cfg)
     pool = {"train": train, "eval": held_out}[split]
     prompts = [pool[i % len(pool)] for i in range(n)]
-    captions = web_captions(prompts, cfg, stream=SAMPLE_STREAM + 1000 * seed)
+    captions = web_captions(prompts, cfg, stream=seeds.world_sample_captions(seed))
     out = Path(out)
     records = []
     for i in tqdm(range(n), desc=f"rendering {split} prompts", unit="video"):
