@@ -4,13 +4,14 @@ differences, gains over the base and their shares, written as OUT/ablation.json,
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from dualipo.ledger import LEDGER, Ledger, atomic_write_text
 from dualipo.loop.summary import DIMS, round_rows
+
 
 @dataclass(frozen=True)
 class Arm:

@@ -59,10 +59,14 @@ class Run:
     def round_dir(self, k: int) -> Path:
         return round_dir(self.dir, k)
 
+    def checkpoints(self, kind: str, k: int) -> list[training.Recorded]:
+        """The weights of `kind` the ledger recorded for rounds 1..k, in order (main process)."""
+        return [training.Recorded(r["round"], r["path"], r["sha256"], r["weights_sha256"])
+                for r in self.ledger.checkpoints(kind) if r["round"] <= k]
+
     def recorded(self, kind: str, k: int) -> list[training.Recorded]:
-        """The weights of `kind` the ledger recorded for rounds 1..k, in order (every process)."""
-        return self.procs.from_main(lambda: [training.Recorded(r["round"], r["path"], r["sha256"], r["weights_sha256"])
-                                             for r in self.ledger.checkpoints(kind) if r["round"] <= k])
+        """`checkpoints`, on every process."""
+        return self.procs.from_main(lambda: self.checkpoints(kind, k))
 
     def judgments(self, k: int) -> list[Judgment]:
         return [judgment_from_row(r, dict(self.pool)) for r in self.ledger.judgments(k)]
@@ -302,7 +306,7 @@ def _refine(run: Run, k: int) -> Outcome:
     """Main process: refine the current critic on round k's judgments and record it."""
     from dataclasses import replace
 
-    critics = [str((run.dir / r.path).parent) for r in run.recorded(CRITIC, k - 1)]
+    critics = [str((run.dir / r.path).parent) for r in run.checkpoints(CRITIC, k - 1)]
     js = [replace(j, videos=tuple(str(run.dir / v) for v in j.videos)) for j in run.judgments(k)]
     out = run.round_dir(k) / "critic"
     final, counts, note = training.refine(run.cfg, k, js, critics, out, training.seed_set(run.cfg, run.dir))

@@ -21,6 +21,7 @@ class Processes:
 
         # without CUDA, processes started by `accelerate launch --multi_gpu` (torchrun) join a gloo CPU group
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
+        self._computing = False
 
     @property
     def main(self) -> bool:
@@ -35,16 +36,17 @@ class Processes:
 
     def from_main(self, compute: Callable[[], T]) -> T:
         """`compute()` on the main process (which owns the ledger), broadcast to every process. An error on the main
-        process is raised on every process, so none waits forever."""
+        process is raised on every process, so none waits forever. `compute` must not call `from_main` itself (the
+        other processes would take the inner broadcast for this one)."""
         if self.count == 1:
-            return compute()
+            return self._compute(compute)
         from accelerate.utils import broadcast_object_list
 
         box: list[Any] = [None]
         error = None
         if self.main:
             try:
-                box[0] = ("ok", compute())
+                box[0] = ("ok", self._compute(compute))
             except Exception as e:  # re-raised below, after the other processes have been told
                 box[0], error = ("error", f"{type(e).__name__}: {e}"), e
         broadcast_object_list(box)
@@ -54,6 +56,15 @@ class Processes:
         if status == "error":
             raise ValueError(f"the main process failed: {value}")
         return value
+
+    def _compute(self, compute: Callable[[], T]) -> T:
+        if self._computing:  # one process too, so the tests catch it
+            raise RuntimeError("from_main inside from_main: the other processes would take the inner broadcast")
+        self._computing = True
+        try:
+            return compute()
+        finally:
+            self._computing = False
 
     def shard(self, units: Sequence[Any], work: Callable[[Any], list], commit: Callable[[Any], None], desc: str,
               unit: str) -> None:
