@@ -17,8 +17,8 @@ def test_presets_build_and_round_trip(preset, tmp_path):
 def test_overrides_are_typed():
     cfg = build_config("tiny", overrides=["rounds.num_rounds=2", "train.beta=2500", "judging.both_orders=false",
                                           "world.colours=[red, blue]", "generator.path=001",
-                                          "train.learning_rate=5e-3", "critic_train.learning_rate=1E-4"])
-    assert cfg.train.learning_rate == 5e-3 and cfg.critic_train.learning_rate == 1e-4
+                                          "train.learning_rate=5e-3", "critic_cold.learning_rate=1E-4"])
+    assert cfg.train.learning_rate == 5e-3 and cfg.critic_cold.learning_rate == 1e-4
     assert cfg.rounds.num_rounds == 2
     assert cfg.train.beta == 2500.0 and isinstance(cfg.train.beta, float)
     assert cfg.judging.both_orders is False
@@ -40,7 +40,7 @@ def test_file_then_overrides(tmp_path):
     ("train.beta=abc", "train.beta: expected float"),
     ("train.beta=-1", "train.beta: expected a value > 0"),
     ("judging.certainty_threshold=1.5", "judging.certainty_threshold: expected a value <= 1"),
-    ("critic_train.certainty=foo", "critic_train.certainty: expected one of ['vote', 'pce']"),
+    ("critic_refine.certainty=foo", "critic_refine.certainty: expected one of ['vote', 'pce']"),
     ("world.colours=[red, pink]", "world.colours: expected one of"),
     ("judging.both_orders=1", "judging.both_orders: expected bool"),
     ("rounds.num_rounds=2.5", "rounds.num_rounds: expected int"),

@@ -1,6 +1,7 @@
 """`dualipo critic ...` subcommands (registered by cli.py): videos, seed, import, caption, cold-start, refine,
 eval. The seed set's size, noise and seed, the cold start's seed file and captioning videos are config keys
-(`critic_train.seed_pairs`, `.seed_noise`, `.seed`, `.seed_file`, `.caption_videos`), not flags."""
+(`critic_cold.seed_pairs`, `.seed_noise`, `.seed`, `.seed_file`, `.caption_videos`), not flags; `critic refine`
+reads `critic_refine`."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from pathlib import Path
 from typing import Callable
 
 from dualipo.config import DIMENSIONS, RunConfig
-from dualipo.critic_training.seed import SEED_DIMENSIONS
+from dualipo.critic_colding.seed import SEED_DIMENSIONS
 
 
 def cmd_videos(cfg: RunConfig, args: argparse.Namespace) -> None:
-    from dualipo.critic_training.toy_seed import write_generator_samples, write_variants
+    from dualipo.critic_colding.toy_seed import write_generator_samples, write_variants
 
     if args.generator:
         path = write_generator_samples(cfg, args.out, args.prompts, args.per_prompt, args.split, args.seed)
@@ -25,34 +26,34 @@ def cmd_videos(cfg: RunConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_seed(cfg: RunConfig, args: argparse.Namespace) -> None:
-    from dualipo.critic_training.seed import write_seed
-    from dualipo.critic_training.toy_seed import oracle_seed_set
+    from dualipo.critic_colding.seed import write_seed
+    from dualipo.critic_colding.toy_seed import oracle_seed_set
 
-    ct = cfg.critic_train
+    ct = cfg.critic_cold
     recs = oracle_seed_set(args.videos, ct.seed_pairs, tuple(args.dimensions), ct.seed_noise, ct.seed, args.pointwise,
                            tie_margin=args.tie_margin, other_prompt=args.other_prompts)
     print(f"wrote {len(recs)} seed records to {write_seed(recs, args.out)}")
 
 
 def cmd_import(cfg: RunConfig, args: argparse.Namespace) -> None:
-    from dualipo.critic_training.seed import import_seed
+    from dualipo.critic_colding.seed import import_seed
 
     print(f"validated and wrote {import_seed(args.src, args.out)}")
 
 
 def cmd_cold_start(cfg: RunConfig, args: argparse.Namespace) -> None:
-    from dualipo.critic_training.cold_start import cold_start
+    from dualipo.critic_colding.cold_start import cold_start
 
-    ct = cfg.critic_train
+    ct = cfg.critic_cold
     if not ct.seed_file:
-        raise ValueError("critic cold-start needs the seed set: critic_train.seed_file=SEED.jsonl")
+        raise ValueError("critic cold-start needs the seed set: critic_cold.seed_file=SEED.jsonl")
     final = cold_start(cfg, ct.seed_file, args.out, args.heldout, resume=not args.no_resume,
-                       caption_dirs=[video_dir(d, "critic_train.caption_videos") for d in ct.caption_videos] or None)
+                       caption_dirs=[video_dir(d, "critic_cold.caption_videos") for d in ct.caption_videos] or None)
     print(f"cold-started critic written to {final} (use critic.path={final})")
 
 
 def cmd_caption(cfg: RunConfig, args: argparse.Namespace) -> None:
-    from dualipo.critic_training.cold_start import caption_pretrain
+    from dualipo.critic_colding.cold_start import caption_pretrain
 
     final = caption_pretrain(cfg, args.videos, args.out, args.heldout, resume=not args.no_resume)
     print(f"captioning-pretrained critic written to {final} (cold-start from it with critic.path={final})")
@@ -62,13 +63,13 @@ def cmd_eval(cfg: RunConfig, args: argparse.Namespace) -> None:
     import torch
 
     from dualipo.critics import build_critic
-    from dualipo.critic_training.evaluate import evaluate_pairs
-    from dualipo.critic_training.seed import load_seed
+    from dualipo.critic_colding.evaluate import evaluate_pairs
+    from dualipo.critic_colding.seed import load_seed
 
     if cfg.critic.backend not in ("qwen_vl", "vllm"):
         raise ValueError(f"critic eval needs critic.backend=qwen_vl or vllm, got {cfg.critic.backend!r}")
-    if cfg.critic_train.num_threads:
-        torch.set_num_threads(cfg.critic_train.num_threads)
+    if cfg.critic_cold.num_threads:
+        torch.set_num_threads(cfg.critic_cold.num_threads)
     records = load_seed(args.pairs)[: args.limit or None]
     critic = build_critic(cfg)
     torch.manual_seed(args.seed)  # sampled votes are reproducible
@@ -80,7 +81,7 @@ def cmd_eval(cfg: RunConfig, args: argparse.Namespace) -> None:
 
 
 def calibration_text(rows: list[dict]) -> str:
-    """The calibration table (`critic_training.evaluate.calibration_table`) as aligned text."""
+    """The calibration table (`critic_colding.evaluate.calibration_table`) as aligned text."""
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["certainty >=  kept  share  kept acc  reversed"]
     lines += [f"{r['threshold']:>11.2f}  {r['kept']:>4}  {r['kept_share']:.3f}  {fmt(r['kept_accuracy']):>8}  "
@@ -91,7 +92,7 @@ def calibration_text(rows: list[dict]) -> str:
 def cmd_refine(cfg: RunConfig, args: argparse.Namespace) -> None:
     from dualipo.critics.voting import Judgment
     from dualipo.jsonl import read_jsonl
-    from dualipo.critic_training.refine import refine_critic
+    from dualipo.critic_colding.refine import refine_critic
 
     judgments = []
     for n, r in read_jsonl(args.judgments, "judgment file"):
@@ -100,7 +101,7 @@ def cmd_refine(cfg: RunConfig, args: argparse.Namespace) -> None:
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{args.judgments}:{n}: not a judgment record ({type(e).__name__}: {e}); expected the "
                              "JSONL that `dualipo critic eval --judgments` or a run's round writes") from None
-    final, counts = refine_critic(cfg, judgments, args.out, cfg.critic_train.seed_file or None,
+    final, counts = refine_critic(cfg, judgments, args.out, cfg.critic_refine.seed_file or None,
                                   resume=not args.no_resume)
     print(json.dumps(counts, indent=1))
     print(f"refined critic written to {final} (use critic.path={final})")
@@ -128,7 +129,7 @@ def add_data_commands(cs, config_args: Callable, load: Callable) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=lambda args: cmd_videos(load(args), args))
     p = cs.add_parser("seed", help="oracle-labelled seed set (JSONL) from prompts.jsonl video directories: "
-                      "critic_train.seed_pairs pairs, label noise critic_train.seed_noise, seed critic_train.seed")
+                      "critic_cold.seed_pairs pairs, label noise critic_cold.seed_noise, seed critic_cold.seed")
     config_args(p)
     p.add_argument("--videos", nargs="+", type=video_dir, required=True, help="directories with prompts.jsonl + videos")
     p.add_argument("--out", required=True, help="seed JSONL to write")
@@ -148,10 +149,10 @@ def add_data_commands(cs, config_args: Callable, load: Callable) -> None:
 
 def add_training_commands(cs, config_args: Callable, load: Callable) -> None:
     """cold-start, caption, refine, eval."""
-    p = cs.add_parser("cold-start", help="fine-tune the critic on the seed set critic_train.seed_file, with "
-                      "captioning examples of critic_train.caption_videos (resumes from OUT/ckpt)")
+    p = cs.add_parser("cold-start", help="fine-tune the critic on the seed set critic_cold.seed_file, with "
+                      "captioning examples of critic_cold.caption_videos (resumes from OUT/ckpt)")
     config_args(p)
-    p.add_argument("--heldout", default=None, help="labelled pairs evaluated every critic_train.eval_every steps")
+    p.add_argument("--heldout", default=None, help="labelled pairs evaluated every critic_cold.eval_every steps")
     p.add_argument("--out", required=True)
     p.add_argument("--no-resume", action="store_true")
     p.set_defaults(func=lambda args: cmd_cold_start(load(args), args))
@@ -160,12 +161,12 @@ def add_training_commands(cs, config_args: Callable, load: Callable) -> None:
     config_args(p)
     p.add_argument("--videos", nargs="+", type=video_dir, required=True, help="directories with prompts.jsonl + videos")
     p.add_argument("--heldout", nargs="+", type=video_dir, default=None, help="directories of held-out videos "
-                   "evaluated every critic_train.eval_every steps (first critic_train.eval_pairs videos)")
+                   "evaluated every critic_cold.eval_every steps (first critic_cold.eval_pairs videos)")
     p.add_argument("--out", required=True)
     p.add_argument("--no-resume", action="store_true")
     p.set_defaults(func=lambda args: cmd_caption(load(args), args))
     p = cs.add_parser("refine", help="one SRPO refinement of critic.path on a judgment file: consistency filter, "
-                      "certainty, then SFT (mixed with the seed set critic_train.seed_file) or certainty-weighted DPO "
+                      "certainty, then SFT (mixed with the seed set critic_refine.seed_file) or certainty-weighted DPO "
                       "(resumes from OUT/ckpt)")
     config_args(p)
     p.add_argument("--judgments", required=True, help="JSONL of judgments (sampled paths, both orders)")
