@@ -72,3 +72,33 @@ def test_bad_files(tmp_path):
 def test_config_dict_is_json_serialisable():
     d = to_dict(build_config("small"))
     assert json.loads(json.dumps(d))["train"]["beta"] == d["train"]["beta"]
+
+
+@pytest.mark.parametrize("override, new", [
+    ("critic_train.refine=false", "it is now critic_refine.refine"),
+    ("critic_train.refine_steps=3", "it is now critic_refine.steps"),
+    ("critic_train.caption_mix=0.3", "it is now critic_cold.caption_mix"),
+    ("critic_train.learning_rate=1e-4", "it is now critic_cold.learning_rate and critic_refine.learning_rate"),
+    ("generator.num_layers=2", "it is now generator.arch.num_layers"),
+])
+def test_removed_keys_fail_naming_their_new_keys(override, new, tmp_path):
+    key, value = override.split("=")
+    with pytest.raises(ConfigError, match=f"config key '{key}' no longer exists: {new}$"):
+        build_config("tiny", overrides=[override])
+    section, name = key.split(".")
+    (tmp_path / "old.yaml").write_text(f"{section}:\n  {name}: {value}\n")
+    with pytest.raises(ConfigError, match=f"config key '{key}' no longer exists: {new}$"):
+        build_config("tiny", tmp_path / "old.yaml")
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_critic_sections_share_their_common_fields_and_the_architecture_nests(preset):
+    from dataclasses import fields
+
+    from dualipo.config import CriticOptimConfig
+
+    cfg = build_config(preset)
+    shared = [f.name for f in fields(CriticOptimConfig)]
+    assert [getattr(cfg.critic_cold, n) for n in shared] == [getattr(cfg.critic_refine, n) for n in shared]
+    tiny = build_config("tiny", overrides=["generator.arch.num_layers=3"])
+    assert tiny.generator.arch.num_layers == 3 and tiny.generator.arch.num_heads == 2

@@ -188,7 +188,8 @@ def test_guard_stops_and_restores_the_last_checkpoint(tiny_pairs, tmp_path):
     cfg = build_config("tiny", overrides=["critic_refine.learning_rate=1e-2"])
     fn = lambda c, step: (sft_loss(c, [p[0] for p in tiny_pairs]), {"step_seen": step})  # noqa: E731
     ct = cfg.critic_refine
-    final = train_loop(cfg, ct, load_trainable(cfg, ct), tmp_path, fn, lambda c: {"probe": 0.0}, False, "guarded", 6, guard=lambda row: "rose" if row["step"] == 4 else None, eval_every=2)
+    final = train_loop(cfg, ct, load_trainable(cfg, ct), tmp_path, fn, lambda c: {"probe": 0.0}, False, "guarded", 6,
+                       guard=lambda row: "rose" if row["step"] == 4 else None, eval_every=2)
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4] and rows[-1]["stopped"] == "rose"
     assert [r["step_seen"] for r in rows] == [0.5, 2.5]  # the loss function's metrics, averaged since the last row

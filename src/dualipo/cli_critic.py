@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Callable
 
 from dualipo.config import DIMENSIONS, RunConfig
-from dualipo.critic_colding.seed import SEED_DIMENSIONS
+from dualipo.critic_training.seed import SEED_DIMENSIONS
 
 
 def cmd_videos(cfg: RunConfig, args: argparse.Namespace) -> None:
-    from dualipo.critic_colding.toy_seed import write_generator_samples, write_variants
+    from dualipo.critic_training.toy_seed import write_generator_samples, write_variants
 
     if args.generator:
         path = write_generator_samples(cfg, args.out, args.prompts, args.per_prompt, args.split, args.seed)
@@ -26,8 +26,8 @@ def cmd_videos(cfg: RunConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_seed(cfg: RunConfig, args: argparse.Namespace) -> None:
-    from dualipo.critic_colding.seed import write_seed
-    from dualipo.critic_colding.toy_seed import oracle_seed_set
+    from dualipo.critic_training.seed import write_seed
+    from dualipo.critic_training.toy_seed import oracle_seed_set
 
     ct = cfg.critic_cold
     recs = oracle_seed_set(args.videos, ct.seed_pairs, tuple(args.dimensions), ct.seed_noise, ct.seed, args.pointwise,
@@ -36,13 +36,13 @@ def cmd_seed(cfg: RunConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_import(cfg: RunConfig, args: argparse.Namespace) -> None:
-    from dualipo.critic_colding.seed import import_seed
+    from dualipo.critic_training.seed import import_seed
 
     print(f"validated and wrote {import_seed(args.src, args.out)}")
 
 
 def cmd_cold_start(cfg: RunConfig, args: argparse.Namespace) -> None:
-    from dualipo.critic_colding.cold_start import cold_start
+    from dualipo.critic_training.cold_start import cold_start
 
     ct = cfg.critic_cold
     if not ct.seed_file:
@@ -53,7 +53,7 @@ def cmd_cold_start(cfg: RunConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_caption(cfg: RunConfig, args: argparse.Namespace) -> None:
-    from dualipo.critic_colding.cold_start import caption_pretrain
+    from dualipo.critic_training.cold_start import caption_pretrain
 
     final = caption_pretrain(cfg, args.videos, args.out, args.heldout, resume=not args.no_resume)
     print(f"captioning-pretrained critic written to {final} (cold-start from it with critic.path={final})")
@@ -63,8 +63,8 @@ def cmd_eval(cfg: RunConfig, args: argparse.Namespace) -> None:
     import torch
 
     from dualipo.critics import build_critic
-    from dualipo.critic_colding.evaluate import evaluate_pairs
-    from dualipo.critic_colding.seed import load_seed
+    from dualipo.critic_training.evaluate import evaluate_pairs
+    from dualipo.critic_training.seed import load_seed
 
     if cfg.critic.backend not in ("qwen_vl", "vllm"):
         raise ValueError(f"critic eval needs critic.backend=qwen_vl or vllm, got {cfg.critic.backend!r}")
@@ -81,7 +81,7 @@ def cmd_eval(cfg: RunConfig, args: argparse.Namespace) -> None:
 
 
 def calibration_text(rows: list[dict]) -> str:
-    """The calibration table (`critic_colding.evaluate.calibration_table`) as aligned text."""
+    """The calibration table (`critic_training.evaluate.calibration_table`) as aligned text."""
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["certainty >=  kept  share  kept acc  reversed"]
     lines += [f"{r['threshold']:>11.2f}  {r['kept']:>4}  {r['kept_share']:.3f}  {fmt(r['kept_accuracy']):>8}  "
@@ -92,7 +92,7 @@ def calibration_text(rows: list[dict]) -> str:
 def cmd_refine(cfg: RunConfig, args: argparse.Namespace) -> None:
     from dualipo.critics.voting import Judgment
     from dualipo.jsonl import read_jsonl
-    from dualipo.critic_colding.refine import refine_critic
+    from dualipo.critic_training.refine import refine_critic
 
     judgments = []
     for n, r in read_jsonl(args.judgments, "judgment file"):
