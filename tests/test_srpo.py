@@ -153,12 +153,12 @@ def test_dpo_loss_is_log2_at_the_reference_and_zero_certainty_pairs_give_no_grad
     cfg = build_config("tiny", overrides=["critic_refine.nll_weight=0", "critic_refine.batch_size=2"])
     model, _, critic = load_trainable(cfg, cfg.critic_refine)
     model.eval()  # no dropout: policy == reference exactly
-    loss, m = dpo_loss_fn(cfg, critic, tiny_pairs)(critic, 0)
+    loss, m = dpo_loss_fn(cfg.critic_refine, critic, tiny_pairs)(critic, 0)
     assert loss.item() == pytest.approx(math.log(2), abs=1e-5) and m["seq_dpo_loss"] == pytest.approx(math.log(2),
                                                                                                       abs=1e-5)
     nll_cfg = replace(cfg, critic_refine=replace(cfg.critic_refine, nll_weight=1.0))
     zero = [(c, r, 0.0) for c, r, _ in tiny_pairs]
-    loss, _ = dpo_loss_fn(nll_cfg, critic, zero)(critic, 0)
+    loss, _ = dpo_loss_fn(nll_cfg.critic_refine, critic, zero)(critic, 0)
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(float(g.abs().max()) == 0.0 for g in grads)  # neither the DPO nor the NLL term moves it
@@ -168,7 +168,7 @@ def test_dpo_loss_is_log2_at_the_reference_and_zero_certainty_pairs_give_no_grad
 def test_refinement_loss_falls_on_a_fixed_batch(tiny_pairs, method):
     cfg = build_config("tiny", overrides=["critic_refine.batch_size=2", "critic_refine.learning_rate=3e-3"])
     model, _, critic = load_trainable(cfg, cfg.critic_refine)
-    fn = dpo_loss_fn(cfg, critic, tiny_pairs) if method == "dpo" else \
+    fn = dpo_loss_fn(cfg.critic_refine, critic, tiny_pairs) if method == "dpo" else \
         (lambda c, step: (sft_loss(c, [p[0] for p in tiny_pairs]), {}))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     losses = []

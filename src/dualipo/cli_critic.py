@@ -1,7 +1,6 @@
 """`dualipo critic ...` subcommands (registered by cli.py): videos, seed, import, caption, cold-start, refine,
 eval. The seed set's size, noise and seed, the cold start's seed file and captioning videos are config keys
-(`critic_cold.seed_pairs`, `.seed_noise`, `.seed`, `.seed_file`, `.caption_videos`), not flags; `critic refine`
-reads `critic_refine`."""
+(`critic_cold.seed_pairs`, `.seed_noise`, `.seed`, `.seed_file`, `.caption_videos`), not flags."""
 
 from __future__ import annotations
 
@@ -147,32 +146,30 @@ def add_data_commands(cs, config_args: Callable, load: Callable) -> None:
     p.set_defaults(func=lambda args: cmd_import(load(args), args))
 
 
-def add_training_commands(cs, config_args: Callable, load: Callable) -> None:
-    """cold-start, caption, refine, eval."""
-    p = cs.add_parser("cold-start", help="fine-tune the critic on the seed set critic_cold.seed_file, with "
-                      "captioning examples of critic_cold.caption_videos (resumes from OUT/ckpt)")
+def _trainer(cs, name: str, help: str, command: Callable, config_args: Callable, load: Callable):
+    """A training subcommand's parser: config arguments, --out and --no-resume (it resumes from OUT/ckpt)."""
+    p = cs.add_parser(name, help=f"{help} (resumes from OUT/ckpt)")
     config_args(p)
-    p.add_argument("--heldout", default=None, help="labelled pairs evaluated every critic_cold.eval_every steps")
     p.add_argument("--out", required=True)
     p.add_argument("--no-resume", action="store_true")
-    p.set_defaults(func=lambda args: cmd_cold_start(load(args), args))
-    p = cs.add_parser("caption", help="captioning pretraining: describe videos (true descriptions from the "
-                      "shapes-world oracle, no preference labels) before the cold start (resumes from OUT/ckpt)")
-    config_args(p)
+    p.set_defaults(func=lambda args: command(load(args), args))
+    return p
+
+
+def add_training_commands(cs, config_args: Callable, load: Callable) -> None:
+    """cold-start, caption, refine, eval."""
+    p = _trainer(cs, "cold-start", "fine-tune the critic on the seed set critic_cold.seed_file, with captioning "
+                 "examples of critic_cold.caption_videos", cmd_cold_start, config_args, load)
+    p.add_argument("--heldout", default=None, help="labelled pairs evaluated every critic_cold.eval_every steps")
+    p = _trainer(cs, "caption", "captioning pretraining: describe videos (true descriptions from the shapes-world "
+                 "oracle, no preference labels) before the cold start", cmd_caption, config_args, load)
     p.add_argument("--videos", nargs="+", type=video_dir, required=True, help="directories with prompts.jsonl + videos")
     p.add_argument("--heldout", nargs="+", type=video_dir, default=None, help="directories of held-out videos "
                    "evaluated every critic_cold.eval_every steps (first critic_cold.eval_pairs videos)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--no-resume", action="store_true")
-    p.set_defaults(func=lambda args: cmd_caption(load(args), args))
-    p = cs.add_parser("refine", help="one SRPO refinement of critic.path on a judgment file: consistency filter, "
-                      "certainty, then SFT (mixed with the seed set critic_refine.seed_file) or certainty-weighted DPO "
-                      "(resumes from OUT/ckpt)")
-    config_args(p)
+    p = _trainer(cs, "refine", "one SRPO refinement of critic.path on a judgment file: consistency filter, "
+                 "certainty, then SFT (mixed with the seed set critic_refine.seed_file) or certainty-weighted DPO",
+                 cmd_refine, config_args, load)
     p.add_argument("--judgments", required=True, help="JSONL of judgments (sampled paths, both orders)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--no-resume", action="store_true")
-    p.set_defaults(func=lambda args: cmd_refine(load(args), args))
     p = cs.add_parser("eval", help="accuracy, tie, abstention and position-bias rates on a labelled pair set")
     config_args(p)
     p.add_argument("--pairs", required=True, help="seed-format JSONL / CSV of labelled pairs")

@@ -1,12 +1,9 @@
 """Run configuration: frozen, typed, nested dataclasses, one per stage, under `RunConfig`.
 
 Every field carries its constraints in `field(metadata=...)` (`ge`, `le`, `gt`, `choices`), so one generic
-validator checks all of them and names the dotted key on failure. Presets (`tiny`, `small`, `full-cogvideox-2b`,
-`full-cogvideox-5b`, `full-wan-1.3b`; `full` = `full-cogvideox-2b`) are functions that only fill values; the
-library never branches on a preset name.
-
-Sources, applied in order: preset -> config file (YAML or JSON, nested mapping) -> dotted command-line
-overrides such as ``train.beta=2500``. Everything is type-checked before any work starts.
+validator checks all of them and names the dotted key on failure. Presets (`PRESETS`) are functions that only fill
+values; the library never branches on a preset name. Sources, applied in order: preset -> config file (YAML or
+JSON, nested mapping) -> dotted command-line overrides such as ``train.beta=2500``, all checked before any work.
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -51,14 +47,10 @@ class _Section:
 
 @dataclass(frozen=True)
 class WebCaptionConfig(_Section):
-    """How the captions of the web-like corpus are wrong: each attribute of a caption is named wrong with its own
-    probability, independently (the video always shows the true prompt).
-
-    Real text-to-video models are pretrained on web alt-text that often names the wrong colour, motion or count;
-    preference optimisation exists to correct what such data taught. The small base learns from this corpus, and
-    the fair equal-compute control (`train.data=web`) is more of it. A wrong value is drawn uniformly from the
-    world's own vocabulary; captions stay in the grammar. Deterministic in (`seed`, stream, item index).
-    """
+    """How the captions of the web-like corpus are wrong (why: docs/preference_gain.md): each attribute of a
+    caption is named wrong with its own probability, independently (the video always shows the true prompt), by a
+    value drawn uniformly from the world's own vocabulary (captions stay in the grammar); deterministic in (`seed`,
+    stream, item index). The small base learned from this corpus; `train.data=web` trains on more of it."""
     colour: float = opt(0.0, ge=0, le=1, doc="an object's colour named wrong (each object independently)")
     shape: float = opt(0.0, ge=0, le=1, doc="the first object's shape named wrong (needs >= 2 world shapes)")
     count: float = opt(0.0, ge=0, le=1, doc="one object called two, or two called one (one-kind scenes)")
@@ -97,8 +89,7 @@ class WorldConfig(_Section):
 
 @dataclass(frozen=True)
 class GeneratorArchConfig(_Section):
-    """The generator's architecture when built from config (`generator.path=''`); ignored when loading a directory
-    (the directory's configs win)."""
+    """The generator's architecture when built from config (`generator.path=''`; a loaded directory's configs win)."""
     num_layers: int = opt(4, ge=1, doc="transformer blocks")
     num_heads: int = opt(4, ge=1)
     head_dim: int = opt(32, ge=2)
@@ -114,9 +105,8 @@ class GeneratorArchConfig(_Section):
     text_heads: int = opt(4, ge=1)
     text_seed: int = opt(0, ge=0)
     flow_shift: float = opt(3.0, gt=0, doc="Wan FlowMatchEuler shift at sampling time")
-    prediction_type: str = opt("v_prediction", choices=("v_prediction", "epsilon"),
-                               doc="CogVideoX scheduler parameterization when built from config")
-    init_seed: int = opt(0, ge=0, doc="seed of the random init when built from config")
+    prediction_type: str = opt("v_prediction", choices=("v_prediction", "epsilon"), doc="CogVideoX scheduler's")
+    init_seed: int = opt(0, ge=0, doc="seed of the random init")
 
 
 @dataclass(frozen=True)
@@ -172,15 +162,11 @@ class PretrainConfig(_Section):
 
 @dataclass(frozen=True)
 class CriticConfig(_Section):
-    """VLM critic backend (`qwen_vl`) or the shapes-world oracle as a critic (tests and reference only).
-
-    `path`: "" builds a random model from the architecture fields below (with an offline tokenizer), "shipped"
-    loads the package's cold-started small critic, anything else is a local transformers directory.
-    """
+    """VLM critic backend (`qwen_vl`) or the shapes-world oracle as a critic (tests and reference only)."""
     backend: str = opt("qwen_vl", choices=("qwen_vl", "vllm", "oracle"), doc="vllm = the same Qwen-VL critic "
                        "served by vLLM (pip install 'dualipo[vllm]'; CUDA), for judging at scale")
-    path: str = opt("shipped", doc="'' = random from config, 'shipped' = bundled small critic, "
-                               "else a local directory")
+    path: str = opt("shipped", doc="'' = random from the fields below (offline tokenizer), 'shipped' = the "
+                               "package's cold-started small critic, else a local transformers directory")
     arch: str = opt("qwen2_vl", choices=("qwen2_vl", "qwen2_5_vl"), doc="model class when built from config")
     num_frames: int = opt(8, ge=1, doc="frames sampled from each video for the critic")
     image_size: int = opt(48, ge=0, doc="square side the frames are resized to (0 = smart_resize of the input)")
@@ -301,8 +287,7 @@ class TrainConfig(_Section):
 
 @dataclass(frozen=True)
 class CriticOptimConfig(_Section):
-    """Base of `critic_cold` and `critic_refine`: what both critic trainings read (optimisation, data format, seed
-    set); each section has its own copy, with the same defaults."""
+    """What both critic trainings read: a copy, with the same defaults, in `critic_cold` and `critic_refine`."""
     finetune: str = opt("full", choices=("full", "lora"), doc="train all weights or a LoRA on the language model")
     lora_rank: int = opt(16, ge=1)
     lora_alpha: float = opt(16.0, gt=0)
@@ -317,9 +302,8 @@ class CriticOptimConfig(_Section):
     log_every: int = opt(10, ge=1, doc="a metrics row (the loss averaged since the last row) every this many steps, "
                          "between evaluations")
     num_threads: int = opt(0, ge=0, doc="torch threads (0 = leave torch's default)")
-    seed_file: str = opt("", doc="the human seed set (JSONL / CSV, `dualipo critic seed` format) the cold start "
-                         "learns and refinement mixes in; '' in the shapes world's loop = oracle-labelled renders "
-                         "made at the start of the run")
+    seed_file: str = opt("", doc="the human seed set (JSONL / CSV, `dualipo critic seed` format); '' in the "
+                         "shapes world's loop = oracle-labelled renders made at the start of the run")
     seed_pairs: int = opt(600, ge=0, doc="oracle seed set: pairs (0 = pointwise records only)")
     seed_noise: float = opt(0.1, ge=0, le=1)
     seed: int = opt(0, ge=0)
@@ -327,8 +311,7 @@ class CriticOptimConfig(_Section):
 
 @dataclass(frozen=True)
 class CriticColdConfig(CriticOptimConfig):
-    """The critic's cold start and captioning pretraining (`dualipo critic cold-start`, `critic caption`); the
-    size of `dualipo critic seed`'s oracle seed set."""
+    """`dualipo critic cold-start` and `critic caption` (and the size of `critic seed`'s oracle seed set)."""
     num_steps: int = opt(1800, ge=1)
     both_orders: bool = opt(True, doc="train every pair in both presentation orders (position-bias control)")
     caption_videos: tuple[str, ...] = opt((), doc="shapes-world video directories (prompts.jsonl layout) whose "
@@ -351,8 +334,7 @@ class CriticColdConfig(CriticOptimConfig):
 
 @dataclass(frozen=True)
 class CriticRefineConfig(CriticOptimConfig):
-    """Step 6 (SRPO): critic refinement on its own confident, self-consistent judgments, in the loop and in
-    `dualipo critic refine`; the loop's own seed set."""
+    """Step 6 (SRPO, the loop and `dualipo critic refine`): refinement on the critic's own confident judgments."""
     refine: bool = opt(True, doc="False = IPO (frozen critic), the main ablation")
     method: str = opt("sft", choices=("sft", "dpo"), doc="refinement update: sft on the majority rationales mixed "
                       "with the seed set (seed_mix), or certainty-weighted sequence DPO + nll_weight x NLL")
@@ -434,17 +416,10 @@ class RunConfig(_Section):
 # ----------------------------------------------------------------------------------------------- presets
 
 def preset_small() -> RunConfig:
-    """The CPU demo on the shapes world.
-
-    World: what the small models can learn on a CPU (docs/preference_gain.md): 32 px, 9 frames, one circle or two
-    (object 1.5x the default size), five colours, three backgrounds, seven motions; 146 train / 64 held-out
-    prompts. The shipped base learned it from a web-like corpus whose captions name the colour wrong 40 % of the
-    time, the motion 30 % and the count 20 % (`world.web`). The shipped small critic judges in two steps (its
-    rationales need up to 96 tokens; why: assets/critic_small/README.md); the preference recipe: beta 500 for the
-    flow-matching error scale, timesteps in the noisier half where layout, colour and motion are decided, every
-    confident judgment as a pair, 300 steps of batch 8 a round; critic refinement with the shapes world's
-    rationale-verdict consistency check; loop sizes for a CPU demo (32 prompts x 4 videos a round = 192
-    judgments; 32 held-out prompts x 2 seeds)."""
+    """The CPU demo on the shapes world (why each value: docs/preference_gain.md, assets/critic_small/README.md): the
+    world the small models learn, captioned like the base's web-like corpus (`world.web`); two-step judging with
+    rationales of up to 96 tokens; beta 500 for the flow-matching error scale, timesteps in the noisier half where
+    layout, colour and motion are decided; every confident judgment a pair; the shapes world's consistency check."""
     c = RunConfig()
     world = replace(c.world, height=32, width=32, shapes=("circle",), p_pair=0.0, p_speed=0.0, p_count_two=0.2,
                     object_scale=1.5, num_train_prompts=146, num_eval_prompts=64,
@@ -487,12 +462,9 @@ def preset_tiny() -> RunConfig:
 def _preset_full(world: dict[str, Any], generator: dict[str, Any]) -> RunConfig:
     """What the full presets share: the paper's loop (8 videos per prompt, best-vs-worst pairs, K = 8 paths in both
     orders, certainty 0.5, 3 rounds), a Qwen2.5-VL-7B-Instruct critic from a local directory (any Qwen2-VL /
-    Qwen2.5-VL directory works: the architecture is read from its config.json), LoRA training in bf16, and the
-    memory features 80 GB cards need (docs/full_scale.md): bf16 weights, gradient checkpointing, VAE slicing and
-    tiling, latents and prompt embeddings encoded before training with the VAE and text encoder on CPU, and the
-    critic and the generator never on the GPU together, and judging in calls of 16 requests (why: `dualipo plan`,
-    docs/full_scale.md). Prompts: the shapes world's until `rounds.prompt_file` names the user's (then set
-    `critic_refine.seed_file` too)."""
+    Qwen2.5-VL directory: the architecture is read from its config.json), LoRA training in bf16, and the memory
+    features of docs/full_scale.md (80 GB cards). Prompts: the shapes world's until `rounds.prompt_file` names the
+    user's (then set `critic_refine.seed_file` too)."""
     c, critic = RunConfig(), dict(finetune="lora", learning_rate=1e-5, batch_size=4)
     return replace(
         c,
@@ -515,8 +487,7 @@ def _preset_full(world: dict[str, Any], generator: dict[str, Any]) -> RunConfig:
 def preset_full_cogvideox_2b() -> RunConfig:
     """CogVideoX-2B (`models/CogVideoX-2b`, diffusers layout): 49 frames at 480 x 720, 8 fps, 50 steps, CFG 6,
     T5 prompts of up to 226 tokens. The 2B transformer predicts v (its scheduler_config.json says
-    `prediction_type: v_prediction`; a loaded directory's scheduler always wins over
-    `generator.arch.prediction_type`)."""
+    `prediction_type: v_prediction`; a loaded directory's scheduler wins over `generator.arch.prediction_type`)."""
     return _preset_full(dict(height=480, width=720, num_frames=49, fps=8.0),
                         dict(backend="cogvideox", path="models/CogVideoX-2b", guidance_scale=6.0, text_max_len=226,
                              arch=GeneratorArchConfig(prediction_type="v_prediction")))
@@ -542,7 +513,6 @@ PRESETS = {"tiny": preset_tiny, "small": preset_small, "full-cogvideox-2b": pres
            "full": preset_full_cogvideox_2b}  # `full`: the name before the 5B and Wan presets existed
 
 
-
 # ----------------------------------------------------------------------------------------------- validation
 
 def _check_value(key: str, value: Any, meta: Mapping[str, Any]) -> None:
@@ -559,23 +529,17 @@ def _check_value(key: str, value: Any, meta: Mapping[str, Any]) -> None:
                 raise ConfigError(f"{key}: expected a value <= {meta['le']}, got {item!r}")
 
 
-def _moved_keys() -> dict[str, str]:
-    """Keys the restructure of issue 28 removed -> their new keys; only to name them in the error (no aliasing)."""
-    out = {f"generator.{f.name}": f"generator.arch.{f.name}" for f in fields(GeneratorArchConfig)}
-    cold, refine = ({f.name for f in fields(c)} for c in (CriticColdConfig, CriticRefineConfig))
-    for name in (cold | refine | {"refine_steps"}) - {"steps"}:
-        new = [f"critic_cold.{name}"] * (name in cold) + [f"critic_refine.{name}"] * (name in refine)
-        out[f"critic_train.{name}"] = " and ".join(new) or "critic_refine.steps"
-    return out
+_MOVED = {"generator": {"generator.arch": GeneratorArchConfig},  # issue 28's moves: for the message only, no alias
+          "critic_train": {"critic_cold": CriticColdConfig, "critic_refine": CriticRefineConfig}}
 
 
 def _moved(key: str, value: Any = None) -> ConfigError | None:
-    """The error for a removed key (or a mapping under one), naming the new key(s); None for other keys."""
+    """The error for a key (or a mapping under one) that issue 28 moved (`_MOVED`), naming its new key(s); or None."""
     if isinstance(value, Mapping):
-        found = [e for k, v in value.items() if (e := _moved(f"{key}.{k}", v))]
-        return found[0] if found else None
-    new = _moved_keys().get(key)
-    return ConfigError(f"config key {key!r} no longer exists: it is now {new}") if new else None
+        return next(filter(None, (_moved(f"{key}.{k}", v) for k, v in value.items())), None)
+    old, _, name = key.replace("critic_train.refine_steps", "critic_train.steps").partition(".")
+    new = [f"{s}.{name}" for s, c in _MOVED.get(old, {}).items() if name in {f.name for f in fields(c)}]
+    return ConfigError(f"config key {key!r} no longer exists: it is now {' and '.join(new)}") if new else None
 
 
 def _type_name(tp: Any) -> str:
@@ -584,13 +548,7 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(key: str, tp: Any, value: Any) -> Any:
     """Check `value` against the annotation `tp`; allow int -> float and list -> tuple only."""
-    origin = typing.get_origin(tp)
-    if origin in (types.UnionType, typing.Union):
-        if value is None and type(None) in typing.get_args(tp):
-            return None
-        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _coerce(key, inner, value)
-    if origin is tuple:
+    if typing.get_origin(tp) is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         (item_tp, _ellipsis) = typing.get_args(tp)

@@ -89,10 +89,9 @@ class CriticDiverged(RuntimeError):
 
 
 def load_trainable(cfg: RunConfig, ct: CriticOptimConfig):
-    """(model, tokenizer, critic) for training, from `critic.path`: all weights in float32 when
-    `ct.finetune=full` (`ct`: the `critic_cold` or `critic_refine` section); with `lora`, the base stays in
-    `critic.dtype` (a 7B critic in bf16 is half the memory) and the adapter on the language model is float32
-    (peft's default upcast)."""
+    """(model, tokenizer, critic) for training, from `critic.path`: all weights in float32 when `ct.finetune=full`
+    (`ct`: `critic_cold` or `critic_refine`); with `lora`, the base stays in `critic.dtype` (a 7B critic in bf16 is
+    half the memory) and the adapter on the language model is float32 (peft's default upcast)."""
     from dualipo.critics.qwen_vl import QwenVLCritic, load_model
 
     model, tok = load_model(cfg.critic)
@@ -105,11 +104,10 @@ def load_trainable(cfg: RunConfig, ct: CriticOptimConfig):
 
 def train_loop(cfg: RunConfig, ct: CriticOptimConfig, trainable, out: Path, loss_fn, evaluate, resume: bool,
                desc: str, total: int, guard=None, eval_every: int | None = None) -> Path:
-    """The explicit critic training loop, `total` steps with the settings of `ct` (the `critic_cold` or
-    `critic_refine` section): AdamW, warm-up + cosine, clipping, checkpoints with exact resume, a NaN guard, a row
-    in OUT/metrics.jsonl every `ct.log_every` steps with the means since the last row of the loss and of the
-    metrics `loss_fn` returns, and `evaluate(critic) -> dict` added to the rows every `eval_every` steps (default
-    `ct.eval_every`) and at the end.
+    """The explicit critic training loop, `total` steps with the settings of `ct` (`critic_cold` or `critic_refine`):
+    AdamW, warm-up + cosine, clipping, checkpoints with exact resume, a NaN guard, a row in OUT/metrics.jsonl every
+    `ct.log_every` steps with the means since the last row of the loss and of the metrics `loss_fn` returns, and
+    `evaluate(critic) -> dict` added to the rows every `eval_every` steps (default `ct.eval_every`) and at the end.
 
     `loss_fn(critic, step) -> (loss, metrics)`. `guard(row) -> str | None`: checked at every evaluation; a
     reason stops training and restores the last checkpoint (written at the previous evaluation that passed).

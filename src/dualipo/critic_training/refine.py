@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from dualipo.config import RunConfig
+from dualipo.config import CriticRefineConfig, RunConfig
 from dualipo.critic_training.certainty import check_reference, keep, pce, rationale_rewards
 from dualipo.critic_training.cold_start import sft_examples
 from dualipo.critic_training.loop import (Example, batch_indices, load_trainable, mixed_batch, sequence_logprobs,
@@ -113,7 +113,7 @@ def refine_critic(cfg: RunConfig, judgments: list[Judgment], out: str | Path, se
             return sft_loss(critic, mixed_batch(step, sft, [(seed, ct.seed_mix)], ct.batch_size, ct.seed)), {}
         guard = None
     else:
-        loss_fn = dpo_loss_fn(cfg, trainable[2], dpo)
+        loss_fn = dpo_loss_fn(ct, trainable[2], dpo)
 
         def guard(row):
             rate = row["abstention_rate"]
@@ -126,10 +126,9 @@ def refine_critic(cfg: RunConfig, judgments: list[Judgment], out: str | Path, se
     return final, counts
 
 
-def dpo_loss_fn(cfg: RunConfig, critic, pairs: list[tuple[Example, Example, float]]):
-    """The certainty-weighted sequence DPO + NLL loss of batch `step`; the reference log-probs are the critic's
-    before any update (computed here, once)."""
-    ct = cfg.critic_refine
+def dpo_loss_fn(ct: CriticRefineConfig, critic, pairs: list[tuple[Example, Example, float]]):
+    """The certainty-weighted sequence DPO + NLL loss of batch `step` (settings of `ct`, the `critic_refine`
+    section); the reference log-probs are the critic's before any update (computed here, once)."""
     chosen, rejected = [p[0] for p in pairs], [p[1] for p in pairs]
     weights = torch.tensor([p[2] for p in pairs])
     with torch.no_grad():

@@ -70,8 +70,7 @@ class CogVideoXGenerator(DiffusersGenerator):
 
 def build_cogvideox(g: GeneratorConfig, world: WorldConfig, fps: float) -> CogVideoXGenerator:
     """A random-init CogVideoX pipeline from `g.arch`, sized for `world`."""
-    a = g.arch
-    ch = a.vae_channels
+    a, ch = g.arch, g.arch.vae_channels
     if len(ch) < 3 or any(c % a.vae_norm_groups for c in ch) or a.latent_channels % 2:
         raise ValueError(f"generator.arch.vae_channels={ch}: CogVideoX needs >= 3 levels (4x temporal compression), "
                          f"each divisible by generator.arch.vae_norm_groups={a.vae_norm_groups}, and an even "

@@ -49,8 +49,7 @@ def build_tokenizer(max_length: int) -> PreTrainedTokenizerFast:
 def build_text_encoder(a: GeneratorArchConfig, vocab_size: int) -> T5EncoderModel:
     """A frozen, randomly initialised T5 encoder (seeded by `a.text_seed`) of width `a.text_dim`."""
     if a.text_dim % a.text_heads:
-        raise ValueError(f"generator.arch.text_dim={a.text_dim} must be divisible by "
-                         f"generator.arch.text_heads={a.text_heads}")
+        raise ValueError(f"generator.arch.text_dim={a.text_dim} must be divisible by text_heads={a.text_heads}")
     cfg = T5Config(vocab_size=vocab_size, d_model=a.text_dim, d_kv=a.text_dim // a.text_heads, d_ff=2 * a.text_dim,
                    num_layers=a.text_layers, num_heads=a.text_heads, relative_attention_num_buckets=8,
                    dropout_rate=0.0)

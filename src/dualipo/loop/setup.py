@@ -66,21 +66,17 @@ def recorded_config(run_dir: str | Path) -> RunConfig:
 
 
 def _recorded(ledger: Ledger, run_dir: str | Path) -> dict:
-    """The config the ledger recorded; a ValueError (the ledger closed) for one of the layout before issue 28's
-    restructure."""
-    config = ledger.config()
-    if "critic_train" in config or "num_layers" in config.get("generator", {}):
-        ledger.close()
-        raise ValueError(f"cannot resume {run_dir}: its recorded config is from an older layout (critic_train, "
-                         "generator.num_layers: now critic_cold / critic_refine and generator.arch); a run cannot "
-                         "be resumed across that change: start it again with a new --out")
-    return config
+    """The ledger's config; a ValueError (the ledger closed) for one recorded before issue 28's restructure."""
+    if "critic_train" not in (config := ledger.config()):
+        return config
+    ledger.close()
+    raise ValueError(f"cannot resume {run_dir}: its recorded config is from an older layout (critic_train, before "
+                     "critic_cold / critic_refine and generator.arch); start the run again with a new --out")
 
 
 def open_run(run_dir: Path, cfg: RunConfig, pool: list, base_id: str, resume: bool) -> Ledger:
-    """The run's ledger: created in a new (or empty) directory, or reopened to resume after checking that the
-    config, the prompt pool and the base generator are the ones it recorded. The config recorded, hashed and
-    compared leaves out `pretrain` (only `dualipo pretrain` reads it)."""
+    """The run's ledger: created in a new (or empty) directory, or reopened to resume after checking that the config
+    (without `pretrain`: only `dualipo pretrain` reads it), the prompt pool and the base generator are as recorded."""
     config = json.loads(json.dumps({k: v for k, v in to_dict(cfg).items() if k != "pretrain"}))  # tuples: lists
     ledger = _reopen(run_dir, cfg, config, pool, base_id) if resume else _create(run_dir, cfg, config, pool, base_id)
     atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
