@@ -126,6 +126,17 @@ def _evaluate(cfg, critic_path: str, heldout: list, out: Path) -> dict:
     return json.loads(f.read_text())
 
 
+def _summarize(result: dict) -> None:
+    """Each arm's mean accuracy and standard error over seeds, and refinement minus control (paired by seed)."""
+    for arm, runs in result["arms"].items():
+        acc = np.array([r["accuracy"] for r in runs])
+        result[f"{arm}_mean"] = float(acc.mean())
+        result[f"{arm}_se"] = float(acc.std(ddof=1) / np.sqrt(len(acc))) if len(acc) > 1 else None
+    if "refine" in result["arms"] and "control" in result["arms"]:
+        diffs = [r["accuracy"] - c["accuracy"] for r, c in zip(result["arms"]["refine"], result["arms"]["control"])]
+        result["refine_minus_control"] = float(np.mean(diffs))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -181,13 +192,7 @@ def main() -> None:
                                                        "abstention_rate": res["abstention_rate"],
                                                        "counts": counts, "seconds": round(time.time() - t)})
             (out / "result.json").write_text(json.dumps(result, indent=1))
-    for arm, runs in result["arms"].items():
-        acc = np.array([r["accuracy"] for r in runs])
-        result[f"{arm}_mean"] = float(acc.mean())
-        result[f"{arm}_se"] = float(acc.std(ddof=1) / np.sqrt(len(acc))) if len(acc) > 1 else None
-    if "refine" in result["arms"] and "control" in result["arms"]:
-        diffs = [r["accuracy"] - c["accuracy"] for r, c in zip(result["arms"]["refine"], result["arms"]["control"])]
-        result["refine_minus_control"] = float(np.mean(diffs))
+    _summarize(result)
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k not in ("arms",)}, indent=1))
 
