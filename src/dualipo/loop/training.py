@@ -54,10 +54,10 @@ def base_generator_id(cfg: RunConfig) -> str:
     transformer weights (a resume refuses changed base weights)."""
     from dualipo.generators import SHIPPED, shipped_path
 
-    h = hashlib.sha256(json.dumps(to_dict(cfg.generator), sort_keys=True).encode())
-    g = cfg.generator
-    if g.path:
-        root = shipped_path() if g.path == SHIPPED else Path(g.path)
+    flat = to_dict(cfg.generator)  # hashed in the flat layout before issue 28: a generator keeps its identity
+    h = hashlib.sha256(json.dumps({**flat.pop("arch"), **flat}, sort_keys=True).encode())
+    if path := cfg.generator.path:
+        root = shipped_path() if path == SHIPPED else Path(path)
         for f in sorted((root / "transformer").glob("*.safetensors")):
             h.update(f.name.encode() + sha256_file(f).encode())
     return h.hexdigest()
