@@ -4,7 +4,7 @@ self-refinement, the honest experiment)
 For one generator (the shipped base, or the base with preference-trained adapters merged in order):
 1. videos: 4 samples per prompt of `--pool-prompts` train prompts (the unlabelled pool) and of
    `--heldout-prompts` held-out prompts (the evaluation set);
-2. held-out pairs with the oracle's noise-free labels (`critic seed critic_train.seed_noise=0`: evaluation only);
+2. held-out pairs with the oracle's noise-free labels (`critic seed critic_cold.seed_noise=0`: evaluation only);
 3. the pool's pairs (random pairs within a prompt, dimension drawn uniformly) judged by the starting critic:
    K paths per order, both orders (the oracle's labels of the pool are kept beside them for the analysis only:
    pseudo-label accuracy per dimension and per certainty bin);
@@ -88,7 +88,7 @@ def pseudo_label_table(cfg, js, labels) -> dict:
     from dualipo.critics.consistency import filter_judgment
     from dualipo.critic_training.certainty import keep
 
-    ct = cfg.critic_train
+    ct = cfg.critic_refine
     rows = []
     for j, label in zip(js, labels):
         f, _ = filter_judgment(j, ct.consistency)
@@ -126,6 +126,17 @@ def _evaluate(cfg, critic_path: str, heldout: list, out: Path) -> dict:
     return json.loads(f.read_text())
 
 
+def _summarize(result: dict) -> None:
+    """Each arm's mean accuracy and standard error over seeds, and refinement minus control (paired by seed)."""
+    for arm, runs in result["arms"].items():
+        acc = np.array([r["accuracy"] for r in runs])
+        result[f"{arm}_mean"] = float(acc.mean())
+        result[f"{arm}_se"] = float(acc.std(ddof=1) / np.sqrt(len(acc))) if len(acc) > 1 else None
+    if "refine" in result["arms"] and "control" in result["arms"]:
+        diffs = [r["accuracy"] - c["accuracy"] for r, c in zip(result["arms"]["refine"], result["arms"]["control"])]
+        result["refine_minus_control"] = float(np.mean(diffs))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -143,8 +154,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     out = Path(a.out) / a.name
     out.mkdir(parents=True, exist_ok=True)
-    cfg = build_config("small", overrides=["critic_train.refine_steps=150", "critic_train.batch_size=16",
-                                           "judging.temperature=1.0", *a.overrides])
+    cfg = build_config("small", overrides=["critic_refine.steps=150", "critic_refine.batch_size=16",
+                                           "critic_cold.batch_size=16", "judging.temperature=1.0", *a.overrides])
     t0 = time.time()
     gen_cfg = replace(cfg, generator=replace(cfg.generator, path=_generator_dir(cfg, a.adapters, out)))
     pool_dir = _videos(gen_cfg, out / "pool", a.pool_prompts, "train", 50 + len(a.adapters))
@@ -164,14 +175,15 @@ def main() -> None:
     from dualipo.critic_training.refine import refine_critic
 
     for s in a.seeds:
-        scfg = replace(cfg, critic_train=replace(cfg.critic_train, seed=s))
+        scfg = replace(cfg, critic_cold=replace(cfg.critic_cold, seed=s),
+                       critic_refine=replace(cfg.critic_refine, seed=s))
         for arm in ("refine", "control"):
             d = out / f"{arm}_seed{s}"
             t = time.time()
             if arm == "refine":
                 final, counts = refine_critic(scfg, js, d, seed_file)
             else:
-                ccfg = replace(scfg, critic_train=replace(scfg.critic_train, num_steps=cfg.critic_train.refine_steps))
+                ccfg = replace(scfg, critic_cold=replace(scfg.critic_cold, num_steps=cfg.critic_refine.steps))
                 final, counts = cold_start(ccfg, seed_file, d), {}
             res = _evaluate(cfg, str(final), heldout, d)
             result["arms"].setdefault(arm, []).append({"seed": s, "accuracy": res["accuracy"],
@@ -180,13 +192,7 @@ def main() -> None:
                                                        "abstention_rate": res["abstention_rate"],
                                                        "counts": counts, "seconds": round(time.time() - t)})
             (out / "result.json").write_text(json.dumps(result, indent=1))
-    for arm, runs in result["arms"].items():
-        acc = np.array([r["accuracy"] for r in runs])
-        result[f"{arm}_mean"] = float(acc.mean())
-        result[f"{arm}_se"] = float(acc.std(ddof=1) / np.sqrt(len(acc))) if len(acc) > 1 else None
-    if "refine" in result["arms"] and "control" in result["arms"]:
-        diffs = [r["accuracy"] - c["accuracy"] for r, c in zip(result["arms"]["refine"], result["arms"]["control"])]
-        result["refine_minus_control"] = float(np.mean(diffs))
+    _summarize(result)
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k not in ("arms",)}, indent=1))
 

@@ -19,17 +19,17 @@ videos() { [ -f "$1/prompts.jsonl" ] || $D critic videos --out "$@"; }
 videos render_train --prompts 146 --per-prompt 4 --split train --seed 0
 videos gen_train --generator --prompts 146 --per-prompt 4 --split train --seed 0
 videos gen_eval --generator --prompts 64 --per-prompt 4 --split eval --seed 1
-[ -f seed.jsonl ] || $D critic seed --videos gen_train --out seed.jsonl critic_train.seed_pairs=600 \
-    critic_train.seed_noise=0.1 critic_train.seed=0
-[ -f heldout.jsonl ] || $D critic seed --videos gen_eval --out heldout.jsonl critic_train.seed_pairs=600 \
-    critic_train.seed_noise=0 critic_train.seed=7
-$D critic cold-start critic_train.seed_file=seed.jsonl --heldout heldout.jsonl \
-    "critic_train.caption_videos=[render_train,gen_train]" --out cold critic.path="$FROM" \
-    critic_train.caption_mix=0.35 critic_train.reasoning_mix=0.55 \
-    critic_train.reasoning_examples=40000 critic_train.batch_size=40 critic_train.learning_rate=5e-4 \
-    "critic_train.reasoning_dimensions=[consistency,motion,motion]" critic_train.warmup_steps=20 \
-    critic_train.num_steps=${STEPS:-600} critic_train.eval_every=200 critic_train.checkpoint_every=100 \
-    critic_train.eval_pairs=100 judging.pairs_from=comparison
+[ -f seed.jsonl ] || $D critic seed --videos gen_train --out seed.jsonl critic_cold.seed_pairs=600 \
+    critic_cold.seed_noise=0.1 critic_cold.seed=0
+[ -f heldout.jsonl ] || $D critic seed --videos gen_eval --out heldout.jsonl critic_cold.seed_pairs=600 \
+    critic_cold.seed_noise=0 critic_cold.seed=7
+$D critic cold-start critic_cold.seed_file=seed.jsonl --heldout heldout.jsonl \
+    "critic_cold.caption_videos=[render_train,gen_train]" --out cold critic.path="$FROM" \
+    critic_cold.caption_mix=0.35 critic_cold.reasoning_mix=0.55 \
+    critic_cold.reasoning_examples=40000 critic_cold.batch_size=40 critic_cold.learning_rate=5e-4 \
+    "critic_cold.reasoning_dimensions=[consistency,motion,motion]" critic_cold.warmup_steps=20 \
+    critic_cold.num_steps=${STEPS:-600} critic_cold.eval_every=200 critic_cold.checkpoint_every=100 \
+    critic_cold.eval_pairs=100 judging.pairs_from=comparison
 [ -f eval_k8.json ] || $D critic eval --pairs heldout.jsonl critic.path=cold/final judging.pairs_from=comparison \
     > eval_k8.json
 echo "critic: $W/cold/final"

@@ -22,15 +22,15 @@ videos gen_train2 --generator --prompts 146 --per-prompt 4 --split train --seed 
 videos gen_eval --generator --prompts 64 --per-prompt 4 --split eval --seed 1
 # 1168 sampled videos x 4 dimensions = 4672 pointwise labels; 600 noise-free held-out pairs of held-out prompts
 [ -f seed_point.jsonl ] || $D critic seed --videos gen_train gen_train2 --out seed_point.jsonl \
-    critic_train.seed_pairs=0 --pointwise 4672 critic_train.seed_noise=0.1 critic_train.seed=0
-[ -f heldout.jsonl ] || $D critic seed --videos gen_eval --out heldout.jsonl critic_train.seed_pairs=600 \
-    critic_train.seed_noise=0 critic_train.seed=7
-$D critic cold-start critic_train.seed_file=seed_point.jsonl --heldout heldout.jsonl \
-    "critic_train.caption_videos=[render_train,gen_train,gen_train2]" --out cold critic.path="$FROM" \
-    critic_train.caption_mix=0.3 \
-    critic_train.batch_size=40 critic_train.learning_rate=5e-4 critic_train.warmup_steps=20 \
-    critic_train.num_steps=${STEPS:-1000} critic_train.eval_every=500 critic_train.checkpoint_every=250 \
-    critic_train.eval_pairs=100
+    critic_cold.seed_pairs=0 --pointwise 4672 critic_cold.seed_noise=0.1 critic_cold.seed=0
+[ -f heldout.jsonl ] || $D critic seed --videos gen_eval --out heldout.jsonl critic_cold.seed_pairs=600 \
+    critic_cold.seed_noise=0 critic_cold.seed=7
+$D critic cold-start critic_cold.seed_file=seed_point.jsonl --heldout heldout.jsonl \
+    "critic_cold.caption_videos=[render_train,gen_train,gen_train2]" --out cold critic.path="$FROM" \
+    critic_cold.caption_mix=0.3 \
+    critic_cold.batch_size=40 critic_cold.learning_rate=5e-4 critic_cold.warmup_steps=20 \
+    critic_cold.num_steps=${STEPS:-1000} critic_cold.eval_every=500 critic_cold.checkpoint_every=250 \
+    critic_cold.eval_pairs=100
 [ -f eval_k8.json ] || $D critic eval --pairs heldout.jsonl --judgments judgments_k8.jsonl \
     critic.path=cold/final > eval_k8.json
 echo "critic: $W/cold/final"

@@ -25,7 +25,7 @@ echo "== 2. dualipo run on CUDA: tiny, then small (one short round)"
 rm -rf "$W/run_tiny" "$W/run_small"
 $PY -m dualipo.cli run --preset tiny --out "$W/run_tiny" critic.device=cuda 2>&1 | tee "$W/run_tiny.log"
 $PY -m dualipo.cli run --preset small --out "$W/run_small" critic.device=cuda rounds.num_rounds=1 \
-    sampling.prompts_per_round=4 sampling.videos_per_prompt=2 train.num_steps=5 critic_train.refine_steps=2 \
+    sampling.prompts_per_round=4 sampling.videos_per_prompt=2 train.num_steps=5 critic_refine.steps=2 \
     eval.num_prompts=4 2>&1 | tee "$W/run_small.log"
 
 echo "== 3. full architectures: one DPO step and one sampling pass each"

@@ -21,10 +21,11 @@ import torch
 
 from dualipo.config import build_config
 
-TINY_GENERATOR = ["generator.path=", "generator.num_layers=1", "generator.num_heads=2", "generator.head_dim=16",
-                  "generator.ffn_dim=32", "generator.time_dim=16", "generator.latent_channels=4",
-                  "generator.vae_channels=[4, 8, 8]", "generator.text_dim=16", "generator.text_layers=1",
-                  "generator.text_heads=2", "generator.dtype=float32",
+TINY_GENERATOR = ["generator.path=", "generator.arch.num_layers=1", "generator.arch.num_heads=2",
+                  "generator.arch.head_dim=16", "generator.arch.ffn_dim=32", "generator.arch.time_dim=16",
+                  "generator.arch.latent_channels=4", "generator.arch.vae_channels=[4, 8, 8]",
+                  "generator.arch.text_dim=16", "generator.arch.text_layers=1",
+                  "generator.arch.text_heads=2", "generator.dtype=float32",
                   "generator.device=cpu", "world.height=32", "world.width=32", "world.num_frames=9"]
 SHARD = "8KB"  # small enough that the tiny text encoders (and the 5B's transformer) are sharded
 
@@ -85,7 +86,7 @@ def save_tiny_cogvideox(root: Path, five_b: bool = False) -> Path:
     cfg = build_config("full-cogvideox-5b" if five_b else "full-cogvideox-2b", overrides=TINY_GENERATOR)
     pipe = build_generator(cfg).pipe
     tokenizer = t5_tokenizer(cfg.generator.text_max_len)
-    pipe.register_modules(tokenizer=tokenizer, text_encoder=build_text_encoder(cfg.generator, len(tokenizer)))
+    pipe.register_modules(tokenizer=tokenizer, text_encoder=build_text_encoder(cfg.generator.arch, len(tokenizer)))
     if five_b:
         t = pipe.transformer.config
         torch.manual_seed(0)

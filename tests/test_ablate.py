@@ -33,7 +33,7 @@ def test_ablate_runs_each_arm_and_tabulates_them(tmp_path):
     # each arm is its switch: IPO never refines, Dual-IPO does; the seed control refines on the seed set alone
     assert not query(out / "ipo" / "seed0", "SELECT * FROM checkpoints WHERE kind = 'critic'")
     assert query(out / "dual_ipo" / "seed0", "SELECT * FROM checkpoints WHERE kind = 'critic'")
-    assert _config(out / "control_seed" / "seed0")["critic_train"]["seed_mix"] == 1.0
+    assert _config(out / "control_seed" / "seed0")["critic_refine"]["seed_mix"] == 1.0
     # the web control trains every round on one render per sampled video, at twice the batch, captioned like the
     # web corpus (here every colour named wrong), fresh caption draws per round and seed
     control = out / "control_web" / "seed1"
@@ -60,7 +60,7 @@ def test_ablate_runs_each_arm_and_tabulates_them(tmp_path):
                       "control: critic refinement compute on seed training, 2 rounds"]
     assert md in p.stdout and all(line.endswith("| 0 1 |") for line in md.splitlines()[4:4 + len(labels)])
     html = (out / "ablation.html").read_text()
-    assert html.count("<tr>") == len(labels) + 1 and "critic_train.seed_mix=1" in html
+    assert html.count("<tr>") == len(labels) + 1 and "critic_refine.seed_mix=1" in html
 
     # the JSON's figures are the ledgers' own: means over seeds, deltas paired by seed
     rows = {r["label"]: r for r in json.loads((out / "ablation.json").read_text())["rows"]}

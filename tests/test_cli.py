@@ -108,12 +108,12 @@ def test_options_and_overrides_mix_in_any_order(command, groups, tmp_path):
 
 
 @pytest.mark.parametrize("argv, key", [  # removed flags and the config keys that replaced them
-    (["critic", "seed", "--videos", ".", "--out", "s", "--pairs", "6"], "critic_train.seed_pairs"),
-    (["critic", "seed", "--videos", ".", "--out", "s", "--noise", "0"], "critic_train.seed_noise"),
-    (["critic", "seed", "--videos", ".", "--out", "s", "--seed", "7"], "critic_train.seed"),
-    (["critic", "cold-start", "--out", "o", "--seed-file", "s.jsonl"], "critic_train.seed_file"),
-    (["critic", "cold-start", "--out", "o", "--caption-videos", "a", "b"], "critic_train.caption_videos"),
-    (["critic", "refine", "--judgments", "j", "--out", "o", "--seed-file", "s.jsonl"], "critic_train.seed_file"),
+    (["critic", "seed", "--videos", ".", "--out", "s", "--pairs", "6"], "critic_cold.seed_pairs"),
+    (["critic", "seed", "--videos", ".", "--out", "s", "--noise", "0"], "critic_cold.seed_noise"),
+    (["critic", "seed", "--videos", ".", "--out", "s", "--seed", "7"], "critic_cold.seed"),
+    (["critic", "cold-start", "--out", "o", "--seed-file", "s.jsonl"], "critic_cold.seed_file"),
+    (["critic", "cold-start", "--out", "o", "--caption-videos", "a", "b"], "critic_cold.caption_videos"),
+    (["critic", "refine", "--judgments", "j", "--out", "o", "--seed-file", "s.jsonl"], "critic_refine.seed_file"),
     (["ablate", "--out", "o", "--rounds", "2"], "rounds.num_rounds"),
     (["evaluate", "--prompts", "p", "--out", "o", "--seeds", "2", "3"], "eval.seeds"),
     (["evaluate", "--prompts", "p", "--out", "o", "--generator", "shipped"], "generator.path"),

@@ -17,8 +17,8 @@ def test_presets_build_and_round_trip(preset, tmp_path):
 def test_overrides_are_typed():
     cfg = build_config("tiny", overrides=["rounds.num_rounds=2", "train.beta=2500", "judging.both_orders=false",
                                           "world.colours=[red, blue]", "generator.path=001",
-                                          "train.learning_rate=5e-3", "critic_train.learning_rate=1E-4"])
-    assert cfg.train.learning_rate == 5e-3 and cfg.critic_train.learning_rate == 1e-4
+                                          "train.learning_rate=5e-3", "critic_cold.learning_rate=1E-4"])
+    assert cfg.train.learning_rate == 5e-3 and cfg.critic_cold.learning_rate == 1e-4
     assert cfg.rounds.num_rounds == 2
     assert cfg.train.beta == 2500.0 and isinstance(cfg.train.beta, float)
     assert cfg.judging.both_orders is False
@@ -40,7 +40,7 @@ def test_file_then_overrides(tmp_path):
     ("train.beta=abc", "train.beta: expected float"),
     ("train.beta=-1", "train.beta: expected a value > 0"),
     ("judging.certainty_threshold=1.5", "judging.certainty_threshold: expected a value <= 1"),
-    ("critic_train.certainty=foo", "critic_train.certainty: expected one of ['vote', 'pce']"),
+    ("critic_refine.certainty=foo", "critic_refine.certainty: expected one of ['vote', 'pce']"),
     ("world.colours=[red, pink]", "world.colours: expected one of"),
     ("judging.both_orders=1", "judging.both_orders: expected bool"),
     ("rounds.num_rounds=2.5", "rounds.num_rounds: expected int"),
@@ -72,3 +72,33 @@ def test_bad_files(tmp_path):
 def test_config_dict_is_json_serialisable():
     d = to_dict(build_config("small"))
     assert json.loads(json.dumps(d))["train"]["beta"] == d["train"]["beta"]
+
+
+@pytest.mark.parametrize("override, new", [
+    ("critic_train.refine=false", "it is now critic_refine.refine"),
+    ("critic_train.refine_steps=3", "it is now critic_refine.steps"),
+    ("critic_train.caption_mix=0.3", "it is now critic_cold.caption_mix"),
+    ("critic_train.learning_rate=1e-4", "it is now critic_cold.learning_rate and critic_refine.learning_rate"),
+    ("generator.num_layers=2", "it is now generator.arch.num_layers"),
+])
+def test_removed_keys_fail_naming_their_new_keys(override, new, tmp_path):
+    key, value = override.split("=")
+    with pytest.raises(ConfigError, match=f"config key '{key}' no longer exists: {new}$"):
+        build_config("tiny", overrides=[override])
+    section, name = key.split(".")
+    (tmp_path / "old.yaml").write_text(f"{section}:\n  {name}: {value}\n")
+    with pytest.raises(ConfigError, match=f"config key '{key}' no longer exists: {new}$"):
+        build_config("tiny", tmp_path / "old.yaml")
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_critic_sections_share_their_common_fields_and_the_architecture_nests(preset):
+    from dataclasses import fields
+
+    from dualipo.config import CriticOptimConfig
+
+    cfg = build_config(preset)
+    shared = [f.name for f in fields(CriticOptimConfig)]
+    assert [getattr(cfg.critic_cold, n) for n in shared] == [getattr(cfg.critic_refine, n) for n in shared]
+    tiny = build_config("tiny", overrides=["generator.arch.num_layers=3"])
+    assert tiny.generator.arch.num_layers == 3 and tiny.generator.arch.num_heads == 2

@@ -21,7 +21,7 @@ def seed_file(tmp_path_factory):
     d = tmp_path_factory.mktemp("seedset")
     assert main(["critic", "videos", "--preset", "tiny", "--out", str(d), "--prompts", "2", "--per-prompt", "3"]) == 0
     assert main(["critic", "seed", "--preset", "tiny", "--videos", str(d), "--out", str(d / "seed.jsonl"),
-                 "critic_train.seed_pairs=6", "--pointwise", "2"]) == 0
+                 "critic_cold.seed_pairs=6", "--pointwise", "2"]) == 0
     return d / "seed.jsonl"
 
 
@@ -51,9 +51,9 @@ def test_mixed_batch_takes_its_share_from_aux():
 
 
 def test_resume_equals_uninterrupted(seed_file, tmp_path):
-    over = ["critic_train.num_steps=4", "critic_train.checkpoint_every=2", "critic_train.eval_pairs=0"]
+    over = ["critic_cold.num_steps=4", "critic_cold.checkpoint_every=2", "critic_cold.eval_pairs=0"]
     full = cold_start(build_config("tiny", overrides=over), seed_file, tmp_path / "full")
-    first = build_config("tiny", overrides=["critic_train.num_steps=2", *over[1:]])
+    first = build_config("tiny", overrides=["critic_cold.num_steps=2", *over[1:]])
     cold_start(first, seed_file, tmp_path / "split")
     cold_start(build_config("tiny", overrides=over), seed_file, tmp_path / "split")  # resumes at step 2
     a = json.loads((latest_checkpoint(tmp_path / "full" / "ckpt") / "state.json").read_text())["extra"]["losses"]
@@ -64,8 +64,8 @@ def test_resume_equals_uninterrupted(seed_file, tmp_path):
 
 def test_lora_cold_start_and_cli_eval(seed_file, tmp_path, capsys):
     out = tmp_path / "lora"
-    assert main(["critic", "cold-start", "--preset", "tiny", f"critic_train.seed_file={seed_file}", "--heldout",
-                 str(seed_file), "--out", str(out), "critic_train.finetune=lora", "critic_train.num_steps=1"]) == 0
+    assert main(["critic", "cold-start", "--preset", "tiny", f"critic_cold.seed_file={seed_file}", "--heldout",
+                 str(seed_file), "--out", str(out), "critic_cold.finetune=lora", "critic_cold.num_steps=1"]) == 0
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows and {"accuracy", "position_bias", "abstention_rate", "tie_rate"} <= set(rows[-1])
     capsys.readouterr()
@@ -95,11 +95,11 @@ def test_caption_pretraining_cli_then_cold_start_from_it(seed_file, tmp_path, ca
     assert all(parse_description(e.target) is not None for e in ex)
     out = tmp_path / "caption"
     assert main(["critic", "caption", "--preset", "tiny", "--videos", str(videos), "--heldout", str(videos),
-                 "--out", str(out), "critic_train.num_steps=2"]) == 0
+                 "--out", str(out), "critic_cold.num_steps=2"]) == 0
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     assert {"exact", "malformed", "objects_accuracy", "motion_accuracy", "steadiness_accuracy"} <= set(rows[-1])
-    assert rows[-1]["n"] == 2  # the tiny preset evaluates critic_train.eval_pairs videos
+    assert rows[-1]["n"] == 2  # the tiny preset evaluates critic_cold.eval_pairs videos
     cache = out / "caption_examples.jsonl"  # descriptions kept for a resume
     lines = cache.read_text().splitlines()
     assert caption_examples([videos], cache=cache) == ex
@@ -108,19 +108,19 @@ def test_caption_pretraining_cli_then_cold_start_from_it(seed_file, tmp_path, ca
     os.utime(ex[0].videos[0], ns=(0, 0))  # a changed video invalidates the cache
     assert caption_examples([videos], cache=cache) == ex and "CACHED" not in cache.read_text()
     cold = tmp_path / "cold"
-    args = ["critic", "cold-start", "--preset", "tiny", f"critic_train.seed_file={seed_file}",
-            f"critic_train.caption_videos=[{videos}]", "--out", str(cold), f"critic.path={out / 'final'}",
-            "critic_train.num_steps=1", "critic_train.eval_pairs=0"]
+    args = ["critic", "cold-start", "--preset", "tiny", f"critic_cold.seed_file={seed_file}",
+            f"critic_cold.caption_videos=[{videos}]", "--out", str(cold), f"critic.path={out / 'final'}",
+            "critic_cold.num_steps=1", "critic_cold.eval_pairs=0"]
     assert main(args) == 2  # captioning videos without a share of the batch for them
-    assert "critic_train.caption_mix or reasoning_mix > 0" in capsys.readouterr().err
-    assert main([*args, "critic_train.caption_mix=0.5", "critic_train.reasoning_mix=0.5"]) == 2
+    assert "critic_cold.caption_mix or reasoning_mix > 0" in capsys.readouterr().err
+    assert main([*args, "critic_cold.caption_mix=0.5", "critic_cold.reasoning_mix=0.5"]) == 2
     assert "leaves no room for the seed set" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # the removed flag: critic_train.caption_videos replaced it
+    with pytest.raises(SystemExit):  # the removed flag: critic_cold.caption_videos replaced it
         main([*args[:5], "--caption-videos", str(videos), *args[6:]])
     assert "unrecognized arguments: --caption-videos" in capsys.readouterr().err
-    assert main([*args, "critic_train.caption_videos=[nowhere]"]) == 2
-    assert "critic_train.caption_videos: not a directory: nowhere" in capsys.readouterr().err
-    assert main([*args[:5], "critic_train.caption_mix=0.25", *args[5:8], "critic_train.reasoning_mix=0.25",
+    assert main([*args, "critic_cold.caption_videos=[nowhere]"]) == 2
+    assert "critic_cold.caption_videos: not a directory: nowhere" in capsys.readouterr().err
+    assert main([*args[:5], "critic_cold.caption_mix=0.25", *args[5:8], "critic_cold.reasoning_mix=0.25",
                  *args[8:]]) == 0  # overrides between the options
     assert (cold / "final" / "model.safetensors").is_file()
     comparisons = comparison_examples([videos], ex, 8, ("motion",))

@@ -43,7 +43,7 @@ def test_presets_resolve_with_the_paper_settings_and_memory_features():
         assert c.world.num_train_prompts >= c.rounds.num_rounds * c.sampling.prompts_per_round
     cog = build_config("full-cogvideox-2b")
     assert (cog.world.num_frames, cog.world.height, cog.world.width) == (49, 480, 720)
-    assert (cog.generator.backend, cog.generator.path, cog.generator.prediction_type) == \
+    assert (cog.generator.backend, cog.generator.path, cog.generator.arch.prediction_type) == \
         ("cogvideox", "models/CogVideoX-2b", "v_prediction")
     assert build_config("full-cogvideox-5b").generator.path == "models/CogVideoX-5b"
     wan = build_config("full-wan-1.3b")
@@ -138,8 +138,8 @@ SHRINK = ["world.height=32", "world.width=32", "world.num_frames=9", "world.fps=
           "critic.max_new_tokens=8", *[o for o in TINY_CRITIC if o.split("=")[0] in ("critic.num_frames",
                                                                                    "critic.image_size")],
           "train.num_steps=1", "train.grad_accum=1", "train.warmup_steps=0", "train.checkpoint_every=1",
-          "critic_train.refine_steps=1", "critic_train.batch_size=2", "critic_train.seed_pairs=4",
-          "critic_train.probe_pairs=0", "critic_train.warmup_steps=0", "eval.num_prompts=1", "eval.seeds=[0]",
+          "critic_refine.steps=1", "critic_refine.batch_size=2", "critic_refine.seed_pairs=4",
+          "critic_refine.probe_pairs=0", "critic_refine.warmup_steps=0", "eval.num_prompts=1", "eval.seeds=[0]",
           "rounds.num_rounds=1", "rounds.threads=1"]
 
 

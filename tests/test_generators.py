@@ -123,7 +123,7 @@ def test_denoising_errors_per_sample_and_pair_sharing(backend):
     cfg = _cfg(backend)
     gen = build_generator(cfg)
     lat, emb, t, noise = _batch(gen, cfg)
-    assert lat.ndim == 5 and lat.shape[1] == cfg.generator.latent_channels  # latents_BCFHW
+    assert lat.ndim == 5 and lat.shape[1] == cfg.generator.arch.latent_channels  # latents_BCFHW
     pair = gen.denoising_errors(torch.cat([lat[:1], lat[:1]]), torch.cat([emb[:1], emb[:1]]),
                                 torch.cat([t[:1], t[:1]]), torch.cat([noise[:1], noise[:1]]))
     assert pair.shape == (2,) and torch.isfinite(pair).all()
@@ -183,7 +183,7 @@ def test_config_errors():
     with pytest.raises(ValueError, match="generator.path=.*no such directory"):
         build_generator(_cfg("wan", "generator.path=/nonexistent/dir"))
     with pytest.raises(ValueError, match="vae_channels"):
-        build_generator(_cfg("wan", "generator.vae_channels=[4, 8]"))
+        build_generator(_cfg("wan", "generator.arch.vae_channels=[4, 8]"))
 
 
 def test_sample_command_writes_videos_and_scores(tmp_path):

@@ -47,16 +47,16 @@ def test_critic_cold_start_and_eval_cli_on_cuda(tmp_path, capsys):
     d = tmp_path / "seedset"
     assert main(["critic", "videos", "--preset", "tiny", "--out", str(d), "--prompts", "2", "--per-prompt", "2"]) == 0
     seed = d / "seed.jsonl"
-    assert main(["critic", "seed", "--preset", "tiny", "--videos", str(d), "--out", str(seed), "critic_train.seed_pairs=4",
+    assert main(["critic", "seed", "--preset", "tiny", "--videos", str(d), "--out", str(seed), "critic_cold.seed_pairs=4",
                  "--pointwise", "0"]) == 0
     cfg = build_config("tiny", overrides=["critic.device=cuda"])
     critic = build_critic(cfg)
     with torch.no_grad():
         loss_before = float(sft_loss(critic, sft_examples(load_seed(seed), True, 0.0)))
     out = tmp_path / "cold"
-    assert main(["critic", "cold-start", "--preset", "tiny", f"critic_train.seed_file={seed}", "--out", str(out),
-                 "critic.device=cuda", "critic_train.num_steps=4", "critic_train.checkpoint_every=2",
-                 "critic_train.learning_rate=3e-3"]) == 0
+    assert main(["critic", "cold-start", "--preset", "tiny", f"critic_cold.seed_file={seed}", "--out", str(out),
+                 "critic.device=cuda", "critic_cold.num_steps=4", "critic_cold.checkpoint_every=2",
+                 "critic_cold.learning_rate=3e-3"]) == 0
     trained = build_critic(build_config("tiny", overrides=["critic.device=cuda", f"critic.path={out / 'final'}"]))
     with torch.no_grad():
         assert float(sft_loss(trained, sft_examples(load_seed(seed), True, 0.0))) < loss_before

@@ -34,13 +34,13 @@ def test_critic_counts_equal_the_built_tiny_model(finetune):
     from dualipo.critic_training.loop import _apply_lora
     from dualipo.critics import build_critic
 
-    cfg = build_config("tiny", overrides=[f"critic_train.finetune={finetune}"])
+    cfg = build_config("tiny", overrides=[f"critic_refine.finetune={finetune}"])
     arch = critic_arch(cfg)
     model = build_critic(cfg).model
     assert arch.params["total"] == sum(p.numel() for p in model.parameters())
     assert arch.params["vision"] == sum(p.numel() for p in model.model.visual.parameters())
     if finetune == "lora":
-        peft = _apply_lora(model, cfg)
+        peft = _apply_lora(model, cfg.critic_refine)
         assert arch.params["lora"] == sum(p.numel() for n, p in peft.named_parameters() if "lora_" in n)
 
 

@@ -130,7 +130,7 @@ def test_shipped_arms_file_maps_the_benchmark_recipes():
     assert {n for n, c in cfg.items() if c.critic.backend == "oracle"} == \
         {"dpo_oracle_3r", "kto_oracle", "dpo_oracle_n8", "dpo_oracle_real100", "dpo_b500_all", "dpo_b500_all_hi",
          "dpo_b500_all_lr5e-4", "sft_best_lr5e-4"}
-    assert not cfg["dpo_critic"].critic_train.refine and cfg["kto_critic"].train.loss == "kto"  # labels, frozen
+    assert not cfg["dpo_critic"].critic_refine.refine and cfg["kto_critic"].train.loss == "kto"  # labels, frozen
     assert (cfg["control_pretrain_renders"].train.data, cfg["control_pretrain_web"].train.data) == ("curated", "web")
     assert cfg["control_pretrain_renders"].train.batch_size == 2 * base.train.batch_size
     best = cfg["sft_best_lr5e-4"]  # SFT on the best of N: the chosen video of each prompt's best-vs-worst pair

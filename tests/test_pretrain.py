@@ -45,7 +45,7 @@ def test_pretrain_resume_equals_uninterrupted(tmp_path):
 
     # the written generator is a loadable diffusers pipeline with the VAE's latent statistics
     gen = build_generator(build_config("tiny", overrides=[f"generator.path={full / 'generator'}"]))
-    assert gen.vae.config.latents_std != [1.0] * cfg.generator.latent_channels
+    assert gen.vae.config.latents_std != [1.0] * cfg.generator.arch.latent_channels
 
 
 def test_pretrain_refuses_to_resume_with_other_settings(tmp_path):
@@ -65,5 +65,5 @@ def test_pretrain_from_another_pipelines_vae(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     assert [s for s, _, _ in _losses(tmp_path / "second")] == ["transformer"] * cfg.pretrain.steps
     with pytest.raises(ValueError, match="pretrain.vae_from"):
-        pretrain(build_config("tiny", overrides=[f"pretrain.vae_from={first}", "generator.latent_channels=8"]),
+        pretrain(build_config("tiny", overrides=[f"pretrain.vae_from={first}", "generator.arch.latent_channels=8"]),
                  tmp_path / "third")

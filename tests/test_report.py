@@ -21,7 +21,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     (root / "prompts.txt").write_text(f"{EVIL_PROMPT}\na green triangle moving up on a gray background\n"
                                       "a blue square moving left on a black background\n")
-    cli(["run", *TINY, "rounds.num_rounds=2", "rounds.prompt_file=prompts.txt", "critic_train.seed_mix=0",
+    cli(["run", *TINY, "rounds.num_rounds=2", "rounds.prompt_file=prompts.txt", "critic_refine.seed_mix=0",
          "--out", "run"], root)
     p = cli(["report", "run"], root)
     assert "wrote run/report.html" in p.stdout

@@ -183,11 +183,11 @@ def test_all_confident_pairs_and_the_sft_control(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["critic_train.certainty=pce"], "critic_train.certainty=pce needs a reference critic"),
+    (["critic_refine.certainty=pce"], "critic_refine.certainty=pce needs a reference critic"),
     (["judging.mode=pointwise"], "train.loss=kto"),
     (["judging.mode=pointwise", "train.loss=sft"], "train.loss=kto"),
     (["sampling.prompts_per_round=999"], "prompt pool holds only 16"),
-    (["rounds.prompt_file=PROMPTS"], "give it as critic_train.seed_file"),
+    (["rounds.prompt_file=PROMPTS"], "give it as critic_refine.seed_file"),
 ])
 def test_loop_config_errors_fail_before_anything_is_written(tmp_path, capsys, overrides, message):
     (tmp_path / "prompts.txt").write_text("a red circle moving left on a black background\n")

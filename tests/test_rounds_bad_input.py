@@ -138,6 +138,35 @@ def test_resume_refuses_a_changed_prompt_file_or_base_generator(tmp_path):
         _open_run(run, cfg, pool, "another base", resume=True)
 
 
+def test_resume_ignores_pretrain_settings_and_refuses_a_config_of_the_old_layout(tmp_path, capsys):
+    """`pretrain` is not recorded, hashed or compared (only `dualipo pretrain` reads it); a run recorded before
+    critic_train and the generator's architecture fields moved cannot be resumed, and says so."""
+    import json
+
+    from dualipo.config import build_config, to_dict
+    from dualipo.ledger import Ledger
+    from dualipo.loop.prompts import load_prompt_pool
+    from dualipo.loop.setup import open_run as _open_run
+    from dualipo.loop.training import base_generator_id
+
+    cfg = build_config("tiny")
+    pool, base, run = load_prompt_pool(cfg), base_generator_id(cfg), tmp_path / "run"
+    _open_run(run, cfg, pool, base, resume=False).close()
+    assert "pretrain" not in json.loads((run / "config.json").read_text())
+    changed = build_config("tiny", overrides=["pretrain.steps=7", "pretrain.lr=0.5"])
+    _open_run(run, changed, pool, base, resume=True).close()  # accepted
+    with pytest.raises(ValueError, match=r"refusing to resume .*train\.beta: 5000\.0 -> 7\.0"):
+        _open_run(run, build_config("tiny", overrides=["train.beta=7"]), pool, base, resume=True)
+    old = json.loads(json.dumps(to_dict(cfg)))
+    old["critic_train"] = {**old.pop("critic_cold"), **old.pop("critic_refine")}
+    old["generator"].update(old["generator"].pop("arch"))
+    (tmp_path / "old").mkdir()
+    Ledger.create(tmp_path / "old", old, pool, {"prompts_sha256": "x", "generator_base": base}).close()
+    for args in ([], ["--preset", "tiny"]):
+        rc, out = _run(capsys, "--out", str(tmp_path / "old"), "--resume", *args)
+        assert rc == 2 and "recorded config is from an older layout" in out.err and "Traceback" not in out.err
+
+
 def test_a_tracker_that_is_not_installed_fails_before_anything_is_written(tmp_path, capsys):
     import importlib.util
 

@@ -46,7 +46,7 @@ def test_consistency_filter_on_hand_written_rationales():
     assert not path_consistent("shapes", PROMPT, "motion", unreadable)
     assert path_consistent("shapes", PROMPT, "colour", unreadable)  # a dimension the check does not read
     assert not path_consistent("off", PROMPT, "motion", make_sample("AB", "garbled", None))  # abstentions never
-    with pytest.raises(ValueError, match="critic_train.consistency"):
+    with pytest.raises(ValueError, match="critic_refine.consistency"):
         path_consistent("nope", PROMPT, "motion", good)
 
     # three inconsistent B votes outvote two consistent A votes; the filter turns the judgment around
@@ -67,14 +67,14 @@ def test_certainty_estimators_and_pce_configuration_errors():
     with pytest.raises(ConfigError, match="is the critic being refined"):
         check_reference("runs/critic", "runs/critic")
     cfg = build_config("tiny")
-    model, tok, critic = load_trainable(cfg)
+    model, tok, critic = load_trainable(cfg, cfg.critic_refine)
     ex = [Example("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", (), "Answer: A")] * 2
     with pytest.raises(ConfigError, match="same model"):
         rationale_rewards(critic, critic, ex)
-    twin = load_trainable(cfg)[2]  # the same weights in another object: every R is 0
+    twin = load_trainable(cfg, cfg.critic_refine)[2]  # the same weights in another object: every R is 0
     with pytest.raises(ConfigError, match="R = 0 for every judgment"):
         rationale_rewards(critic, twin, ex)
-    other = load_trainable(replace(cfg, critic=replace(cfg.critic, init_seed=1)))[2]
+    other = load_trainable(replace(cfg, critic=replace(cfg.critic, init_seed=1)), cfg.critic_refine)[2]
     assert rationale_rewards(critic, other, ex).abs().sum() > 0
 
 
@@ -150,15 +150,15 @@ def tiny_pairs(tmp_path_factory):
 
 
 def test_dpo_loss_is_log2_at_the_reference_and_zero_certainty_pairs_give_no_gradient(tiny_pairs):
-    cfg = build_config("tiny", overrides=["critic_train.nll_weight=0", "critic_train.batch_size=2"])
-    model, _, critic = load_trainable(cfg)
+    cfg = build_config("tiny", overrides=["critic_refine.nll_weight=0", "critic_refine.batch_size=2"])
+    model, _, critic = load_trainable(cfg, cfg.critic_refine)
     model.eval()  # no dropout: policy == reference exactly
-    loss, m = dpo_loss_fn(cfg, critic, tiny_pairs)(critic, 0)
+    loss, m = dpo_loss_fn(cfg.critic_refine, critic, tiny_pairs)(critic, 0)
     assert loss.item() == pytest.approx(math.log(2), abs=1e-5) and m["seq_dpo_loss"] == pytest.approx(math.log(2),
                                                                                                       abs=1e-5)
-    nll_cfg = replace(cfg, critic_train=replace(cfg.critic_train, nll_weight=1.0))
+    nll_cfg = replace(cfg, critic_refine=replace(cfg.critic_refine, nll_weight=1.0))
     zero = [(c, r, 0.0) for c, r, _ in tiny_pairs]
-    loss, _ = dpo_loss_fn(nll_cfg, critic, zero)(critic, 0)
+    loss, _ = dpo_loss_fn(nll_cfg.critic_refine, critic, zero)(critic, 0)
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(float(g.abs().max()) == 0.0 for g in grads)  # neither the DPO nor the NLL term moves it
@@ -166,9 +166,9 @@ def test_dpo_loss_is_log2_at_the_reference_and_zero_certainty_pairs_give_no_grad
 
 @pytest.mark.parametrize("method", ["sft", "dpo"])
 def test_refinement_loss_falls_on_a_fixed_batch(tiny_pairs, method):
-    cfg = build_config("tiny", overrides=["critic_train.batch_size=2", "critic_train.learning_rate=3e-3"])
-    model, _, critic = load_trainable(cfg)
-    fn = dpo_loss_fn(cfg, critic, tiny_pairs) if method == "dpo" else \
+    cfg = build_config("tiny", overrides=["critic_refine.batch_size=2", "critic_refine.learning_rate=3e-3"])
+    model, _, critic = load_trainable(cfg, cfg.critic_refine)
+    fn = dpo_loss_fn(cfg.critic_refine, critic, tiny_pairs) if method == "dpo" else \
         (lambda c, step: (sft_loss(c, [p[0] for p in tiny_pairs]), {}))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     losses = []
@@ -185,10 +185,11 @@ def test_refinement_loss_falls_on_a_fixed_batch(tiny_pairs, method):
 
 
 def test_guard_stops_and_restores_the_last_checkpoint(tiny_pairs, tmp_path):
-    cfg = build_config("tiny", overrides=["critic_train.learning_rate=1e-2"])
+    cfg = build_config("tiny", overrides=["critic_refine.learning_rate=1e-2"])
     fn = lambda c, step: (sft_loss(c, [p[0] for p in tiny_pairs]), {"step_seen": step})  # noqa: E731
-    final = train_loop(cfg, load_trainable(cfg), tmp_path, fn, lambda c: {"probe": 0.0}, False, "guarded",
-                       num_steps=6, guard=lambda row: "rose" if row["step"] == 4 else None, eval_every=2)
+    ct = cfg.critic_refine
+    final = train_loop(cfg, ct, load_trainable(cfg, ct), tmp_path, fn, lambda c: {"probe": 0.0}, False, "guarded", 6,
+                       guard=lambda row: "rose" if row["step"] == 4 else None, eval_every=2)
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4] and rows[-1]["stopped"] == "rose"
     assert [r["step_seen"] for r in rows] == [0.5, 2.5]  # the loss function's metrics, averaged since the last row
@@ -202,9 +203,10 @@ def test_guard_stops_and_restores_the_last_checkpoint(tiny_pairs, tmp_path):
 def test_metrics_rows_every_log_every_steps_and_evaluation_on_its_own_schedule(tiny_pairs, tmp_path):
     """The refinement curve is dense enough to draw: a loss row every log_every steps, the evaluation added at
     eval_every and at the end; each row's loss averages the steps since the previous row."""
-    cfg = build_config("tiny", overrides=["critic_train.log_every=2"])
+    cfg = build_config("tiny", overrides=["critic_refine.log_every=2"])
     fn = lambda c, step: (sft_loss(c, [p[0] for p in tiny_pairs]), {"step_seen": step})  # noqa: E731
-    train_loop(cfg, load_trainable(cfg), tmp_path, fn, lambda c: {"probe": 0.0}, False, "logged", num_steps=7,
+    ct = cfg.critic_refine
+    train_loop(cfg, ct, load_trainable(cfg, ct), tmp_path, fn, lambda c: {"probe": 0.0}, False, "logged", 7,
                eval_every=5)
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4, 5, 6, 7]
@@ -233,7 +235,7 @@ def test_critic_refine_cli_sft_and_dpo(judgment_file, tmp_path, capsys):
     for method in ("sft", "dpo"):
         out = tmp_path / method
         assert main(["critic", "refine", "--preset", "tiny", "--judgments", str(judgment_file), "--out", str(out),
-                     f"critic_train.method={method}", "critic_train.seed_mix=0"]) == 0
+                     f"critic_refine.method={method}", "critic_refine.seed_mix=0"]) == 0
         printed = capsys.readouterr().out
         counts = json.loads((out / "data.json").read_text())
         assert (counts["judgments"], counts["confident"], counts["sft_examples"], counts["dpo_pairs"]) == (3, 3, 6, 6)
@@ -247,7 +249,7 @@ def test_critic_refine_cli_sft_and_dpo(judgment_file, tmp_path, capsys):
         assert len(refined.judge(rec["prompt"], *rec["videos"], "motion").samples) == 4  # it loads and judges
     capsys.readouterr()
     assert main(["critic", "refine", "--preset", "tiny", "--judgments", str(judgment_file), "--out",
-                 str(tmp_path / "x"), "critic_train.certainty_threshold=1.0"]) == 2
+                 str(tmp_path / "x"), "critic_refine.certainty_threshold=1.0"]) == 2
     assert "no confident judgment to refine the critic on" in capsys.readouterr().err
     assert main(["critic", "refine", "--preset", "tiny", "--judgments", str(judgment_file), "--out",
                  str(tmp_path / "y")]) == 2

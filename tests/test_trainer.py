@@ -152,7 +152,7 @@ def test_sft_trains_on_the_chosen_items_only(cache, tmp_path):
 @pytest.mark.parametrize("backend", ["wan", "cogvideox"])
 def test_noise_range_limits_training_timesteps(backend):
     gen = build_generator(build_config("tiny", overrides=[f"generator.backend={backend}"]))
-    lat = torch.zeros(64, CFG.generator.latent_channels, 1, 2, 2)
+    lat = torch.zeros(64, CFG.generator.arch.latent_channels, 1, 2, 2)
     _, t_all = gen.draw_noise_and_timesteps(lat, torch.Generator().manual_seed(0))
     _, t_high = gen.draw_noise_and_timesteps(lat, torch.Generator().manual_seed(0), (0.5, 1.0))
     top = 1000

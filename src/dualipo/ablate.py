@@ -8,12 +8,12 @@ video that won more of its confident comparisons than it lost is desirable, one 
 equal-compute controls: `control_web` spends the generator's training on continued plain pretraining on the web
 corpus the base learned from (SFT on fresh renders of the round's prompts with web captions, twice the batch: the
 DPO step's latent passes) instead of preference data: what a user without a critic would do; `control_seed`
-spends the critic's refinement steps on its seed set alone (`critic_train.seed_mix=1`). Two references that no
+spends the critic's refinement steps on its seed set alone (`critic_refine.seed_mix=1`). Two references that no
 real user has: `oracle`, the same loop with the oracle as a perfect critic (the upper bound of the labels), and
 `curated`, continued pretraining on renders with their true prompts (clean, curated data).
 
 Every arm also gets `COMMON` (the critic win rate is not in the table, so it is not computed) and its seed:
-`seed`, `sampling.seed`, `train.seed` and `critic_train.seed` = S. The held-out evaluation (prompts and
+`seed`, `sampling.seed`, `train.seed` and `critic_refine.seed` = S. The held-out evaluation (prompts and
 `eval.seeds`) is the same for every arm and seed, and is the only place the oracle is consulted.
 
 Table rows: the base generator (round 0); IPO, Dual-IPO, the oracle's labels, the web control and the curated
@@ -51,16 +51,16 @@ def arms(cfg: RunConfig) -> dict[str, Arm]:
     """The arms, from the base config (the pretraining control doubles its batch size)."""
     table = (
         Arm("dual_ipo", "Dual-IPO", ()),
-        Arm("ipo", "IPO (frozen critic)", ("critic_train.refine=false",)),
+        Arm("ipo", "IPO (frozen critic)", ("critic_refine.refine=false",)),
         Arm("no_cot", "Dual-IPO without CoT", ("judging.chain_of_thought=false", "judging.describe_first=false")),
         Arm("k1", "Dual-IPO without voting (K = 1)", ("judging.num_votes=1",)),
         Arm("no_certainty", "Dual-IPO without certainty filtering",
-            ("judging.certainty_threshold=0", "critic_train.certainty_threshold=0", "critic_train.pce_threshold=0")),
-        Arm("no_consistency", "Dual-IPO without the consistency filter", ("critic_train.consistency=off",)),
+            ("judging.certainty_threshold=0", "critic_refine.certainty_threshold=0", "critic_refine.pce_threshold=0")),
+        Arm("no_consistency", "Dual-IPO without the consistency filter", ("critic_refine.consistency=off",)),
         Arm("kto", "Dual-IPO with Diffusion-KTO instead of DPO", ("train.loss=kto",)),
         Arm("control_web", "control: continued pretraining on the web corpus instead of preference rounds",
             _pretrain("web", cfg)),
-        Arm("control_seed", "control: critic refinement compute on seed training", ("critic_train.seed_mix=1",)),
+        Arm("control_seed", "control: critic refinement compute on seed training", ("critic_refine.seed_mix=1",)),
         Arm("oracle", "upper bound: DPO on the oracle's labels", ("critic.backend=oracle",)),
         Arm("curated", "reference: continued pretraining on curated renders (true captions)", _pretrain("curated", cfg)),
     )
@@ -106,7 +106,7 @@ def _pretrain(data: str, cfg: RunConfig) -> tuple[str, ...]:
     """Continued pretraining at the preference step's compute (a DPO step encodes a pair: twice the batch); the
     critic is not trained and judges once (its judgments are not used)."""
     return (f"train.data={data}", "train.loss=sft", f"train.batch_size={2 * cfg.train.batch_size}",
-            "critic_train.refine=false", "judging.num_votes=1")
+            "critic_refine.refine=false", "judging.num_votes=1")
 
 
 ARM_NAMES = tuple(arms(RunConfig()))
@@ -123,7 +123,7 @@ benchmarks/preference_gain.toml holds the arms of docs/preference_gain.md."""
 
 
 def arm_config(preset: str, config_file: str | None, overrides: list[str], arm: Arm, seed: int) -> RunConfig:
-    seeds = [f"{key}={seed}" for key in ("seed", "sampling.seed", "train.seed", "critic_train.seed")]
+    seeds = [f"{key}={seed}" for key in ("seed", "sampling.seed", "train.seed", "critic_refine.seed")]
     return build_config(preset, config_file, [*overrides, *COMMON, *arm.overrides, *seeds])
 
 

@@ -1,6 +1,6 @@
 """`dualipo critic ...` subcommands (registered by cli.py): videos, seed, import, caption, cold-start, refine,
 eval. The seed set's size, noise and seed, the cold start's seed file and captioning videos are config keys
-(`critic_train.seed_pairs`, `.seed_noise`, `.seed`, `.seed_file`, `.caption_videos`), not flags."""
+(`critic_cold.seed_pairs`, `.seed_noise`, `.seed`, `.seed_file`, `.caption_videos`), not flags."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def cmd_seed(cfg: RunConfig, args: argparse.Namespace) -> None:
     from dualipo.critic_training.seed import write_seed
     from dualipo.critic_training.toy_seed import oracle_seed_set
 
-    ct = cfg.critic_train
+    ct = cfg.critic_cold
     recs = oracle_seed_set(args.videos, ct.seed_pairs, tuple(args.dimensions), ct.seed_noise, ct.seed, args.pointwise,
                            tie_margin=args.tie_margin, other_prompt=args.other_prompts)
     print(f"wrote {len(recs)} seed records to {write_seed(recs, args.out)}")
@@ -43,11 +43,11 @@ def cmd_import(cfg: RunConfig, args: argparse.Namespace) -> None:
 def cmd_cold_start(cfg: RunConfig, args: argparse.Namespace) -> None:
     from dualipo.critic_training.cold_start import cold_start
 
-    ct = cfg.critic_train
+    ct = cfg.critic_cold
     if not ct.seed_file:
-        raise ValueError("critic cold-start needs the seed set: critic_train.seed_file=SEED.jsonl")
+        raise ValueError("critic cold-start needs the seed set: critic_cold.seed_file=SEED.jsonl")
     final = cold_start(cfg, ct.seed_file, args.out, args.heldout, resume=not args.no_resume,
-                       caption_dirs=[video_dir(d, "critic_train.caption_videos") for d in ct.caption_videos] or None)
+                       caption_dirs=[video_dir(d, "critic_cold.caption_videos") for d in ct.caption_videos] or None)
     print(f"cold-started critic written to {final} (use critic.path={final})")
 
 
@@ -67,8 +67,8 @@ def cmd_eval(cfg: RunConfig, args: argparse.Namespace) -> None:
 
     if cfg.critic.backend not in ("qwen_vl", "vllm"):
         raise ValueError(f"critic eval needs critic.backend=qwen_vl or vllm, got {cfg.critic.backend!r}")
-    if cfg.critic_train.num_threads:
-        torch.set_num_threads(cfg.critic_train.num_threads)
+    if cfg.critic_cold.num_threads:
+        torch.set_num_threads(cfg.critic_cold.num_threads)
     records = load_seed(args.pairs)[: args.limit or None]
     critic = build_critic(cfg)
     torch.manual_seed(args.seed)  # sampled votes are reproducible
@@ -100,7 +100,7 @@ def cmd_refine(cfg: RunConfig, args: argparse.Namespace) -> None:
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{args.judgments}:{n}: not a judgment record ({type(e).__name__}: {e}); expected the "
                              "JSONL that `dualipo critic eval --judgments` or a run's round writes") from None
-    final, counts = refine_critic(cfg, judgments, args.out, cfg.critic_train.seed_file or None,
+    final, counts = refine_critic(cfg, judgments, args.out, cfg.critic_refine.seed_file or None,
                                   resume=not args.no_resume)
     print(json.dumps(counts, indent=1))
     print(f"refined critic written to {final} (use critic.path={final})")
@@ -128,7 +128,7 @@ def add_data_commands(cs, config_args: Callable, load: Callable) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=lambda args: cmd_videos(load(args), args))
     p = cs.add_parser("seed", help="oracle-labelled seed set (JSONL) from prompts.jsonl video directories: "
-                      "critic_train.seed_pairs pairs, label noise critic_train.seed_noise, seed critic_train.seed")
+                      "critic_cold.seed_pairs pairs, label noise critic_cold.seed_noise, seed critic_cold.seed")
     config_args(p)
     p.add_argument("--videos", nargs="+", type=video_dir, required=True, help="directories with prompts.jsonl + videos")
     p.add_argument("--out", required=True, help="seed JSONL to write")
@@ -146,32 +146,30 @@ def add_data_commands(cs, config_args: Callable, load: Callable) -> None:
     p.set_defaults(func=lambda args: cmd_import(load(args), args))
 
 
+def _trainer(cs, name: str, help: str, command: Callable, config_args: Callable, load: Callable):
+    """A training subcommand's parser: config arguments, --out and --no-resume (it resumes from OUT/ckpt)."""
+    p = cs.add_parser(name, help=f"{help} (resumes from OUT/ckpt)")
+    config_args(p)
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-resume", action="store_true")
+    p.set_defaults(func=lambda args: command(load(args), args))
+    return p
+
+
 def add_training_commands(cs, config_args: Callable, load: Callable) -> None:
     """cold-start, caption, refine, eval."""
-    p = cs.add_parser("cold-start", help="fine-tune the critic on the seed set critic_train.seed_file, with "
-                      "captioning examples of critic_train.caption_videos (resumes from OUT/ckpt)")
-    config_args(p)
-    p.add_argument("--heldout", default=None, help="labelled pairs evaluated every critic_train.eval_every steps")
-    p.add_argument("--out", required=True)
-    p.add_argument("--no-resume", action="store_true")
-    p.set_defaults(func=lambda args: cmd_cold_start(load(args), args))
-    p = cs.add_parser("caption", help="captioning pretraining: describe videos (true descriptions from the "
-                      "shapes-world oracle, no preference labels) before the cold start (resumes from OUT/ckpt)")
-    config_args(p)
+    p = _trainer(cs, "cold-start", "fine-tune the critic on the seed set critic_cold.seed_file, with captioning "
+                 "examples of critic_cold.caption_videos", cmd_cold_start, config_args, load)
+    p.add_argument("--heldout", default=None, help="labelled pairs evaluated every critic_cold.eval_every steps")
+    p = _trainer(cs, "caption", "captioning pretraining: describe videos (true descriptions from the shapes-world "
+                 "oracle, no preference labels) before the cold start", cmd_caption, config_args, load)
     p.add_argument("--videos", nargs="+", type=video_dir, required=True, help="directories with prompts.jsonl + videos")
     p.add_argument("--heldout", nargs="+", type=video_dir, default=None, help="directories of held-out videos "
-                   "evaluated every critic_train.eval_every steps (first critic_train.eval_pairs videos)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--no-resume", action="store_true")
-    p.set_defaults(func=lambda args: cmd_caption(load(args), args))
-    p = cs.add_parser("refine", help="one SRPO refinement of critic.path on a judgment file: consistency filter, "
-                      "certainty, then SFT (mixed with the seed set critic_train.seed_file) or certainty-weighted DPO "
-                      "(resumes from OUT/ckpt)")
-    config_args(p)
+                   "evaluated every critic_cold.eval_every steps (first critic_cold.eval_pairs videos)")
+    p = _trainer(cs, "refine", "one SRPO refinement of critic.path on a judgment file: consistency filter, "
+                 "certainty, then SFT (mixed with the seed set critic_refine.seed_file) or certainty-weighted DPO",
+                 cmd_refine, config_args, load)
     p.add_argument("--judgments", required=True, help="JSONL of judgments (sampled paths, both orders)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--no-resume", action="store_true")
-    p.set_defaults(func=lambda args: cmd_refine(load(args), args))
     p = cs.add_parser("eval", help="accuracy, tie, abstention and position-bias rates on a labelled pair set")
     config_args(p)
     p.add_argument("--pairs", required=True, help="seed-format JSONL / CSV of labelled pairs")

@@ -1,12 +1,9 @@
 """Run configuration: frozen, typed, nested dataclasses, one per stage, under `RunConfig`.
 
 Every field carries its constraints in `field(metadata=...)` (`ge`, `le`, `gt`, `choices`), so one generic
-validator checks all of them and names the dotted key on failure. Presets (`tiny`, `small`, `full-cogvideox-2b`,
-`full-cogvideox-5b`, `full-wan-1.3b`; `full` = `full-cogvideox-2b`) are functions that only fill values; the
-library never branches on a preset name.
-
-Sources, applied in order: preset -> config file (YAML or JSON, nested mapping) -> dotted command-line
-overrides such as ``train.beta=2500``. Everything is type-checked before any work starts.
+validator checks all of them and names the dotted key on failure. Presets (`PRESETS`) are functions that only fill
+values; the library never branches on a preset name. Sources, applied in order: preset -> config file (YAML or
+JSON, nested mapping) -> dotted command-line overrides such as ``train.beta=2500``, all checked before any work.
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -51,14 +47,10 @@ class _Section:
 
 @dataclass(frozen=True)
 class WebCaptionConfig(_Section):
-    """How the captions of the web-like corpus are wrong: each attribute of a caption is named wrong with its own
-    probability, independently (the video always shows the true prompt).
-
-    Real text-to-video models are pretrained on web alt-text that often names the wrong colour, motion or count;
-    preference optimisation exists to correct what such data taught. The small base learns from this corpus, and
-    the fair equal-compute control (`train.data=web`) is more of it. A wrong value is drawn uniformly from the
-    world's own vocabulary; captions stay in the grammar. Deterministic in (`seed`, stream, item index).
-    """
+    """How the captions of the web-like corpus are wrong (why: docs/preference_gain.md): each attribute of a
+    caption is named wrong with its own probability, independently (the video always shows the true prompt), by a
+    value drawn uniformly from the world's own vocabulary (captions stay in the grammar); deterministic in (`seed`,
+    stream, item index). The small base learned from this corpus; `train.data=web` trains on more of it."""
     colour: float = opt(0.0, ge=0, le=1, doc="an object's colour named wrong (each object independently)")
     shape: float = opt(0.0, ge=0, le=1, doc="the first object's shape named wrong (needs >= 2 world shapes)")
     count: float = opt(0.0, ge=0, le=1, doc="one object called two, or two called one (one-kind scenes)")
@@ -96,11 +88,33 @@ class WorldConfig(_Section):
 
 
 @dataclass(frozen=True)
+class GeneratorArchConfig(_Section):
+    """The generator's architecture when built from config (`generator.path=''`; a loaded directory's configs win)."""
+    num_layers: int = opt(4, ge=1, doc="transformer blocks")
+    num_heads: int = opt(4, ge=1)
+    head_dim: int = opt(32, ge=2)
+    ffn_dim: int = opt(512, ge=1, doc="Wan feed-forward width (CogVideoX uses 4 x inner dim)")
+    patch_size: int = opt(2, ge=1, doc="spatial patch of the transformer (temporal patch 1)")
+    time_dim: int = opt(64, ge=2, doc="timestep embedding width (Wan freq_dim, CogVideoX time_embed_dim)")
+    latent_channels: int = opt(8, ge=1)
+    vae_channels: tuple[int, ...] = opt((8, 16, 16), ge=1,
+                                        doc="VAE width per level; len-1 = 2x spatial downsamplings (>= 3 levels)")
+    vae_norm_groups: int = opt(2, ge=1, doc="CogVideoX VAE group-norm groups")
+    text_dim: int = opt(64, ge=2, doc="frozen random T5 width (built-from-config text encoder)")
+    text_layers: int = opt(2, ge=1)
+    text_heads: int = opt(4, ge=1)
+    text_seed: int = opt(0, ge=0)
+    flow_shift: float = opt(3.0, gt=0, doc="Wan FlowMatchEuler shift at sampling time")
+    prediction_type: str = opt("v_prediction", choices=("v_prediction", "epsilon"), doc="CogVideoX scheduler's")
+    init_seed: int = opt(0, ge=0, doc="seed of the random init")
+
+
+@dataclass(frozen=True)
 class GeneratorConfig(_Section):
-    """Text-to-video backend. `path` is a local diffusers directory; empty builds from the size fields."""
+    """Text-to-video backend. `path` is a local diffusers directory; empty builds from `arch`."""
     backend: str = opt("wan", choices=("wan", "cogvideox"))
     path: str = opt("shipped", doc="local diffusers pipeline directory; 'shipped' = the pretrained small "
-                    "generator in dualipo/assets (Wan); empty = random init built from the fields below")
+                    "generator in dualipo/assets (Wan); empty = random init built from `arch`")
     num_inference_steps: int = opt(20, ge=1, le=1000)
     guidance_scale: float = opt(4.0, ge=0)
     lora_rank: int = opt(8, ge=1)
@@ -115,26 +129,8 @@ class GeneratorConfig(_Section):
     vae_tile: int = opt(0, ge=0, doc="with vae_tiling: tile side in pixels, tiles overlapping by a quarter; use a "
                         "multiple of 4 x the VAE's spatial factor (0 = the VAE's own tiles: 256 px for Wan, 240 x 360 "
                         "for CogVideoX)")
-    # Architecture when built from config (ignored when loading a directory; the directory's configs win).
-    num_layers: int = opt(4, ge=1, doc="transformer blocks")
-    num_heads: int = opt(4, ge=1)
-    head_dim: int = opt(32, ge=2)
-    ffn_dim: int = opt(512, ge=1, doc="Wan feed-forward width (CogVideoX uses 4 x inner dim)")
-    patch_size: int = opt(2, ge=1, doc="spatial patch of the transformer (temporal patch 1)")
-    time_dim: int = opt(64, ge=2, doc="timestep embedding width (Wan freq_dim, CogVideoX time_embed_dim)")
-    latent_channels: int = opt(8, ge=1)
-    vae_channels: tuple[int, ...] = opt((8, 16, 16), ge=1,
-                                        doc="VAE width per level; len-1 = 2x spatial downsamplings (>= 3 levels)")
-    vae_norm_groups: int = opt(2, ge=1, doc="CogVideoX VAE group-norm groups")
-    text_dim: int = opt(64, ge=2, doc="frozen random T5 width (built-from-config text encoder)")
-    text_layers: int = opt(2, ge=1)
-    text_heads: int = opt(4, ge=1)
     text_max_len: int = opt(24, ge=2, doc="max prompt tokens (the shapes-world prompts need <= 20)")
-    text_seed: int = opt(0, ge=0)
-    flow_shift: float = opt(3.0, gt=0, doc="Wan FlowMatchEuler shift at sampling time")
-    prediction_type: str = opt("v_prediction", choices=("v_prediction", "epsilon"),
-                               doc="CogVideoX scheduler parameterization when built from config")
-    init_seed: int = opt(0, ge=0, doc="seed of the random init when built from config")
+    arch: GeneratorArchConfig = field(default_factory=GeneratorArchConfig)
 
 
 @dataclass(frozen=True)
@@ -166,15 +162,11 @@ class PretrainConfig(_Section):
 
 @dataclass(frozen=True)
 class CriticConfig(_Section):
-    """VLM critic backend (`qwen_vl`) or the shapes-world oracle as a critic (tests and reference only).
-
-    `path`: "" builds a random model from the architecture fields below (with an offline tokenizer), "shipped"
-    loads the package's cold-started small critic, anything else is a local transformers directory.
-    """
+    """VLM critic backend (`qwen_vl`) or the shapes-world oracle as a critic (tests and reference only)."""
     backend: str = opt("qwen_vl", choices=("qwen_vl", "vllm", "oracle"), doc="vllm = the same Qwen-VL critic "
                        "served by vLLM (pip install 'dualipo[vllm]'; CUDA), for judging at scale")
-    path: str = opt("shipped", doc="'' = random from config, 'shipped' = bundled small critic, "
-                               "else a local directory")
+    path: str = opt("shipped", doc="'' = random from the fields below (offline tokenizer), 'shipped' = the "
+                               "package's cold-started small critic, else a local transformers directory")
     arch: str = opt("qwen2_vl", choices=("qwen2_vl", "qwen2_5_vl"), doc="model class when built from config")
     num_frames: int = opt(8, ge=1, doc="frames sampled from each video for the critic")
     image_size: int = opt(48, ge=0, doc="square side the frames are resized to (0 = smart_resize of the input)")
@@ -184,8 +176,7 @@ class CriticConfig(_Section):
     device: str = opt("auto", doc="torch device of the critic: 'auto' = cuda when available, else cpu")
     visual_cache_mb: int = opt(2048, ge=0, doc="host memory for decoded videos the critic keeps by path (least "
                                "recently used dropped first; 0 = none): a video is judged in several pairs and "
-                               "trained on every epoch. A small-preset video takes kilobytes, a full-preset one "
-                               "about 18 MB")
+                               "trained on every epoch (sizes: docs/full_scale.md)")
     vocab_size: int = opt(600, ge=64, doc="size of the offline byte-level BPE built with a random model")
     hidden_size: int = opt(128, ge=8)
     intermediate_size: int = opt(384, ge=8)
@@ -197,9 +188,8 @@ class CriticConfig(_Section):
     vision_embed_dim: int = opt(96, ge=8)
     vision_heads: int = opt(4, ge=1)
     patch_size: int = opt(8, ge=2)
-    temporal_patch_size: int = opt(2, ge=1, doc="frames per vision patch (Qwen2-VL's own value). Measured on the "
-                                   "shapes world: 2 (4 token groups per clip) learns motion and steadiness "
-                                   "better than 8 (the whole clip in one Conv3d patch); see assets/critic_small")
+    temporal_patch_size: int = opt(2, ge=1, doc="frames per vision patch (Qwen2-VL's own value; 2 against 8: "
+                                   "assets/critic_small/README.md)")
     spatial_merge_size: int = opt(2, ge=1)
     init_seed: int = opt(0, ge=0)
     vllm_tensor_parallel: int = opt(1, ge=1, doc="backend=vllm: GPUs one vLLM engine shards the critic over")
@@ -296,8 +286,55 @@ class TrainConfig(_Section):
 
 
 @dataclass(frozen=True)
-class CriticTrainConfig(_Section):
-    """Cold start and step 6 (SRPO): critic refinement on its own confident, self-consistent judgments."""
+class CriticOptimConfig(_Section):
+    """What both critic trainings read: a copy, with the same defaults, in `critic_cold` and `critic_refine`."""
+    finetune: str = opt("full", choices=("full", "lora"), doc="train all weights or a LoRA on the language model")
+    lora_rank: int = opt(16, ge=1)
+    lora_alpha: float = opt(16.0, gt=0)
+    learning_rate: float = opt(5e-4, gt=0)
+    weight_decay: float = opt(0.01, ge=0)
+    warmup_steps: int = opt(30, ge=0)
+    max_grad_norm: float = opt(1.0, gt=0)
+    batch_size: int = opt(16, ge=1)
+    no_cot_fraction: float = opt(0.25, ge=0, le=1, doc="share of examples in the answer-only format")
+    checkpoint_every: int = opt(150, ge=1)
+    eval_every: int = opt(150, ge=1)
+    log_every: int = opt(10, ge=1, doc="a metrics row (the loss averaged since the last row) every this many steps, "
+                         "between evaluations")
+    num_threads: int = opt(0, ge=0, doc="torch threads (0 = leave torch's default)")
+    seed_file: str = opt("", doc="the human seed set (JSONL / CSV, `dualipo critic seed` format); '' in the "
+                         "shapes world's loop = oracle-labelled renders made at the start of the run")
+    seed_pairs: int = opt(600, ge=0, doc="oracle seed set: pairs (0 = pointwise records only)")
+    seed_noise: float = opt(0.1, ge=0, le=1)
+    seed: int = opt(0, ge=0)
+
+
+@dataclass(frozen=True)
+class CriticColdConfig(CriticOptimConfig):
+    """`dualipo critic cold-start` and `critic caption` (and the size of `critic seed`'s oracle seed set)."""
+    num_steps: int = opt(1800, ge=1)
+    both_orders: bool = opt(True, doc="train every pair in both presentation orders (position-bias control)")
+    caption_videos: tuple[str, ...] = opt((), doc="shapes-world video directories (prompts.jsonl layout) whose "
+                                          "captioning / comparison examples the cold start mixes in")
+    caption_mix: float = opt(0.0, ge=0, le=0.9, doc="share of each cold-start batch drawn from captioning "
+                             "examples (`caption_videos`), against memorising the seed set")
+    reasoning_mix: float = opt(0.0, ge=0, le=0.9, doc="share of each cold-start batch drawn from text-only "
+                               "comparison examples built from the true descriptions of `caption_videos` (the "
+                               "shapes world's stand-in for a pretrained language model's reasoning)")
+    reasoning_examples: int = opt(20000, ge=1, doc="how many comparison examples to build")
+    reasoning_sample_share: float = opt(0.5, ge=0, le=1, doc="share of compared descriptions taken from the "
+                                        "true descriptions of generator samples among `caption_videos` (the "
+                                        "rest: varied descriptions of clean renders)")
+    reasoning_dimensions: tuple[str, ...] = opt((), choices=DIMENSIONS, doc="dimensions of the comparison "
+                                                "examples, drawn uniformly (repeat one to weight it); empty = "
+                                                "the seed set's pairwise dimensions")
+    eval_pairs: int = opt(100, ge=0, doc="held-out pairs (videos when captioning) evaluated greedily at each "
+                          "eval; 0 = none")
+
+
+@dataclass(frozen=True)
+class CriticRefineConfig(CriticOptimConfig):
+    """Step 6 (SRPO, the loop and `dualipo critic refine`): refinement on the critic's own confident judgments."""
     refine: bool = opt(True, doc="False = IPO (frozen critic), the main ablation")
     method: str = opt("sft", choices=("sft", "dpo"), doc="refinement update: sft on the majority rationales mixed "
                       "with the seed set (seed_mix), or certainty-weighted sequence DPO + nll_weight x NLL")
@@ -315,53 +352,16 @@ class CriticTrainConfig(_Section):
     pce_beta: float = opt(1.0, gt=0, doc="PCE = sigmoid(pce_beta * (R - mean R))")
     pce_reference: str = opt("", doc="PCE's reference critic directory for the first refinement (the cold-start "
                              "critic's base); later rounds of `dualipo run` use the previous round's critic")
-    seed_file: str = opt("", doc="the human seed set mixed into refinement (JSONL / CSV, `dualipo critic seed` "
-                         "format); '' in the shapes world = oracle-labelled renders made at the start of the run")
-    refine_steps: int = opt(100, ge=1, doc="optimizer steps of one refinement")
+    steps: int = opt(100, ge=1, doc="optimizer steps of one refinement")
     probe_pairs: int = opt(16, ge=0, doc="pairs of the round whose greedy answers are checked for unparseable "
                            "verdicts during refinement (the DPO guard)")
     probe_every: int = opt(25, ge=1, doc="refinement DPO: check the probe (the guard) every this many steps; a "
                            "checkpoint is written at each check that passes, and a failed check restores it")
-    finetune: str = opt("full", choices=("full", "lora"), doc="train all weights or a LoRA on the language model")
-    lora_rank: int = opt(16, ge=1)
-    lora_alpha: float = opt(16.0, gt=0)
-    learning_rate: float = opt(5e-4, gt=0)
-    weight_decay: float = opt(0.01, ge=0)
-    warmup_steps: int = opt(30, ge=0)
-    max_grad_norm: float = opt(1.0, gt=0)
-    num_steps: int = opt(1800, ge=1)
-    batch_size: int = opt(16, ge=1)
-    both_orders: bool = opt(True, doc="train every pair in both presentation orders (position-bias control)")
-    no_cot_fraction: float = opt(0.25, ge=0, le=1, doc="share of examples in the answer-only format")
-    caption_videos: tuple[str, ...] = opt((), doc="shapes-world video directories (prompts.jsonl layout) whose "
-                                          "captioning / comparison examples the cold start mixes in")
-    caption_mix: float = opt(0.0, ge=0, le=0.9, doc="share of each cold-start batch drawn from captioning "
-                             "examples (`caption_videos`), against memorising the seed set")
-    reasoning_mix: float = opt(0.0, ge=0, le=0.9, doc="share of each cold-start batch drawn from text-only "
-                               "comparison examples built from the true descriptions of `caption_videos` (the "
-                               "shapes world's stand-in for a pretrained language model's reasoning)")
-    reasoning_examples: int = opt(20000, ge=1, doc="how many comparison examples to build")
-    reasoning_sample_share: float = opt(0.5, ge=0, le=1, doc="share of compared descriptions taken from the "
-                                        "true descriptions of generator samples among `caption_videos` (the "
-                                        "rest: varied descriptions of clean renders)")
-    reasoning_dimensions: tuple[str, ...] = opt((), choices=DIMENSIONS, doc="dimensions of the comparison "
-                                                "examples, drawn uniformly (repeat one to weight it); empty = "
-                                                "the seed set's pairwise dimensions")
-    checkpoint_every: int = opt(150, ge=1)
-    eval_every: int = opt(150, ge=1)
-    log_every: int = opt(10, ge=1, doc="a metrics row (the loss averaged since the last row) every this many steps, "
-                         "between evaluations")
-    eval_pairs: int = opt(100, ge=0, doc="held-out pairs (videos when captioning) evaluated greedily at each "
-                          "eval; 0 = none")
-    num_threads: int = opt(0, ge=0, doc="torch threads (0 = leave torch's default)")
     seed_mix: float = opt(0.5, ge=0, le=1, doc="fraction of each refinement batch drawn from the seed set")
     beta: float = opt(0.1, gt=0, doc="sequence-DPO beta of the critic refinement")
     nll_weight: float = opt(1.0, ge=0, doc="weight of the NLL term on the chosen rationale (refinement DPO)")
     max_abstain_rate: float = opt(0.2, ge=0, le=1, doc="DPO guard: stop and restore the last checkpoint when "
                                   "the probe's unparseable-answer rate rises above this and above its start")
-    seed_pairs: int = opt(600, ge=0, doc="oracle seed set: pairs (0 = pointwise records only)")
-    seed_noise: float = opt(0.1, ge=0, le=1)
-    seed: int = opt(0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -405,7 +405,8 @@ class RunConfig(_Section):
     judging: JudgingConfig = field(default_factory=JudgingConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    critic_train: CriticTrainConfig = field(default_factory=CriticTrainConfig)
+    critic_cold: CriticColdConfig = field(default_factory=CriticColdConfig)
+    critic_refine: CriticRefineConfig = field(default_factory=CriticRefineConfig)
     rounds: RoundsConfig = field(default_factory=RoundsConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
@@ -415,25 +416,17 @@ class RunConfig(_Section):
 # ----------------------------------------------------------------------------------------------- presets
 
 def preset_small() -> RunConfig:
-    """The CPU demo on the shapes world.
-
-    World: what the small models can learn on a CPU (docs/preference_gain.md): 32 px, 9 frames, one circle or two
-    (object 1.5x the default size), five colours, three backgrounds, seven motions; 146 train / 64 held-out
-    prompts. Trained on true captions the small generator renders it well; the shipped base learned it from a
-    web-like corpus whose captions name the colour wrong 40 % of the time, the motion 30 % and the count 20 %
-    (`world.web`), so its errors are the corpus's errors, which more of that corpus does not fix.
-    The shipped small critic judges in two steps (its measured best mode; its rationales need up to 96 tokens);
-    the preference recipe: beta 500 for the flow-matching error scale, timesteps in the noisier half where layout,
-    colour and motion are decided, every confident judgment as a pair, 300 steps of batch 8 a round; critic refinement with the shapes
-    world's rationale-verdict consistency check; loop sizes for a demo of minutes on a 2-core CPU (32 prompts x 4
-    videos a round = 192 judgments; 32 held-out prompts x 2 seeds)."""
+    """The CPU demo on the shapes world (why each value: docs/preference_gain.md, assets/critic_small/README.md): the
+    world the small models learn, captioned like the base's web-like corpus (`world.web`); two-step judging with
+    rationales of up to 96 tokens; beta 500 for the flow-matching error scale, timesteps in the noisier half where
+    layout, colour and motion are decided; every confident judgment a pair; the shapes world's consistency check."""
     c = RunConfig()
     world = replace(c.world, height=32, width=32, shapes=("circle",), p_pair=0.0, p_speed=0.0, p_count_two=0.2,
                     object_scale=1.5, num_train_prompts=146, num_eval_prompts=64,
                     web=WebCaptionConfig(colour=0.4, motion=0.3, count=0.2))
     return replace(c, world=world, critic=replace(c.critic, max_new_tokens=96),
                    judging=replace(c.judging, describe_first=True, pairs_from="scores"),
-                   critic_train=replace(c.critic_train, consistency="shapes"),
+                   critic_refine=replace(c.critic_refine, consistency="shapes"),
                    pairs=replace(c.pairs, strategy="all_confident"),
                    train=replace(c.train, beta=500.0, noise_range=(0.5, 1.0), batch_size=8, num_steps=300),
                    sampling=replace(c.sampling, prompts_per_round=32, videos_per_prompt=4),
@@ -444,20 +437,21 @@ def preset_small() -> RunConfig:
 def preset_tiny() -> RunConfig:
     """Random tiny models for tests: everything runs in seconds."""
     c = RunConfig()
+    arch = GeneratorArchConfig(num_layers=2, num_heads=2, head_dim=8, ffn_dim=32, time_dim=16, latent_channels=4,
+                               vae_channels=(4, 8, 8), text_dim=16, text_layers=1, text_heads=2)
+    both = dict(batch_size=2, seed_pairs=8, warmup_steps=1, checkpoint_every=1, eval_every=1)  # critic_cold, _refine
     return replace(
         c,
         world=replace(c.world, height=32, width=32, num_frames=9, num_train_prompts=16, num_eval_prompts=4),
-        generator=replace(c.generator, path="", num_inference_steps=2, guidance_scale=1.0, num_layers=2,
-                          num_heads=2, head_dim=8, ffn_dim=32, time_dim=16, latent_channels=4,
-                          vae_channels=(4, 8, 8), text_dim=16, text_layers=1, text_heads=2),
+        generator=replace(c.generator, path="", num_inference_steps=2, guidance_scale=1.0, arch=arch),
         critic=replace(c.critic, path="", num_frames=4, image_size=32, max_new_tokens=16, vocab_size=300,
                        hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1, mrope_section=(2, 3, 3),
                        vision_depth=1, vision_embed_dim=32, vision_heads=2, temporal_patch_size=2),
         sampling=replace(c.sampling, videos_per_prompt=2, prompts_per_round=2, batch_size=2),
         judging=replace(c.judging, num_votes=2),
         train=replace(c.train, num_steps=2, batch_size=1, checkpoint_every=1),
-        critic_train=replace(c.critic_train, num_steps=2, batch_size=2, seed_pairs=8, warmup_steps=1,
-                             checkpoint_every=1, eval_every=1, eval_pairs=2, refine_steps=2, probe_pairs=2),
+        critic_cold=replace(c.critic_cold, num_steps=2, eval_pairs=2, **both),
+        critic_refine=replace(c.critic_refine, steps=2, probe_pairs=2, **both),
         rounds=replace(c.rounds, num_rounds=1),
         eval=replace(c.eval, num_prompts=2, seeds=(0,)),
         pretrain=replace(c.pretrain, num_videos=8, vae_steps=2, vae_batch_size=2, vae_crop=16, steps=3, batch_size=2,
@@ -468,13 +462,10 @@ def preset_tiny() -> RunConfig:
 def _preset_full(world: dict[str, Any], generator: dict[str, Any]) -> RunConfig:
     """What the full presets share: the paper's loop (8 videos per prompt, best-vs-worst pairs, K = 8 paths in both
     orders, certainty 0.5, 3 rounds), a Qwen2.5-VL-7B-Instruct critic from a local directory (any Qwen2-VL /
-    Qwen2.5-VL directory works: the architecture is read from its config.json), LoRA training in bf16, and the
-    memory features 80 GB cards need (docs/full_scale.md): bf16 weights, gradient checkpointing, VAE slicing and
-    tiling, latents and prompt embeddings encoded before training with the VAE and text encoder on CPU, and the
-    critic and the generator never on the GPU together, and judging in calls of 16 requests (a prompt's 56
-    comparisons x K = 8 paths in one call would need about 170 GiB of KV cache: `dualipo plan`). Prompts: the shapes world's until `rounds.prompt_file`
-    names the user's (then set `critic_train.seed_file` too)."""
-    c = RunConfig()
+    Qwen2.5-VL directory: the architecture is read from its config.json), LoRA training in bf16, and the memory
+    features of docs/full_scale.md (80 GB cards). Prompts: the shapes world's until `rounds.prompt_file` names the
+    user's (then set `critic_refine.seed_file` too)."""
+    c, critic = RunConfig(), dict(finetune="lora", learning_rate=1e-5, batch_size=4)
     return replace(
         c,
         world=replace(c.world, num_train_prompts=3072, **world),
@@ -482,7 +473,7 @@ def _preset_full(world: dict[str, Any], generator: dict[str, Any]) -> RunConfig:
                           vae_slicing=True, vae_tiling=True, **generator),
         critic=replace(c.critic, path="models/Qwen2.5-VL-7B-Instruct", arch="qwen2_5_vl", image_size=0,
                        max_new_tokens=512, dtype="bfloat16"),
-        critic_train=replace(c.critic_train, finetune="lora", learning_rate=1e-5, batch_size=4),
+        critic_cold=replace(c.critic_cold, **critic), critic_refine=replace(c.critic_refine, **critic),
         sampling=replace(c.sampling, videos_per_prompt=8, prompts_per_round=1024, batch_size=1),
         judging=replace(c.judging, num_votes=8, both_orders=True, certainty_threshold=0.5, batch_rows=16),
         pairs=replace(c.pairs, strategy="best_vs_worst"),
@@ -496,10 +487,10 @@ def _preset_full(world: dict[str, Any], generator: dict[str, Any]) -> RunConfig:
 def preset_full_cogvideox_2b() -> RunConfig:
     """CogVideoX-2B (`models/CogVideoX-2b`, diffusers layout): 49 frames at 480 x 720, 8 fps, 50 steps, CFG 6,
     T5 prompts of up to 226 tokens. The 2B transformer predicts v (its scheduler_config.json says
-    `prediction_type: v_prediction`; a loaded directory's scheduler always wins over `generator.prediction_type`)."""
+    `prediction_type: v_prediction`; a loaded directory's scheduler wins over `generator.arch.prediction_type`)."""
     return _preset_full(dict(height=480, width=720, num_frames=49, fps=8.0),
                         dict(backend="cogvideox", path="models/CogVideoX-2b", guidance_scale=6.0, text_max_len=226,
-                             prediction_type="v_prediction"))
+                             arch=GeneratorArchConfig(prediction_type="v_prediction")))
 
 
 def preset_full_cogvideox_5b() -> RunConfig:
@@ -511,16 +502,15 @@ def preset_full_cogvideox_5b() -> RunConfig:
 def preset_full_wan_1_3b() -> RunConfig:
     """Wan2.1-T2V-1.3B (`models/Wan2.1-T2V-1.3B-Diffusers`): 81 frames at 480 x 832, 16 fps, 50 steps, CFG 5,
     UMT5 prompts of up to 512 tokens. Flow matching; the sampler and its shift (3.0 at 480p) come from the
-    directory's scheduler_config.json (`generator.flow_shift` only applies to a generator built from config)."""
+    directory's scheduler_config.json (`generator.arch.flow_shift` only applies to a generator built from config)."""
     return _preset_full(dict(height=480, width=832, num_frames=81, fps=16.0),
                         dict(backend="wan", path="models/Wan2.1-T2V-1.3B-Diffusers", guidance_scale=5.0,
-                             text_max_len=512, flow_shift=3.0))
+                             text_max_len=512, arch=GeneratorArchConfig(flow_shift=3.0)))
 
 
 PRESETS = {"tiny": preset_tiny, "small": preset_small, "full-cogvideox-2b": preset_full_cogvideox_2b,
            "full-cogvideox-5b": preset_full_cogvideox_5b, "full-wan-1.3b": preset_full_wan_1_3b,
            "full": preset_full_cogvideox_2b}  # `full`: the name before the 5B and Wan presets existed
-
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -539,19 +529,26 @@ def _check_value(key: str, value: Any, meta: Mapping[str, Any]) -> None:
                 raise ConfigError(f"{key}: expected a value <= {meta['le']}, got {item!r}")
 
 
+_MOVED = {"generator": {"generator.arch": GeneratorArchConfig},  # issue 28's moves: for the message only, no alias
+          "critic_train": {"critic_cold": CriticColdConfig, "critic_refine": CriticRefineConfig}}
+
+
+def _moved(key: str, value: Any = None) -> ConfigError | None:
+    """The error for a key (or a mapping under one) that issue 28 moved (`_MOVED`), naming its new key(s); or None."""
+    if isinstance(value, Mapping):
+        return next(filter(None, (_moved(f"{key}.{k}", v) for k, v in value.items())), None)
+    old, _, name = key.replace("critic_train.refine_steps", "critic_train.steps").partition(".")
+    new = [f"{s}.{name}" for s, c in _MOVED.get(old, {}).items() if name in {f.name for f in fields(c)}]
+    return ConfigError(f"config key {key!r} no longer exists: it is now {' and '.join(new)}") if new else None
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 def _coerce(key: str, tp: Any, value: Any) -> Any:
     """Check `value` against the annotation `tp`; allow int -> float and list -> tuple only."""
-    origin = typing.get_origin(tp)
-    if origin in (types.UnionType, typing.Union):
-        if value is None and type(None) in typing.get_args(tp):
-            return None
-        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _coerce(key, inner, value)
-    if origin is tuple:
+    if typing.get_origin(tp) is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         (item_tp, _ellipsis) = typing.get_args(tp)
@@ -571,7 +568,7 @@ def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
     known = {f.name: f for f in fields(cls)}
     for name in data:
         if name not in known:
-            raise ConfigError(f"unknown config key {prefix + str(name)!r}; "
+            raise _moved(prefix + str(name), data[name]) or ConfigError(f"unknown config key {prefix + str(name)!r}; "
                               f"known keys here: {', '.join(sorted(known))}")
     kwargs = {}
     for name, value in data.items():
@@ -626,7 +623,8 @@ def _override_dict(overrides: Sequence[str], base: dict[str, Any]) -> dict[str, 
         node, ref = out, base
         for i, part in enumerate(path[:-1]):
             if not isinstance(ref, dict) or part not in ref or not isinstance(ref[part], dict):
-                raise ConfigError(f"unknown config section {'.'.join(path[:i + 1])!r} in override {text!r}")
+                raise _moved(".".join(path)) or ConfigError(f"unknown config section {'.'.join(path[:i + 1])!r} "
+                                                            f"in override {text!r}")
             node, ref = node.setdefault(part, {}), ref[part]
         leaf = path[-1]
         if isinstance(ref, dict) and isinstance(ref.get(leaf), str) and not isinstance(value, str):

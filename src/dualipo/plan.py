@@ -193,7 +193,7 @@ def _critic_params(c: CriticArch) -> dict:
 
 def refine_stage(cfg: RunConfig, p: PlanConfig, c: CriticArch) -> dict:
     """Critic refinement on the main process (one GPU): SFT or sequence DPO, full or LoRA fine-tuning."""
-    ct = cfg.critic_train
+    ct = cfg.critic_refine
     b = 4 if ct.finetune == "full" else BYTES[cfg.critic.dtype]  # full fine-tuning trains in float32
     patches, tokens = critic_video(cfg, c)
     seqs, full = ct.batch_size * (2 if ct.method == "dpo" else 1), ct.finetune == "full"
@@ -208,8 +208,8 @@ def refine_stage(cfg: RunConfig, p: PlanConfig, c: CriticArch) -> dict:
     sec = _sec(step, p)
     return _stage("critic refinement", {**_critic_params(c), f"{ct.finetune} (trained)": trained},
                   weights + optim + act, {"weights": weights, "optimizer": optim, "activations": act}, 3600 / sec,
-                  "optimizer steps / GPU-hour", ct.refine_steps, "steps (main process only)",
-                  ct.refine_steps * sec / 3600, 1)
+                  "optimizer steps / GPU-hour", ct.steps, "steps (main process only)",
+                  ct.steps * sec / 3600, 1)
 
 
 # ------------------------------------------------------------------------------------------ the plan
@@ -238,7 +238,7 @@ def make_plan(cfg: RunConfig, p: PlanConfig) -> dict:
     stages = [sampling_stage(cfg, p, a, gc, "sampling", s.prompts_per_round, s.videos_per_prompt)]
     if c is not None:
         stages.append(judging_stage(cfg, p, c, "judging", judging_unit(cfg), s.prompts_per_round))
-        if cfg.critic_train.refine:
+        if cfg.critic_refine.refine:
             stages.append(refine_stage(cfg, p, c))
     stages.append(training_stage(cfg, p, a, gc, mods))
     stages.append(evaluation_stage(cfg, p, a, gc, c, True))

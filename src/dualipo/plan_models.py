@@ -200,7 +200,7 @@ def critic_arch(cfg: RunConfig, published_name: str = "") -> CriticArch:
     t, v = model.config.text_config, model.config.vision_config
     vision = numel(model.model.visual)
     total = numel(model)
-    lora = lora_params(model, cfg.critic_train.lora_rank, LORA_TARGETS) if cfg.critic_train.finetune == "lora" else 0
+    lora = lora_params(model, cfg.critic_refine.lora_rank, LORA_TARGETS) if cfg.critic_refine.finetune == "lora" else 0
     if model.config.model_type == "qwen2_5_vl":
         v_hidden, v_inter = v.hidden_size, v.intermediate_size
         full, window = len(v.fullatt_block_indexes), (v.window_size // v.patch_size) ** 2

@@ -224,7 +224,7 @@ def _load_vae(gen: Generator, cfg: RunConfig) -> None:
         gen.vae.load_state_dict(src.vae.float().state_dict())
     except RuntimeError as e:
         raise ValueError(f"pretrain.vae_from={cfg.pretrain.vae_from!r}: its VAE does not fit the configured "
-                         f"generator.vae_channels / latent_channels ({str(e).splitlines()[0]})") from e
+                         f"generator.arch.vae_channels / latent_channels ({str(e).splitlines()[0]})") from e
 
 
 def _check_same_config(cfg: RunConfig, path: Path) -> None:

@@ -286,9 +286,9 @@ def _train_on(run: Run, k: int, gen, cache, n_items: int) -> Outcome:
 def _refine_stage(run: Run, k: int, critic):
     """Refine the critic on round k's judgments; returns the critic that judges from now on."""
     cfg = run.cfg
-    if cfg.critic.backend == "oracle" or not cfg.critic_train.refine:
+    if cfg.critic.backend == "oracle" or not cfg.critic_refine.refine:
         note = ("the oracle critic (upper bound) is not trained" if cfg.critic.backend == "oracle" else
-                "critic_train.refine=false: frozen critic (IPO)")
+                "critic_refine.refine=false: frozen critic (IPO)")
 
         def frozen() -> Outcome:
             if run.procs.main:
@@ -315,7 +315,7 @@ def _refine(run: Run, k: int) -> Outcome:
         return "skipped", note
     weights = final / "model.safetensors"
     run.ledger.add_checkpoint(k, CRITIC, run.rel(weights), sha256_file(weights), weights_sha256(weights),
-                              run.cfg.critic_train.refine_steps)
+                              run.cfg.critic_refine.steps)
     run.metrics.log(k, "refine", training.refine_summary(counts, out / "metrics.jsonl"))
     return "done", f"{note}; critic {run.rel(final)}"
 

@@ -33,16 +33,16 @@ def keep(certainty: float, estimator: str, vote_threshold: float, pce_threshold:
         return certainty >= vote_threshold
     if estimator == "pce":
         return certainty > pce_threshold
-    raise ValueError(f"critic_train.certainty: expected one of {ESTIMATORS}, got {estimator!r}")
+    raise ValueError(f"critic_refine.certainty: expected one of {ESTIMATORS}, got {estimator!r}")
 
 
 def check_reference(current: str, reference: str) -> None:
     """The PCE reference must be set and differ from the critic being refined."""
     if not reference:
-        raise ConfigError("critic_train.certainty=pce needs a reference critic: set critic_train.pce_reference to "
+        raise ConfigError("critic_refine.certainty=pce needs a reference critic: set critic_refine.pce_reference to "
                           "the previous round's critic or the cold-start critic (a local directory)")
     if reference == current:
-        raise ConfigError(f"critic_train.pce_reference={reference!r} is the critic being refined: then "
+        raise ConfigError(f"critic_refine.pce_reference={reference!r} is the critic being refined: then "
                           "R = log pi/pi_ref = 0 for every judgment, PCE = 0.5 and the > 0.5 filter drops all data. "
                           "Use the previous round's critic or the cold-start critic")
 
@@ -59,5 +59,5 @@ def rationale_rewards(policy, reference, examples, batch_size: int = 16) -> torc
     r = torch.cat(out) if out else torch.zeros(0)
     if r.numel() > 1 and bool((r == 0).all()):
         raise ConfigError("PCE: R = 0 for every judgment: the reference critic has the same weights as the critic "
-                          "being refined; set critic_train.pce_reference to another critic")
+                          "being refined; set critic_refine.pce_reference to another critic")
     return r

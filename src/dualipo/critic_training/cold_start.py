@@ -80,27 +80,27 @@ def _train_sft(cfg: RunConfig, examples: list[Example], out: Path, evaluate, res
                aux: list[tuple[list[Example], float]] = ()) -> Path:
     """SFT shared by captioning pretraining and the cold start (`train_loop`). Each (examples, share) of `aux`
     makes up that share of every batch (`mixed_batch`)."""
-    ct = cfg.critic_train
+    ct = cfg.critic_cold
 
     def loss_fn(critic, step):
         return sft_loss(critic, mixed_batch(step, examples, aux, ct.batch_size, ct.seed)), {}
 
-    return train_loop(cfg, load_trainable(cfg), out, loss_fn, evaluate, resume, desc)
+    return train_loop(cfg, ct, load_trainable(cfg, ct), out, loss_fn, evaluate, resume, desc, ct.num_steps)
 
 
 def cold_start(cfg: RunConfig, seed_path: str | Path, out: str | Path, heldout_path: str | Path | None = None,
                resume: bool = True, caption_dirs: list[str | Path] | None = None) -> Path:
     """Fine-tune the critic on a seed set; writes `out/ckpt/`, `out/metrics.jsonl` and `out/final/`. With
-    `caption_dirs` (shapes world), `critic_train.caption_mix` of every batch is captioning examples of them and
-    `critic_train.reasoning_mix` text-only comparison examples built from their true descriptions."""
-    ct = cfg.critic_train
+    `caption_dirs` (shapes world), `critic_cold.caption_mix` of every batch is captioning examples of them and
+    `critic_cold.reasoning_mix` text-only comparison examples built from their true descriptions."""
+    ct = cfg.critic_cold
     mixes = ct.caption_mix + ct.reasoning_mix
     if bool(caption_dirs) != (mixes > 0):
-        raise ValueError("captioning or comparison examples in the cold start need both critic_train.caption_videos "
-                         f"and critic_train.caption_mix or reasoning_mix > 0 (got {caption_dirs or 'no videos'}, "
+        raise ValueError("captioning or comparison examples in the cold start need both critic_cold.caption_videos "
+                         f"and critic_cold.caption_mix or reasoning_mix > 0 (got {caption_dirs or 'no videos'}, "
                          f"{ct.caption_mix}, {ct.reasoning_mix})")
     if mixes > 0.9:
-        raise ValueError(f"critic_train.caption_mix + reasoning_mix = {mixes:g} leaves no room for the seed set "
+        raise ValueError(f"critic_cold.caption_mix + reasoning_mix = {mixes:g} leaves no room for the seed set "
                          "(at most 0.9)")
     records = load_seed(seed_path)
     heldout = load_seed(heldout_path)[:ct.eval_pairs] if heldout_path and ct.eval_pairs else []
@@ -121,7 +121,7 @@ def caption_pretrain(cfg: RunConfig, dirs: list[str | Path], out: str | Path,
                      heldout_dirs: list[str | Path] | None = None, resume: bool = True) -> Path:
     """Captioning pretraining (the analog of a real VLM's pretraining): learn to describe videos before the
     cold start learns to judge them. Start the cold start from OUT/final with `critic.path=OUT/final`."""
-    ct = cfg.critic_train
+    ct = cfg.critic_cold
     examples = caption_examples(dirs, cache=Path(out) / "caption_examples.jsonl")
     heldout = caption_examples(heldout_dirs, ct.eval_pairs) if heldout_dirs and ct.eval_pairs else []
     evaluate = (lambda critic: evaluate_captions(critic, heldout)) if heldout else None

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from dualipo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from dualipo.config import RunConfig, save_config
+from dualipo.config import CriticOptimConfig, RunConfig, save_config
 from dualipo.optim import clipped_step, warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -64,10 +64,9 @@ def mixed_batch(step: int, main: list, aux: Sequence[tuple[list, float]], batch_
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"  # the critic's LoRA: attention of the LM
 
 
-def _apply_lora(model, cfg: RunConfig):
+def _apply_lora(model, ct: CriticOptimConfig):
     from peft import LoraConfig, get_peft_model
 
-    ct = cfg.critic_train
     lc = LoraConfig(r=ct.lora_rank, lora_alpha=ct.lora_alpha, init_lora_weights="gaussian",
                     target_modules=LORA_TARGETS)
     return get_peft_model(model, lc)
@@ -89,34 +88,32 @@ class CriticDiverged(RuntimeError):
     """A non-finite critic loss: training stops; the last checkpoint is intact."""
 
 
-def load_trainable(cfg: RunConfig):
-    """(model, tokenizer, critic) for training, from `critic.path`: all weights in float32 when
-    `critic_train.finetune=full`; with `lora`, the base stays in `critic.dtype` (a 7B critic in bf16 is half the
-    memory) and the adapter on the language model is float32 (peft's default upcast)."""
+def load_trainable(cfg: RunConfig, ct: CriticOptimConfig):
+    """(model, tokenizer, critic) for training, from `critic.path`: all weights in float32 when `ct.finetune=full`
+    (`ct`: `critic_cold` or `critic_refine`); with `lora`, the base stays in `critic.dtype` (a 7B critic in bf16 is
+    half the memory) and the adapter on the language model is float32 (peft's default upcast)."""
     from dualipo.critics.qwen_vl import QwenVLCritic, load_model
 
     model, tok = load_model(cfg.critic)
-    if cfg.critic_train.finetune == "lora":
-        model = _apply_lora(model, cfg)
+    if ct.finetune == "lora":
+        model = _apply_lora(model, ct)
     else:
         model = model.float()
     return model, tok, QwenVLCritic(model, tok, cfg.critic, cfg.judging)
 
 
-def train_loop(cfg: RunConfig, trainable, out: Path, loss_fn, evaluate, resume: bool, desc: str,
-               num_steps: int | None = None, guard=None, eval_every: int | None = None) -> Path:
-    """The explicit critic training loop: AdamW, warm-up + cosine, clipping, checkpoints with exact resume,
-    a NaN guard, a row in OUT/metrics.jsonl every `critic_train.log_every` steps with the means since the last
-    row of the loss and of the metrics `loss_fn` returns, and `evaluate(critic) -> dict` added to the rows every
-    `eval_every` steps (default `critic_train.eval_every`) and at the end.
+def train_loop(cfg: RunConfig, ct: CriticOptimConfig, trainable, out: Path, loss_fn, evaluate, resume: bool,
+               desc: str, total: int, guard=None, eval_every: int | None = None) -> Path:
+    """The explicit critic training loop, `total` steps with the settings of `ct` (`critic_cold` or `critic_refine`):
+    AdamW, warm-up + cosine, clipping, checkpoints with exact resume, a NaN guard, a row in OUT/metrics.jsonl every
+    `ct.log_every` steps with the means since the last row of the loss and of the metrics `loss_fn` returns, and
+    `evaluate(critic) -> dict` added to the rows every `eval_every` steps (default `ct.eval_every`) and at the end.
 
     `loss_fn(critic, step) -> (loss, metrics)`. `guard(row) -> str | None`: checked at every evaluation; a
     reason stops training and restores the last checkpoint (written at the previous evaluation that passed).
     Returns OUT/final (a transformers directory, LoRA merged)."""
     from dualipo.critics.qwen_vl import save_model
 
-    ct = cfg.critic_train
-    total = num_steps or ct.num_steps
     if ct.num_threads:
         torch.set_num_threads(ct.num_threads)
     save_config(cfg, out / "config.json")
@@ -152,7 +149,7 @@ def train_loop(cfg: RunConfig, trainable, out: Path, loss_fn, evaluate, resume: 
                 last = latest_checkpoint(ckpt_root)
                 log.warning("%s stopped at step %d: %s; restoring %s", desc, step, stop, last or "the start")
                 if last is None:
-                    model, tok, critic = load_trainable(cfg)
+                    model, tok, critic = load_trainable(cfg, ct)
                 else:
                     load_checkpoint(last, model, optim)
                 break

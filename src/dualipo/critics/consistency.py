@@ -1,7 +1,7 @@
 """Rationale-verdict consistency: a vote filter for self-refinement (SRPO).
 
 A sampled reasoning path votes only if its verdict agrees with what its own reasoning says. Checks
-(`critic_train.consistency`):
+(`critic_refine.consistency`):
 - `off`: every parseable path votes;
 - `claim`: the rationale's stated claim ('Video B is better ...', 'Good on motion.') is the verdict of its answer line
   (`prompts.rationale_agrees`); works for any critic whose rationales state a claim in that form;
@@ -34,7 +34,7 @@ def path_consistent(check: str, prompt: str, dimension: str, sample: Sample) -> 
         if dimension not in CHECKED_DIMENSIONS:
             return True
         return reasoned_verdict(prompt, dimension, sample.text) == sample.raw_verdict
-    raise ValueError(f"critic_train.consistency: expected one of {CHECKS}, got {check!r}")
+    raise ValueError(f"critic_refine.consistency: expected one of {CHECKS}, got {check!r}")
 
 
 def filter_judgment(j: Judgment, check: str) -> tuple[Judgment, int]:

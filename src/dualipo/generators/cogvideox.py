@@ -69,33 +69,33 @@ class CogVideoXGenerator(DiffusersGenerator):
 
 
 def build_cogvideox(g: GeneratorConfig, world: WorldConfig, fps: float) -> CogVideoXGenerator:
-    """A random-init CogVideoX pipeline from the architecture fields of `g`, sized for `world`."""
-    ch = g.vae_channels
-    if len(ch) < 3 or any(c % g.vae_norm_groups for c in ch) or g.latent_channels % 2:
-        raise ValueError(f"generator.vae_channels={ch}: CogVideoX needs >= 3 levels (4x temporal compression), "
-                         f"each divisible by generator.vae_norm_groups={g.vae_norm_groups}, and an even "
-                         f"generator.latent_channels (got {g.latent_channels})")
+    """A random-init CogVideoX pipeline from `g.arch`, sized for `world`."""
+    a, ch = g.arch, g.arch.vae_channels
+    if len(ch) < 3 or any(c % a.vae_norm_groups for c in ch) or a.latent_channels % 2:
+        raise ValueError(f"generator.arch.vae_channels={ch}: CogVideoX needs >= 3 levels (4x temporal compression), "
+                         f"each divisible by generator.arch.vae_norm_groups={a.vae_norm_groups}, and an even "
+                         f"generator.arch.latent_channels (got {a.latent_channels})")
     spatial = 2 ** (len(ch) - 1)
-    if world.height % (spatial * g.patch_size) or world.width % (spatial * g.patch_size):
+    if world.height % (spatial * a.patch_size) or world.width % (spatial * a.patch_size):
         raise ValueError(f"world size {world.height}x{world.width} must be divisible by VAE factor {spatial} x "
-                         f"generator.patch_size={g.patch_size}")
+                         f"generator.arch.patch_size={a.patch_size}")
     tokenizer = build_tokenizer(g.text_max_len)
-    text_encoder = build_text_encoder(g, len(tokenizer))
+    text_encoder = build_text_encoder(a, len(tokenizer))
     fork = torch.random.fork_rng()
     with fork:
-        torch.manual_seed(g.init_seed)
+        torch.manual_seed(a.init_seed)
         vae = AutoencoderKLCogVideoX(
             in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * len(ch),
             up_block_types=("CogVideoXUpBlock3D",) * len(ch), block_out_channels=tuple(ch),
-            latent_channels=g.latent_channels, layers_per_block=1, norm_num_groups=g.vae_norm_groups,
+            latent_channels=a.latent_channels, layers_per_block=1, norm_num_groups=a.vae_norm_groups,
             temporal_compression_ratio=4)
         transformer = CogVideoXTransformer3DModel(
-            num_attention_heads=g.num_heads, attention_head_dim=g.head_dim, in_channels=g.latent_channels,
-            out_channels=g.latent_channels, time_embed_dim=g.time_dim, text_embed_dim=g.text_dim,
-            num_layers=g.num_layers, sample_width=world.width // spatial, sample_height=world.height // spatial,
-            sample_frames=world.num_frames, patch_size=g.patch_size, temporal_compression_ratio=4,
+            num_attention_heads=a.num_heads, attention_head_dim=a.head_dim, in_channels=a.latent_channels,
+            out_channels=a.latent_channels, time_embed_dim=a.time_dim, text_embed_dim=a.text_dim,
+            num_layers=a.num_layers, sample_width=world.width // spatial, sample_height=world.height // spatial,
+            sample_frames=world.num_frames, patch_size=a.patch_size, temporal_compression_ratio=4,
             max_text_seq_length=g.text_max_len)
-    scheduler = CogVideoXDDIMScheduler(prediction_type=g.prediction_type, beta_schedule="scaled_linear",
+    scheduler = CogVideoXDDIMScheduler(prediction_type=a.prediction_type, beta_schedule="scaled_linear",
                                        clip_sample=False, rescale_betas_zero_snr=True, timestep_spacing="trailing")
     pipe = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
                              scheduler=scheduler)

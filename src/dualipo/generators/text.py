@@ -19,7 +19,7 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
-from dualipo.config import BACKGROUNDS, COLOURS, MOTIONS, SHAPES, GeneratorConfig
+from dualipo.config import BACKGROUNDS, COLOURS, MOTIONS, SHAPES, GeneratorArchConfig
 
 SPECIALS = ("<pad>", "</s>", "<unk>")
 _GRAMMAR_WORDS = ("a", "two", "moving", "slowly", "quickly", "staying", "still", "growing", "shrinking", "on",
@@ -46,15 +46,15 @@ def build_tokenizer(max_length: int) -> PreTrainedTokenizerFast:
                                    model_max_length=max_length)
 
 
-def build_text_encoder(g: GeneratorConfig, vocab_size: int) -> T5EncoderModel:
-    """A frozen, randomly initialised T5 encoder (seeded by `g.text_seed`) of width `g.text_dim`."""
-    if g.text_dim % g.text_heads:
-        raise ValueError(f"generator.text_dim={g.text_dim} must be divisible by generator.text_heads={g.text_heads}")
-    cfg = T5Config(vocab_size=vocab_size, d_model=g.text_dim, d_kv=g.text_dim // g.text_heads, d_ff=2 * g.text_dim,
-                   num_layers=g.text_layers, num_heads=g.text_heads, relative_attention_num_buckets=8,
+def build_text_encoder(a: GeneratorArchConfig, vocab_size: int) -> T5EncoderModel:
+    """A frozen, randomly initialised T5 encoder (seeded by `a.text_seed`) of width `a.text_dim`."""
+    if a.text_dim % a.text_heads:
+        raise ValueError(f"generator.arch.text_dim={a.text_dim} must be divisible by text_heads={a.text_heads}")
+    cfg = T5Config(vocab_size=vocab_size, d_model=a.text_dim, d_kv=a.text_dim // a.text_heads, d_ff=2 * a.text_dim,
+                   num_layers=a.text_layers, num_heads=a.text_heads, relative_attention_num_buckets=8,
                    dropout_rate=0.0)
     fork = torch.random.fork_rng()
     with fork:
-        torch.manual_seed(g.text_seed)
+        torch.manual_seed(a.text_seed)
         model = T5EncoderModel(cfg)
     return model.eval().requires_grad_(False)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
 
-from dualipo.config import GeneratorConfig
+from dualipo.config import GeneratorArchConfig, GeneratorConfig
 from dualipo.generators.base import DiffusersGenerator
 from dualipo.generators.text import build_text_encoder, build_tokenizer
 
@@ -60,32 +60,32 @@ class WanGenerator(DiffusersGenerator):
         return pred, noise_BCFHW - latents_BCFHW
 
 
-def _wan_vae(g: GeneratorConfig) -> AutoencoderKLWan:
-    ch = g.vae_channels
+def _wan_vae(a: GeneratorArchConfig) -> AutoencoderKLWan:
+    ch = a.vae_channels
     if len(ch) < 3 or any(c % ch[0] for c in ch):
-        raise ValueError(f"generator.vae_channels={ch}: Wan needs >= 3 levels, each a multiple of the first "
+        raise ValueError(f"generator.arch.vae_channels={ch}: Wan needs >= 3 levels, each a multiple of the first "
                          f"(the VAE compresses time 4x with two temporal downsamplings)")
     levels = len(ch) - 1
-    return AutoencoderKLWan(base_dim=ch[0], z_dim=g.latent_channels, dim_mult=[c // ch[0] for c in ch],
+    return AutoencoderKLWan(base_dim=ch[0], z_dim=a.latent_channels, dim_mult=[c // ch[0] for c in ch],
                             num_res_blocks=1, temperal_downsample=[False] * (levels - 2) + [True, True],
-                            latents_mean=[0.0] * g.latent_channels, latents_std=[1.0] * g.latent_channels,
+                            latents_mean=[0.0] * a.latent_channels, latents_std=[1.0] * a.latent_channels,
                             scale_factor_spatial=2 ** levels, scale_factor_temporal=4)
 
 
 def build_wan(g: GeneratorConfig, fps: float) -> WanGenerator:
-    """A random-init Wan pipeline from the architecture fields of `g` (seeded by `g.init_seed`)."""
-    tokenizer = build_tokenizer(g.text_max_len)
-    text_encoder = build_text_encoder(g, len(tokenizer))
+    """A random-init Wan pipeline from `g.arch` (seeded by its `init_seed`)."""
+    tokenizer, a = build_tokenizer(g.text_max_len), g.arch
+    text_encoder = build_text_encoder(a, len(tokenizer))
     fork = torch.random.fork_rng()
     with fork:
-        torch.manual_seed(g.init_seed)
-        vae = _wan_vae(g)
+        torch.manual_seed(a.init_seed)
+        vae = _wan_vae(a)
         transformer = WanTransformer3DModel(
-            patch_size=(1, g.patch_size, g.patch_size), num_attention_heads=g.num_heads,
-            attention_head_dim=g.head_dim, in_channels=g.latent_channels, out_channels=g.latent_channels,
-            text_dim=g.text_dim, freq_dim=g.time_dim, ffn_dim=g.ffn_dim, num_layers=g.num_layers,
+            patch_size=(1, a.patch_size, a.patch_size), num_attention_heads=a.num_heads,
+            attention_head_dim=a.head_dim, in_channels=a.latent_channels, out_channels=a.latent_channels,
+            text_dim=a.text_dim, freq_dim=a.time_dim, ffn_dim=a.ffn_dim, num_layers=a.num_layers,
             cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=64)
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=g.flow_shift)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=a.flow_shift)
     pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
                        scheduler=scheduler)
     return WanGenerator(pipe, g, fps)

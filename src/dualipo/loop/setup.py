@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def check_run_config(cfg: RunConfig, num_processes: int) -> None:
     """What the loop needs beyond the per-field checks; fails before anything is written."""
-    ct = cfg.critic_train
+    ct = cfg.critic_refine
     if ct.refine and cfg.critic.backend != "oracle" and ct.certainty == "pce":
         from dualipo.critic_training.certainty import check_reference
 
@@ -40,12 +40,12 @@ def check_run_config(cfg: RunConfig, num_processes: int) -> None:
 
 def check_pool(cfg: RunConfig, pool: list[tuple[str, str]]) -> None:
     """What the prompt pool must hold for this config."""
-    ct = cfg.critic_train
+    ct = cfg.critic_refine
     if ct.refine and cfg.critic.backend != "oracle" and ct.method == "sft" and ct.seed_mix > 0 and \
             cfg.rounds.prompt_file and not ct.seed_file:
-        raise ValueError(f"critic_train.seed_mix={ct.seed_mix} mixes the human seed set into critic refinement: "
-                         "with rounds.prompt_file set, give it as critic_train.seed_file (the shapes world's own "
-                         "seed set is made only for its default prompt pool), or set critic_train.seed_mix=0")
+        raise ValueError(f"critic_refine.seed_mix={ct.seed_mix} mixes the human seed set into critic refinement: "
+                         "with rounds.prompt_file set, give it as critic_refine.seed_file (the shapes world's own "
+                         "seed set is made only for its default prompt pool), or set critic_refine.seed_mix=0")
     if cfg.sampling.prompts_per_round > len(pool):
         raise ValueError(f"sampling.prompts_per_round={cfg.sampling.prompts_per_round} but the prompt pool holds "
                          f"only {len(pool)} prompts")
@@ -60,15 +60,24 @@ def recorded_config(run_dir: str | Path) -> RunConfig:
     """The config a run was started with (for `dualipo run --out DIR --resume` without config arguments)."""
     ledger = Ledger.open(Path(run_dir))
     try:
-        return from_dict(RunConfig, ledger.config())
+        return from_dict(RunConfig, _recorded(ledger, run_dir))
     finally:
         ledger.close()
 
 
+def _recorded(ledger: Ledger, run_dir: str | Path) -> dict:
+    """The ledger's config; a ValueError (the ledger closed) for one recorded before issue 28's restructure."""
+    if "critic_train" not in (config := ledger.config()):
+        return config
+    ledger.close()
+    raise ValueError(f"cannot resume {run_dir}: its recorded config is from an older layout (critic_train, before "
+                     "critic_cold / critic_refine and generator.arch); start the run again with a new --out")
+
+
 def open_run(run_dir: Path, cfg: RunConfig, pool: list, base_id: str, resume: bool) -> Ledger:
-    """The run's ledger: created in a new (or empty) directory, or reopened to resume after checking that the
-    config, the prompt pool and the base generator are the ones it recorded."""
-    config = json.loads(json.dumps(to_dict(cfg)))  # as stored: tuples become lists
+    """The run's ledger: created in a new (or empty) directory, or reopened to resume after checking that the config
+    (without `pretrain`: only `dualipo pretrain` reads it), the prompt pool and the base generator are as recorded."""
+    config = json.loads(json.dumps({k: v for k, v in to_dict(cfg).items() if k != "pretrain"}))  # tuples: lists
     ledger = _reopen(run_dir, cfg, config, pool, base_id) if resume else _create(run_dir, cfg, config, pool, base_id)
     atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
     return ledger
@@ -77,7 +86,7 @@ def open_run(run_dir: Path, cfg: RunConfig, pool: list, base_id: str, resume: bo
 def _reopen(run_dir: Path, cfg: RunConfig, config: dict, pool: list, base_id: str) -> Ledger:
     ledger = Ledger.open(run_dir)
     meta = ledger.meta()
-    diffs = config_differences(ledger.config(), config)
+    diffs = config_differences(_recorded(ledger, run_dir), config)
     problem = None
     if diffs:
         problem = (f"its config differs in {len(diffs)} key(s): {'; '.join(diffs)}. Resume with the same "
@@ -103,7 +112,7 @@ def _create(run_dir: Path, cfg: RunConfig, config: dict, pool: list, base_id: st
     if run_dir.exists() and any(run_dir.iterdir()):
         hint = "pass --resume to continue it" if (run_dir / LEDGER).is_file() else "choose a new --out"
         raise ValueError(f"run directory {run_dir} already exists and is not empty; {hint}")
-    ct = cfg.critic_train
+    ct = cfg.critic_refine
     meta = {"prompts_sha256": pool_hash(pool), "generator_base": base_id,
             "critic_refinement": (f"{ct.method}, certainty {ct.certainty}, consistency {ct.consistency}"
                                   if ct.refine else "off (IPO)"),

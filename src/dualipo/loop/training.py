@@ -8,7 +8,7 @@ checkpoints in `round_k/train/checkpoints`. The finished adapter is copied atomi
 
 Critic refinement (SRPO, `dualipo.critic_training.refine`) learns from the round's own judgments (consistency filter, certainty,
 SFT mixed with the seed set or certainty-weighted DPO) on the main process, in `round_k/critic/` (it resumes from
-its checkpoints there). With `critic_train.refine=false` the critic stays frozen (the paper's IPO).
+its checkpoints there). With `critic_refine.refine=false` the critic stays frozen (the paper's IPO).
 """
 
 from __future__ import annotations
@@ -54,10 +54,10 @@ def base_generator_id(cfg: RunConfig) -> str:
     transformer weights (a resume refuses changed base weights)."""
     from dualipo.generators import SHIPPED, shipped_path
 
-    h = hashlib.sha256(json.dumps(to_dict(cfg.generator), sort_keys=True).encode())
-    g = cfg.generator
-    if g.path:
-        root = shipped_path() if g.path == SHIPPED else Path(g.path)
+    flat = to_dict(cfg.generator)  # hashed in the flat layout before issue 28: a generator keeps its identity
+    h = hashlib.sha256(json.dumps({**flat.pop("arch"), **flat}, sort_keys=True).encode())
+    if path := cfg.generator.path:
+        root = shipped_path() if path == SHIPPED else Path(path)
         for f in sorted((root / "transformer").glob("*.safetensors")):
             h.update(f.name.encode() + sha256_file(f).encode())
     return h.hexdigest()
@@ -161,7 +161,7 @@ def refine(cfg: RunConfig, k: int, js: list[Judgment], critics: list[str], out: 
     the data counts, what it learned from); None when the judgments hold nothing to learn."""
     from dualipo.critic_training.refine import NothingToLearn, refine_critic
 
-    ct = cfg.critic_train
+    ct = cfg.critic_refine
     current = critics[-1] if critics else cfg.critic.path
     reference = critics[-2] if len(critics) > 1 else (cfg.critic.path if critics else ct.pce_reference)
     try:
@@ -185,12 +185,12 @@ def refine_summary(counts: dict, metrics_file: Path | None) -> dict:
 
 
 def seed_set(cfg: RunConfig, run_dir: Path) -> str | None:
-    """The seed set mixed into refinement: `critic_train.seed_file`, or in the shapes world (the default prompt
+    """The seed set mixed into refinement: `critic_refine.seed_file`, or in the shapes world (the default prompt
     pool) made once in RUN/seed/ and labelled by the oracle (it makes seed labels, as human annotators would; it
     never judges the loop's videos): pairs of renders and corruptions, or, for a critic that judges pairs from
-    pointwise scores, the base generator's own samples labelled pointwise (`critic_train.seed_pairs` of them).
+    pointwise scores, the base generator's own samples labelled pointwise (`critic_refine.seed_pairs` of them).
     None when refinement mixes in no seed data."""
-    ct = cfg.critic_train
+    ct = cfg.critic_refine
     if ct.seed_mix == 0 or ct.method != "sft":
         return None
     if ct.seed_file:
