@@ -110,6 +110,9 @@ def test_ablate_and_render_control_errors(tmp_path):
     assert late.returncode == 2 and "train.beta" in late.stderr and not (tmp_path / "x").exists()
     assert "invalid int value: 'one'" in cli(["ablate", "--preset", "tiny", "--out", "x", "--seeds", "one"], tmp_path,
                                       check=False).stderr
+    seeded = cli(["ablate", "--preset", "tiny", "--out", "x", "--arms", "ipo", "train.seed=3"], tmp_path, check=False)
+    assert seeded.returncode == 2 and "train.seed=3: dualipo ablate sets" in seeded.stderr and "--seeds" in seeded.stderr
+    assert not (tmp_path / "x").exists()  # the per-run seeds are --seeds: an override of one is refused, not lost
     with pytest.raises(ConfigError, match="data=web"):
         build_config("tiny", overrides=["train.data=web"])
     prompts = tmp_path / "prompts.txt"

@@ -122,8 +122,11 @@ A custom arm is a table of an arms file (TOML); its overrides come after the bui
 benchmarks/preference_gain.toml holds the arms of docs/preference_gain.md."""
 
 
+SEED_KEYS = ("seed", "sampling.seed", "train.seed", "critic_refine.seed")  # set per run from --seeds
+
+
 def arm_config(preset: str, config_file: str | None, overrides: list[str], arm: Arm, seed: int) -> RunConfig:
-    seeds = [f"{key}={seed}" for key in ("seed", "sampling.seed", "train.seed", "critic_refine.seed")]
+    seeds = [f"{key}={seed}" for key in SEED_KEYS]
     return build_config(preset, config_file, [*overrides, *COMMON, *arm.overrides, *seeds])
 
 
@@ -136,6 +139,10 @@ def run_arms(preset: str, config_file: str | None, overrides: list[str], out: st
     arms file, or every built-in arm without one."""
     from dualipo.rounds import run_rounds
 
+    clash = [o for o in overrides if o.partition("=")[0] in SEED_KEYS]
+    if clash:
+        raise ValueError(f"{' '.join(clash)}: dualipo ablate sets {', '.join(SEED_KEYS)} of each run from --seeds; "
+                         "give the seeds as --seeds S ...")
     out = Path(out)
     base = build_config(preset, config_file, overrides)
     table = arms(base)
