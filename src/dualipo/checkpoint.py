@@ -22,6 +22,15 @@ PREFIX = "step_"
 RNG_KEY = "torch_rng_state"
 
 
+def truncate_metrics(path: Path, step: int, stage: str | None = None) -> None:
+    """Drop the rows of a metrics JSONL written after the checkpoint a training resumes from at `step` (they are
+    recomputed); with `stage`, only that stage's rows (a file shared by several trainings, keyed by `stage`)."""
+    if not path.exists():
+        return
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step or r.get("stage", stage) != stage))
+
+
 def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in module.named_parameters() if p.requires_grad}
 

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from dualipo import seeds
-from dualipo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from dualipo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, truncate_metrics
 from dualipo.config import RunConfig, save_config, to_dict
 from dualipo.generators import Generator, build_generator
 from dualipo.optim import clipped_step, warmup_cosine
@@ -42,16 +42,6 @@ log = logging.getLogger(__name__)
 
 def _step_generator(seed: int, stage: str, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seeds.pretraining_step(seed, stage, step))
-
-
-def _log_metrics(out: Path, stage: str, resume_step: int) -> None:
-    """Drop curve lines of `stage` past the checkpoint (they will be recomputed identically)."""
-    path = out / "metrics.jsonl"
-    if not path.exists():
-        return
-    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    keep = [r for r in rows if r["stage"] != stage or r["step"] <= resume_step]
-    path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
 
 def _append_metric(out: Path, row: dict) -> None:
@@ -117,7 +107,7 @@ def _run_stage(stage: str, cfg: RunConfig, out: Path, module: torch.nn.Module, p
         done = extra["done"]
     if done:
         return True
-    _log_metrics(out, stage, step)
+    truncate_metrics(out / "metrics.jsonl", step, stage)
     module.train()
     t0, ema = time.time(), None
     bar = tqdm(range(step, total), desc=stage, unit="step", initial=step, total=total)

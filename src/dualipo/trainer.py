@@ -30,7 +30,7 @@ from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from dualipo import seeds
-from dualipo.checkpoint import latest_checkpoint
+from dualipo.checkpoint import latest_checkpoint, truncate_metrics
 from dualipo.config import TrainConfig, save_config
 from dualipo.engines import make_engine
 from dualipo.devices import release_memory
@@ -229,7 +229,7 @@ def train_generator(gen: Generator, cache: LatentCache, cfg: TrainConfig, out_di
     start = engine.load(out / "checkpoints", gen, optimizer, scheduler)
     metrics_path = out / "metrics.jsonl"
     if acc.is_main_process:
-        _truncate_metrics(metrics_path, start)
+        truncate_metrics(metrics_path, start)
     n_real = 0 if cache.real_latents is None else cache.real_latents.shape[0]
     bar = tqdm(range(start, cfg.num_steps), desc="training generator", unit="step", initial=start,
                total=cfg.num_steps, disable=not acc.is_local_main_process)
@@ -260,14 +260,6 @@ def place_for_training(gen: Generator, cfg: TrainConfig, device: torch.device) -
         (gen.transformer if cfg.frozen_on_cpu else gen.pipe).to(device)
     if cfg.gradient_checkpointing:
         gen.transformer.enable_gradient_checkpointing()
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines written after the checkpoint we resume from (they will be recomputed)."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))
 
 
 def train_from_pair_file(cfg, pairs_path: str | Path, out_dir: str | Path) -> Path:
