@@ -285,27 +285,21 @@ def _train_on(run: Run, k: int, gen, cache, n_items: int) -> Outcome:
 
 def _refine_stage(run: Run, k: int, critic):
     """Refine the critic on round k's judgments; returns the critic that judges from now on."""
-    cfg = run.cfg
-    if cfg.critic.backend == "oracle" or not cfg.critic_refine.refine:
-        note = ("the oracle critic (upper bound) is not trained" if cfg.critic.backend == "oracle" else
-                "critic_refine.refine=false: frozen critic (IPO)")
-
-        def frozen() -> Outcome:
-            if run.procs.main:
-                log.info("round %d refine: %s", k, note)
-            return "skipped", note
-
-        _stage(run, k, "refine", critic, frozen)
-        return critic
     if _stage(run, k, "refine", critic, lambda: run.procs.from_main(lambda: _refine(run, k))):
         return _replace(critic, lambda: run.critic(k))
     return critic
 
 
 def _refine(run: Run, k: int) -> Outcome:
-    """Main process: refine the current critic on round k's judgments and record it."""
+    """Main process: refine the current critic on round k's judgments and record it (not the oracle, nor a frozen
+    critic: IPO)."""
     from dataclasses import replace
 
+    if run.cfg.critic.backend == "oracle" or not run.cfg.critic_refine.refine:
+        note = ("the oracle critic (upper bound) is not trained" if run.cfg.critic.backend == "oracle" else
+                "critic_refine.refine=false: frozen critic (IPO)")
+        log.info("round %d refine: %s", k, note)
+        return "skipped", note
     critics = [str((run.dir / r.path).parent) for r in run.checkpoints(CRITIC, k - 1)]
     js = [replace(j, videos=tuple(str(run.dir / v) for v in j.videos)) for j in run.judgments(k)]
     out = run.round_dir(k) / "critic"
