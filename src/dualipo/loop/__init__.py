@@ -1,4 +1,4 @@
-"""The stages of a Dual-IPO round, driven by `dualipo.rounds`: sampling, judging, preferences, training, critic
-refinement and evaluation, plus what they share (the run context, sharding across processes, metrics, the
-end-of-run table). Every stage reads what earlier stages recorded in the run ledger and records its own items.
+"""The stages of a Dual-IPO round as plain functions of their inputs (sampling, judging and the preference data,
+training and refinement, evaluation), and what the loop uses around them (processes, prompts, setup, placement,
+metrics, the end-of-run table). `dualipo.rounds` calls them in order and alone reads and writes the run ledger.
 """
