@@ -232,7 +232,8 @@ def _samples() -> list[Video]:
     from dualipo.generators import build_generator
     from dualipo.toy.world import prompt_pools
 
-    cfg, w = build_config("small"), build_config("small").world
+    cfg = build_config("small")
+    w = cfg.world
     return build_generator(cfg).sample(prompt_pools(w)[1][:8], list(range(8)), num_frames=w.num_frames,
                                        height=w.height, width=w.width, progress=False)
 

@@ -126,7 +126,8 @@ def _quiet_model_loaders() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from dualipo.rounds import recorded_config, run_rounds
+    from dualipo.loop.setup import recorded_config
+    from dualipo.rounds import run_rounds
 
     if not args.verbose:
         _quiet_model_loaders()

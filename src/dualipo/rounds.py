@@ -22,6 +22,7 @@ import logging
 import sqlite3
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -31,7 +32,7 @@ from dualipo.ledger import Ledger, sha256_file, weights_sha256
 from dualipo.loop import evaluation, judging, placement, sampling, training
 from dualipo.loop.processes import Processes
 from dualipo.loop.prompts import eval_prompts, load_prompt_pool, round_prompts
-from dualipo.loop.setup import check_pool, check_run_config, open_run, recorded_config, round_dir  # noqa: F401 (CLI)
+from dualipo.loop.setup import check_pool, check_run_config, open_run, round_dir
 from dualipo.loop.summary import format_table
 from dualipo.loop.tracking import Metrics
 from dualipo.preferences import preference_kind
@@ -53,6 +54,11 @@ class Run:
     ledger: Ledger | None  # main process only
     metrics: Metrics | None  # main process only
 
+    @cached_property
+    def prompts(self) -> dict[str, str]:
+        """Prompt id -> prompt."""
+        return dict(self.pool)
+
     def rel(self, path: Path) -> str:
         return str(Path(path).relative_to(self.dir))
 
@@ -69,7 +75,7 @@ class Run:
         return self.procs.from_main(lambda: self.checkpoints(kind, k))
 
     def judgments(self, k: int) -> list[Judgment]:
-        return [judgment_from_row(r, dict(self.pool)) for r in self.ledger.judgments(k)]
+        return [judgment_from_row(r, self.prompts) for r in self.ledger.judgments(k)]
 
     def generator(self, k: int):
         """The generator at the end of round k and its identity."""
@@ -182,11 +188,16 @@ def _replace(critic, build):
 
 # ------------------------------------------------------------------------------------------ the stages
 
+def _train_items(run: Run, k: int) -> list[sampling.Item]:
+    """Round k's sampled items: N videos per prompt of its slice of the pool."""
+    prompts = round_prompts(run.pool, run.cfg.sampling.prompts_per_round, k)
+    return sampling.train_items(run.cfg, prompts, k, run.rel(run.round_dir(k)))
+
+
 def _sample(run: Run, k: int) -> Outcome:
     """N videos per prompt of round k from the generator at the end of round k-1."""
     cfg = run.cfg
-    items = sampling.train_items(cfg, round_prompts(run.pool, cfg.sampling.prompts_per_round, k), k,
-                                 run.rel(run.round_dir(k)))
+    items = _train_items(run, k)
     recorded = run.procs.from_main(lambda: {(r["prompt_id"], r["seed"]) for r in run.ledger.videos(k, "train")})
     gen, gen_id = run.generator(k - 1)
 
@@ -211,7 +222,7 @@ def _videos(run: Run, k: int) -> list[tuple[str, str]]:
 
 def _judge(run: Run, k: int, critic) -> Outcome:
     def plan():
-        units = judging.judging_units(run.cfg, _videos(run, k), dict(run.pool))
+        units = judging.judging_units(run.cfg, _videos(run, k), run.prompts)
         have = {(r["prompt_id"], r["dimension"], r["video_a"], r["video_b"]) for r in run.ledger.judgments(k)}
         return [u for u in units if any((u.prompt_id, *w) not in have for w in u.wanted)], len(units)
 
@@ -255,8 +266,7 @@ def _train(run: Run, k: int) -> Outcome:
     continued-pretraining controls, renders of the round's items)."""
     cfg, latents = run.cfg, run.round_dir(k) / "train" / "latents.safetensors"
     if cfg.train.data != "preferences":
-        items = sampling.train_items(cfg, round_prompts(run.pool, cfg.sampling.prompts_per_round, k), k,
-                                     run.rel(run.round_dir(k)))
+        items = _train_items(run, k)
         gen, _ = run.generator(k - 1)
         data_file = run.round_dir(k) / "train_data.jsonl" if run.procs.main else None
         build = lambda: training.render_cache(cfg, k, items, gen, data_file)  # noqa: E731
@@ -268,7 +278,7 @@ def _train(run: Run, k: int) -> Outcome:
                     "from the same generator)", k)
         return "skipped", "no confident pairs: nothing to train on"
     gen, _ = run.generator(k - 1)
-    prompts = [dict(run.pool)[r["prompt_id"]] for r in rows]
+    prompts = [run.prompts[r["prompt_id"]] for r in rows]
     build = lambda: training.preference_cache(cfg, gen, rows, prompts, run.dir)  # noqa: E731
     return _train_on(run, k, gen, training.cache_on_disk(run.procs, latents, build), len(rows))
 
@@ -338,8 +348,7 @@ def _evaluate(run: Run, k: int, critic) -> Outcome:
     if k > 0:
         pairs = None
         if preference_kind(cfg.train.loss) == "pairs":
-            prompts_by_id = dict(run.pool)
-            pairs = [(prompts_by_id[r["prompt_id"]], r["chosen"], r["rejected"])
+            pairs = [(run.prompts[r["prompt_id"]], r["chosen"], r["rejected"])
                      for r in run.ledger.preferences("pairs", k)]
         values.update(evaluation.critic_accuracy(cfg, run.judgments(k), pairs, run.dir))
     values.update(wins)
