@@ -1,7 +1,7 @@
 """Grow a small Qwen2-VL critic deeper without changing what it computes (block expansion, as in LLaMA Pro): after
 each text layer (and each vision block) insert a copy whose output projections are zero, so the new block adds
-nothing until training moves it. The capacity probe of docs/critic.md: cold-start the grown critic with the same
-recipe as the shipped one (`FROM=OUT scripts/critic_small.sh WORKDIR`).
+nothing until training moves it. The first step of the shipped critic's recipe (`scripts/critic_small.sh` grows
+the previous critic, then cold-starts it; docs/critic.md measures what the depth buys).
 
     python scripts/critic_grow.py SRC OUT [--text-every 1] [--vision-every 1]
 """
