@@ -9,8 +9,9 @@ points, checkpoints by weights hash, metrics, stage notes), the exported rows an
 (2) one round of the small preset (the shipped generator and critic) at fixed seeds: its ledger and held-out
 table. Wall times and adapter file hashes (peft writes metadata in set order) are left out; so are the table's times and the checkout's path.
 `tests/assets/golden/golden.json` was recorded before the loop's redesign (issue 28), and re-recorded when the
-shipped critic changed (issue 25: the deeper critic; the loop unchanged), at one thread on the development machine (x86-64 CPU, torch 2.13.0): same machine and thread count give identical figures (the
-determinism contract); another CPU may differ in the last bits of floating-point sums.
+shipped critic changed (issue 25: the deeper critic; the loop unchanged), at one thread on the development
+machine (x86-64 CPU, torch 2.13.0): same machine and thread count give identical figures (the determinism
+contract); another CPU may differ in the last bits of floating-point sums.
 """
 
 from __future__ import annotations
