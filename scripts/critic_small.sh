@@ -8,7 +8,7 @@
 #     scripts/critic_small.sh [WORKDIR]     (default: runs/critic_small; resumes where it stopped)
 # FROM=DIR starts from another critic (default: the previous shipped critic, kept as the test fixture
 # tests/assets/critic_pairwise; scripts/critic_reseed.sh made it); GROW=0 keeps its size (the 1.32 M critic shipped
-# before). About 45 min on a 2-core CPU. Weights: WORKDIR/cold/final/ (copy model.safetensors, config.json,
+# before). About 50 min on a 2-core CPU (not timed end to end). Weights: WORKDIR/cold/final/ (copy model.safetensors, config.json,
 # generation_config.json, tokenizer*.json into src/dualipo/assets/critic_small/). Measurements: docs/critic.md.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
