@@ -82,7 +82,7 @@ OPTIONED = [
     (["critic", "import"], [["--out", "o"], ["src.csv"]]),
     (["critic", "cold-start"], [["--heldout", "h.jsonl"], ["--out", "o"], ["--no-resume"]]),
     (["critic", "caption"], [["--videos", "{d}"], ["--heldout", "{d}", "{d}"], ["--out", "o"]]),
-    (["critic", "refine"], [["--judgments", "j.jsonl"], ["--out", "o"], ["--no-resume"]]),
+    (["critic", "refine"], [["--judgments", "j.jsonl"], ["--out", "o"], ["--no-resume"], ["--round", "2"]]),
     (["critic", "eval"], [["--pairs", "p.jsonl"], ["--limit", "2"], ["--seed", "1"], ["--judgments", "j.jsonl"]]),
     (["annotate"], [["--stats", "l.jsonl"], ["--against", "oracle"], ["--token", "abc="], ["--dimensions", "motion"]]),
     (["plan"], [["--gpus", "8"], ["--published-critic", "qwen2.5-vl-7b-instruct"], ["--json"]]),

@@ -3,6 +3,7 @@ estimators, the refinement data, the update's loss properties, the guard, and `d
 
 import json
 import math
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -15,6 +16,7 @@ from dualipo.critics import build_critic
 from dualipo.critic_training.loop import Example, load_trainable, sequence_logprobs, sft_loss, train_loop
 from dualipo.critics.consistency import filter_judgment, path_consistent
 from dualipo.critics.voting import Judgment, judgment, make_sample
+from dualipo.ledger import Ledger
 from dualipo.critic_training.certainty import check_reference, keep, pce, rationale_rewards
 from dualipo.critic_training.refine_data import candidates, training_items
 from dualipo.critic_training.refine import dpo_loss_fn
@@ -258,3 +260,33 @@ def test_critic_refine_cli_sft_and_dpo(judgment_file, tmp_path, capsys):
     bad.write_text('{"prompt": "x"}\n')
     assert main(["critic", "refine", "--preset", "tiny", "--judgments", str(bad), "--out", str(tmp_path / "z")]) == 2
     assert "bad.jsonl:1: not a judgment record" in capsys.readouterr().err
+
+
+def test_critic_refine_reads_a_round_of_a_run_directory(judgment_file, tmp_path, capsys):
+    """`--judgments RUN_DIR --round K` learns from the ledger's round-K judgments (videos relative to the run, as
+    the loop stores them): the same data as the same judgments given as JSONL; a missing round or --round is
+    refused."""
+    recs = [json.loads(x) for x in judgment_file.read_text().splitlines()]
+    run = tmp_path / "run"
+    (run / "round_01").mkdir(parents=True)
+    ledger = Ledger.create(run, {"x": 1}, [(f"p{i}", r["prompt"]) for i, r in enumerate(recs)], {})
+    for i, r in enumerate(recs):
+        videos = []
+        for v in r["videos"]:
+            (run / "round_01" / Path(v).name).write_bytes(Path(v).read_bytes())
+            videos.append(f"round_01/{Path(v).name}")
+        ledger.add_judgment(1, f"p{i}", {**r, "videos": videos})
+    ledger.close()
+    base = ["critic", "refine", "--preset", "tiny", "critic_refine.seed_mix=0", "--judgments"]
+    assert main([*base, str(run), "--round", "1", "--out", str(tmp_path / "r")]) == 0
+    assert main([*base, str(judgment_file), "--out", str(tmp_path / "j")]) == 0
+    counts = json.loads((tmp_path / "r" / "data.json").read_text())
+    assert counts == json.loads((tmp_path / "j" / "data.json").read_text())
+    assert (counts["judgments"], counts["confident"], counts["sft_examples"]) == (3, 3, 6)
+    capsys.readouterr()
+    assert main([*base, str(run), "--round", "2", "--out", str(tmp_path / "x")]) == 2
+    assert "holds no judgments of round 2" in capsys.readouterr().err
+    assert main([*base, str(run), "--out", str(tmp_path / "y")]) == 2
+    assert "say which round's judgments with --round K" in capsys.readouterr().err
+    assert main([*base, str(judgment_file), "--round", "1", "--out", str(tmp_path / "z")]) == 2
+    assert "--round picks a round of a run directory" in capsys.readouterr().err

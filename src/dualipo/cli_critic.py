@@ -88,18 +88,43 @@ def calibration_text(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def cmd_refine(cfg: RunConfig, args: argparse.Namespace) -> None:
-    from dualipo.critics.voting import Judgment
-    from dualipo.jsonl import read_jsonl
-    from dualipo.critic_training.refine import refine_critic
+def read_judgments(source: str, rnd: int | None) -> list:
+    """The judgments `critic refine` learns from: a JSONL file (`critic eval --judgments`), or round `rnd` of a
+    run directory's ledger (video paths made absolute, as the loop's own refinement reads them)."""
+    from dataclasses import replace
 
+    from dualipo.critics.voting import Judgment, judgment_from_row
+    from dualipo.jsonl import read_jsonl
+    from dualipo.ledger import Ledger
+
+    if Path(source).is_dir():
+        if rnd is None:
+            raise ValueError(f"--judgments {source} is a run directory: say which round's judgments with --round K")
+        ledger = Ledger.open(Path(source), readonly=True)
+        try:
+            prompts, rows = dict(ledger.prompts()), ledger.judgments(rnd)
+        finally:
+            ledger.close()
+        if not rows:
+            raise ValueError(f"{source} holds no judgments of round {rnd} (its judge stage has not run)")
+        return [replace(j, videos=tuple(str(Path(source) / v) for v in j.videos))
+                for j in (judgment_from_row(r, prompts) for r in rows)]
+    if rnd is not None:
+        raise ValueError("--round picks a round of a run directory; --judgments is a file")
     judgments = []
-    for n, r in read_jsonl(args.judgments, "judgment file"):
+    for n, r in read_jsonl(source, "judgment file"):
         try:
             judgments.append(Judgment.from_dict(r))
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{args.judgments}:{n}: not a judgment record ({type(e).__name__}: {e}); expected the "
-                             "JSONL that `dualipo critic eval --judgments` or a run's round writes") from None
+            raise ValueError(f"{source}:{n}: not a judgment record ({type(e).__name__}: {e}); expected the "
+                             "JSONL that `dualipo critic eval --judgments` writes, or a run directory") from None
+    return judgments
+
+
+def cmd_refine(cfg: RunConfig, args: argparse.Namespace) -> None:
+    from dualipo.critic_training.refine import refine_critic
+
+    judgments = read_judgments(args.judgments, args.round)
     final, counts = refine_critic(cfg, judgments, args.out, cfg.critic_refine.seed_file or None,
                                   resume=not args.no_resume)
     print(json.dumps(counts, indent=1))
@@ -169,7 +194,10 @@ def add_training_commands(cs, config_args: Callable, load: Callable) -> None:
     p = _trainer(cs, "refine", "one SRPO refinement of critic.path on a judgment file: consistency filter, "
                  "certainty, then SFT (mixed with the seed set critic_refine.seed_file) or certainty-weighted DPO",
                  cmd_refine, config_args, load)
-    p.add_argument("--judgments", required=True, help="JSONL of judgments (sampled paths, both orders)")
+    p.add_argument("--judgments", required=True, help="JSONL of judgments (sampled paths, both orders), or a run "
+                   "directory with --round")
+    p.add_argument("--round", type=int, default=None, metavar="K", help="with a run directory: learn from its "
+                   "round K's judgments (e.g. to re-run a round's refinement with other settings)")
     p = cs.add_parser("eval", help="accuracy, tie, abstention and position-bias rates on a labelled pair set")
     config_args(p)
     p.add_argument("--pairs", required=True, help="seed-format JSONL / CSV of labelled pairs")
