@@ -1,0 +1,79 @@
+"""How often the labels a run learned from were right: each round's judgments with a verdict A or B, at several
+certainty thresholds, graded afterwards against the shapes world's noise-free oracle (the loop never sees it).
+
+    python scripts/label_accuracy.py RUN_DIR [RUN_DIR ...] [--from-round 2] [--thresholds 0.5 0.75 0.9]
+
+A judgment is right when the oracle's score of its dimension is higher for the video it chose, reversed when
+lower, an oracle tie when the two scores are within the seed labels' tie margin (0.15). Prints one JSON line per
+run and round, then one per arm (the run directory's parent, e.g. an ablation's `dual_ipo`) pooled over its runs
+and the rounds from --from-round on: judgments kept, oracle ties, and the reversed share of the decisive ones.
+Answers what `docs/critic.md` section 6 asks: does refinement make the critic's confident labels better or worse?
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from dualipo.critics.voting import judgment_from_row
+from dualipo.ledger import Ledger
+from dualipo.toy import oracle
+from dualipo.toy.seed_labels import TIE_MARGIN
+from dualipo.video import read_video
+
+
+def graded(run: Path, thresholds: list[float]) -> list[dict]:
+    """Per round of `run`: per threshold, [right, reversed, oracle tie] among the A / B verdicts kept."""
+    ledger = Ledger.open(run, readonly=True)
+    try:
+        prompts = dict(ledger.prompts())
+        rounds = sorted({r["round"] for r in ledger.rows("SELECT round FROM judgments")})
+        js = {k: [judgment_from_row(r, prompts) for r in ledger.judgments(k)] for k in rounds}
+    finally:
+        ledger.close()
+    cache: dict[str, oracle.OracleScore] = {}
+
+    def score(prompt: str, rel: str, dimension: str) -> float:
+        if rel not in cache:
+            cache[rel] = oracle.score(prompt, read_video(run / rel))
+        return cache[rel].get(dimension)
+
+    out = []
+    for k, judgments in js.items():
+        counts = {t: [0, 0, 0] for t in thresholds}
+        for j in judgments:
+            if j.mode != "pairwise" or j.verdict not in ("A", "B"):
+                continue
+            a, b = (score(j.prompt, v, j.dimension) for v in j.videos)
+            truth = "tie" if abs(a - b) <= TIE_MARGIN else ("A" if a > b else "B")
+            for t in thresholds:
+                if j.certainty >= t:
+                    counts[t][2 if truth == "tie" else int(truth != j.verdict)] += 1
+        out.append({"run": str(run), "round": k, **{f"{t:g}": c for t, c in counts.items()}})
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--from-round", type=int, default=2, help="pool the rounds from this one on")
+    p.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.75, 0.9])
+    args = p.parse_args()
+    pooled: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0]))
+    for run in args.runs:
+        for row in graded(run, args.thresholds):
+            print(json.dumps(row), flush=True)
+            if row["round"] >= args.from_round:
+                for t, c in row.items():
+                    if isinstance(c, list):
+                        pooled[str(run.parent)][t] = [x + y for x, y in zip(pooled[str(run.parent)][t], c)]
+    for arm, by_t in pooled.items():
+        print(json.dumps({"arm": arm, "rounds_from": args.from_round, **{
+            t: {"kept": sum(c), "oracle_ties": c[2], "reversed_of_decisive": round(c[1] / max(1, c[0] + c[1]), 4)}
+            for t, c in by_t.items()}}))
+
+
+if __name__ == "__main__":
+    main()
