@@ -1,0 +1,82 @@
+"""The analysis scripts behind docs/critic.md section 6: `scripts/critic_compare.py` (two critics on the same
+labelled pairs) and `scripts/label_accuracy.py` (a run's judgments graded against the oracle afterwards), on
+hand-built judgments with hand-computed figures."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dualipo.config import build_config
+from dualipo.ledger import Ledger
+from dualipo.toy.world import prompt_pools, render_prompt
+from dualipo.video import write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *map(str, args)], capture_output=True,
+                          text=True)
+
+
+def record(verdict: str | None, certainty: float, label: str, prompt: str = "p", videos=("a.mp4", "b.mp4")) -> dict:
+    return {"prompt": prompt, "videos": list(videos), "dimension": "alignment", "mode": "pairwise", "samples": [],
+            "verdict": verdict, "certainty": certainty, "votes": {}, "abstentions": 0, "label": label}
+
+
+def write(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_critic_compare_figures_and_differences(tmp_path):
+    labels = ["A", "B", "tie", "A", "B"]
+    # baseline: right and kept; reversed and kept; tie (not kept); uncertain (not kept); right and kept
+    base = [("A", 0.9), ("A", 0.8), ("tie", 0.7), ("B", 0.4), ("B", 0.6)]
+    cand = [("A", 0.9), ("B", 0.9), ("A", 0.9), ("A", 0.9), ("B", 0.9)]  # every decisive pair right, all kept
+    a = write(tmp_path / "a.jsonl", [record(v, c, lab) for (v, c), lab in zip(base, labels)])
+    b = write(tmp_path / "b.jsonl", [record(v, c, lab) for (v, c), lab in zip(cand, labels)])
+    p = script("critic_compare.py", a, b, "--resamples", "50")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    # decisive pairs 0, 1, 3, 4: baseline right on 0 and 4; kept 0, 1, 4 (2 right, 1 reversed)
+    assert (out["decisive_accuracy"]["baseline"], out["decisive_accuracy"]["candidate"]) == (0.5, 1.0)
+    assert (out["kept_share"]["baseline"], out["kept_share"]["candidate"]) == (0.6, 1.0)
+    assert out["kept_accuracy"]["baseline"] == pytest.approx(2 / 3, abs=1e-4)
+    assert out["kept_accuracy"]["candidate"] == 0.8  # the tie pair kept as A is not right, nor reversed
+    assert out["kept_reversed"]["baseline"] == pytest.approx(1 / 3, abs=1e-4)
+    assert out["kept_reversed"]["candidate"] == 0.0
+    assert out["kept_reversed"]["difference"] == pytest.approx(-1 / 3, abs=1e-4)
+    assert out["kept_reversed"]["se"] > 0
+    other = write(tmp_path / "c.jsonl", [record(v, c, "A") for v, c in cand])
+    p = script("critic_compare.py", a, other)
+    assert p.returncode != 0 and "not hold the same labelled pairs" in p.stderr
+
+
+def test_label_accuracy_grades_each_rounds_judgments_against_the_oracle(tmp_path):
+    cfg = build_config("tiny")
+    prompts = prompt_pools(cfg.world)[0][:2]
+    run = tmp_path / "arm" / "seed0"
+    (run / "round_01").mkdir(parents=True)
+    write_video(run / "round_01" / "good.mp4", render_prompt(prompts[0], 1, cfg.world))  # alignment 0.94
+    write_video(run / "round_01" / "bad.mp4", render_prompt(prompts[1], 1, cfg.world))  # 0.42 on prompt 0
+    write_video(run / "round_01" / "good2.mp4", render_prompt(prompts[0], 2, cfg.world))
+    ledger = Ledger.create(run, {"x": 1}, [("p0", prompts[0])], {})
+    pair = ("round_01/good.mp4", "round_01/bad.mp4")
+    for verdict, certainty, videos in (("A", 0.8, pair), ("A", 0.95, pair[::-1]), ("B", 0.4, ("round_01/bad.mp4", "round_01/good2.mp4")),
+                                       ("A", 0.9, ("round_01/good.mp4", "round_01/good2.mp4")),  # oracle tie
+                                       ("tie", 1.0, ("round_01/good.mp4", "round_01/good.mp4"))):
+        ledger.add_judgment(1, "p0", record(verdict, certainty, "", prompts[0], videos))
+    ledger.close()
+    p = script("label_accuracy.py", run, "--from-round", "1", "--thresholds", "0.3", "0.5", "0.9")
+    assert p.returncode == 0, p.stderr
+    per_round, pooled = (json.loads(x) for x in p.stdout.splitlines())
+    # [right, reversed, oracle tie]: right at 0.8, reversed at 0.95, right at 0.4 (the ledger keeps one judgment
+    # per video pair and dimension), two renders of the prompt are an oracle tie; a tie verdict is not graded
+    assert (per_round["round"], per_round["0.3"], per_round["0.5"], per_round["0.9"]) == (1, [2, 1, 1], [1, 1, 1],
+                                                                                          [0, 1, 1])
+    assert pooled["arm"] == str(run.parent) and pooled["0.5"] == {"kept": 3, "oracle_ties": 1,
+                                                                  "reversed_of_decisive": 0.5}
