@@ -66,7 +66,8 @@ def test_label_accuracy_grades_each_rounds_judgments_against_the_oracle(tmp_path
     write_video(run / "round_01" / "good2.mp4", render_prompt(prompts[0], 2, cfg.world))
     ledger = Ledger.create(run, {"x": 1}, [("p0", prompts[0])], {})
     pair = ("round_01/good.mp4", "round_01/bad.mp4")
-    for verdict, certainty, videos in (("A", 0.8, pair), ("A", 0.95, pair[::-1]), ("B", 0.4, ("round_01/bad.mp4", "round_01/good2.mp4")),
+    for verdict, certainty, videos in (("A", 0.8, pair), ("A", 0.95, pair[::-1]),
+                                       ("B", 0.4, ("round_01/bad.mp4", "round_01/good2.mp4")),
                                        ("A", 0.9, ("round_01/good.mp4", "round_01/good2.mp4")),  # oracle tie
                                        ("tie", 1.0, ("round_01/good.mp4", "round_01/good.mp4"))):
         ledger.add_judgment(1, "p0", record(verdict, certainty, "", prompts[0], videos))
