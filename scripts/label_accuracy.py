@@ -29,7 +29,7 @@ def graded(run: Path, thresholds: list[float]) -> list[dict]:
     ledger = Ledger.open(run, readonly=True)
     try:
         prompts = dict(ledger.prompts())
-        rounds = sorted({r["round"] for r in ledger.rows("SELECT round FROM judgments")})
+        rounds = [r["round"] for r in ledger.rows("SELECT DISTINCT round FROM judgments ORDER BY round")]
         js = {k: [judgment_from_row(r, prompts) for r in ledger.judgments(k)] for k in rounds}
     finally:
         ledger.close()

@@ -23,7 +23,7 @@ def test_grown_critic_has_twice_the_blocks_and_the_same_logits(tmp_path):
     model, tok = load_model(cfg)
     save_model(model, tok, tmp_path / "src", dtype="float32")
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "critic_grow.py"), str(tmp_path / "src"),
-                        str(tmp_path / "grown")], capture_output=True, text=True)
+                           str(tmp_path / "grown")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     grown, tok2 = load_model(dataclasses.replace(cfg, path=str(tmp_path / "grown")))
     tc, vc = model.config.text_config, model.config.vision_config

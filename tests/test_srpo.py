@@ -3,8 +3,8 @@ estimators, the refinement data, the update's loss properties, the guard, and `d
 
 import json
 import math
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
