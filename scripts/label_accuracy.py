@@ -21,7 +21,6 @@ from dualipo.critics.voting import judgment_from_row
 from dualipo.ledger import Ledger
 from dualipo.toy import oracle
 from dualipo.toy.seed_labels import TIE_MARGIN
-from dualipo.video import read_video
 
 
 def graded(run: Path, thresholds: list[float]) -> list[dict]:
@@ -33,21 +32,14 @@ def graded(run: Path, thresholds: list[float]) -> list[dict]:
         js = {k: [judgment_from_row(r, prompts) for r in ledger.judgments(k)] for k in rounds}
     finally:
         ledger.close()
-    cache: dict[str, oracle.OracleScore] = {}
-
-    def score(prompt: str, rel: str, dimension: str) -> float:
-        if rel not in cache:
-            cache[rel] = oracle.score(prompt, read_video(run / rel))
-        return cache[rel].get(dimension)
-
+    score = oracle.RunScores(run)
     out = []
     for k, judgments in js.items():
         counts = {t: [0, 0, 0] for t in thresholds}
         for j in judgments:
             if j.mode != "pairwise" or j.verdict not in ("A", "B"):
                 continue
-            a, b = (score(j.prompt, v, j.dimension) for v in j.videos)
-            truth = "tie" if abs(a - b) <= TIE_MARGIN else ("A" if a > b else "B")
+            truth = oracle.verdict(*(score(j.prompt, v).get(j.dimension) for v in j.videos), TIE_MARGIN)
             for t in thresholds:
                 if j.certainty >= t:
                     counts[t][2 if truth == "tie" else int(truth != j.verdict)] += 1

@@ -81,3 +81,34 @@ def test_evaluate_needs_a_pipeline_directory(tmp_path, capsys):
     assert main(["evaluate", "--preset", "tiny", f"generator.path={tmp_path / 'nowhere'}", "--prompts",
                  str(tmp_path / "p.txt"), "--out", str(tmp_path / "out.json")]) == 2
     assert "no such directory" in capsys.readouterr().err
+
+
+def test_critic_accuracy_grades_the_rounds_judgments_against_the_oracle(tmp_path):
+    """Three judgments of two real renders (right and kept, right tie, reversed but uncertain) and one pair."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from dualipo.critics.voting import Judgment
+    from dualipo.loop.evaluation import critic_accuracy
+    from dualipo.toy.corrupt import corrupt_scene
+    from dualipo.toy.world import parse_prompt, render
+    from dualipo.video import write_video
+
+    cfg = build_config("tiny")
+    cfg = replace(cfg, judging=replace(cfg.judging, dimensions=("motion",)))  # the pairs' gap: on motion
+    prompt = "two green triangles moving up slowly on a black background"
+    scene = parse_prompt(prompt)
+    write_video(tmp_path / "good.mp4", render(scene, 0, cfg.world))
+    write_video(tmp_path / "wrong.mp4", render(corrupt_scene(scene, "motion", np.random.default_rng(0)), 0, cfg.world))
+
+    def judged(a, b, verdict, certainty):
+        return Judgment(prompt, (a, b), "motion", "pairwise", (), verdict, certainty)
+
+    js = [judged("good.mp4", "wrong.mp4", "A", 1.0), judged("good.mp4", "good.mp4", "tie", 1.0),
+          judged("wrong.mp4", "good.mp4", "A", 0.1)]  # reversed, below any useful threshold
+    out = critic_accuracy(cfg, js, [(prompt, "good.mp4", "wrong.mp4")], tmp_path)
+    assert out["critic_judgments_scored"] == 3
+    assert out["critic_accuracy"] == pytest.approx(2 / 3)
+    assert out["critic_kept_accuracy"] == 1.0  # the tie and the uncertain judgment make no preference
+    assert out["critic_pair_accuracy"] == 1.0 and out["pair_oracle_gap"] == pytest.approx(1.0)

@@ -3,7 +3,7 @@ import pytest
 
 from dualipo.config import WorldConfig
 from dualipo.toy.corrupt import add_flicker, applicable, corrupt_scene, noise_video
-from dualipo.toy.oracle import oracle_prefers, score, score_scene
+from dualipo.toy.oracle import RunScores, oracle_prefers, score, score_scene, verdict
 from dualipo.toy.seed_labels import label_pair, label_single
 from dualipo.toy.world import parse_prompt, render, sample_scene
 from dualipo.video import read_video, write_video
@@ -67,6 +67,25 @@ def test_oracle_prefers_the_right_video():
     assert oracle_prefers(prompt, wrong, good, dimension="motion") == "B"
     assert oracle_prefers(prompt, good, good) == "tie"
     assert oracle_prefers(prompt, good, wrong, dimension="colour") == "tie"
+
+
+def test_verdict_from_two_scores():
+    assert verdict(0.9, 0.7, 0.15) == "A"
+    assert verdict(0.5, 0.8, 0.15) == "B"
+    assert verdict(0.6, 0.5, 0.15) == "tie"
+    assert verdict(0.6, 0.45, 0.15) == "tie"  # at the margin: a tie
+    assert verdict(0.6, 0.44, 0.15) == "A"
+
+
+def test_run_scores_read_each_video_once(tmp_path):
+    prompt = "a red square moving right on a gray background"
+    video = render(parse_prompt(prompt), 0, CFG)
+    write_video(tmp_path / "videos" / "v.mp4", video)
+    scores = RunScores(tmp_path)
+    first = scores(prompt, "videos/v.mp4")
+    assert first.overall == score(prompt, read_video(tmp_path / "videos" / "v.mp4")).overall
+    (tmp_path / "videos" / "v.mp4").unlink()
+    assert scores(prompt, "videos/v.mp4") is first  # cached: not read again
 
 
 def test_seed_labels_honour_the_noise_rate():

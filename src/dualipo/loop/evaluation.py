@@ -78,20 +78,13 @@ def critic_accuracy(cfg: RunConfig, js: list[Judgment], pairs: list[tuple[str, s
     from dualipo.toy.seed_labels import TIE_MARGIN, label_single
     from dualipo.video import read_video
 
-    cache: dict[str, oracle.OracleScore] = {}
-
-    def score_of(prompt: str, rel: str) -> oracle.OracleScore:
-        if rel not in cache:
-            cache[rel] = oracle.score(prompt, read_video(run_dir / rel))
-        return cache[rel]
-
+    score_of = oracle.RunScores(run_dir)
     thr = cfg.judging.certainty_threshold
     hits, kept_hits = [], []
     for j in js:
         try:
             if j.mode == "pairwise":
-                va, vb = (score_of(j.prompt, v).get(j.dimension) for v in j.videos)
-                truth = "tie" if abs(va - vb) <= TIE_MARGIN else ("A" if va > vb else "B")
+                truth = oracle.verdict(*(score_of(j.prompt, v).get(j.dimension) for v in j.videos), TIE_MARGIN)
             else:
                 truth = label_single(j.prompt, read_video(run_dir / j.videos[0]), j.dimension,
                                      np.random.default_rng(0), noise_rate=0.0).clean_label

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from dualipo.toy.world import BACKGROUND_RGB, COLOUR_RGB, DIRECTIONS, TRAVEL, Scene, parse_prompt
-from dualipo.video import Video
+from dualipo.video import Video, read_video
 
 FG_THRESHOLD = 0.2  # RGB distance (0-1 units) from the background that counts as foreground
 MIN_AREA_FRAC = 0.004  # smallest component (fraction of the frame) that counts as an object
@@ -258,9 +259,26 @@ def score_dict(prompt: str, video: Video) -> dict[str, float] | None:
     return {"overall": round(s.overall, 4), **{k: round(v, 4) for k, v in s.dims.items()}}
 
 
-def oracle_prefers(prompt: str, a: Video, b: Video, dimension: str = "overall", tie_margin: float = 0.02) -> str:
-    """'A', 'B' or 'tie': which video the oracle prefers on `dimension`."""
-    sa, sb = score(prompt, a).get(dimension), score(prompt, b).get(dimension)
+def verdict(sa: float, sb: float, tie_margin: float) -> str:
+    """'A', 'B' or 'tie' from two scores of one dimension: a tie when they are within `tie_margin`."""
     if abs(sa - sb) <= tie_margin:
         return "tie"
     return "A" if sa > sb else "B"
+
+
+def oracle_prefers(prompt: str, a: Video, b: Video, dimension: str = "overall", tie_margin: float = 0.02) -> str:
+    """'A', 'B' or 'tie': which video the oracle prefers on `dimension`."""
+    return verdict(score(prompt, a).get(dimension), score(prompt, b).get(dimension), tie_margin)
+
+
+class RunScores:
+    """The oracle's scores of the videos under `root` (paths relative to it), each video read and scored once."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._cache: dict[str, OracleScore] = {}
+
+    def __call__(self, prompt: str, rel: str) -> OracleScore:
+        if rel not in self._cache:
+            self._cache[rel] = score(prompt, read_video(self.root / rel))
+        return self._cache[rel]

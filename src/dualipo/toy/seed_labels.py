@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dualipo.toy.oracle import OracleScore, score
+from dualipo.toy.oracle import OracleScore, score, verdict
 from dualipo.toy.reasoning import CLAIMS, rationale_steps
 from dualipo.video import Video
 
@@ -66,11 +66,11 @@ def label_pair(prompt: str, a: Video, b: Video, dimension: str, rng: np.random.G
     """Pairwise label on `dimension` ('overall', 'alignment', 'motion', ...)."""
     sa, sb = score(prompt, a), score(prompt, b)
     va, vb = sa.get(dimension), sb.get(dimension)
-    clean = "tie" if abs(va - vb) <= tie_margin else ("A" if va > vb else "B")
+    clean = verdict(va, vb, tie_margin)
     label = _noisy(clean, PAIR_LABELS, rng, noise_rate)
-    verdict = CLAIMS[label]
+    claim = CLAIMS[label]
     da, db = describe(sa), describe(sb)
-    reason = f"Video A shows {da}. Video B shows {db}.{rationale_steps(prompt, dimension, [da, db])} {verdict} on " \
+    reason = f"Video A shows {da}. Video B shows {db}.{rationale_steps(prompt, dimension, [da, db])} {claim} on " \
              f"{dimension}."
     return OracleLabel(label, reason, clean, (va, vb))
 
