@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dualipo.config import build_config
+from dualipo.config import build_config, save_config
 from dualipo.ledger import Ledger
 from dualipo.toy.world import prompt_pools, render_prompt
 from dualipo.video import write_video
@@ -56,22 +56,30 @@ def test_critic_compare_figures_and_differences(tmp_path):
     assert p.returncode != 0 and "not hold the same labelled pairs" in p.stderr
 
 
-def test_label_accuracy_grades_each_rounds_judgments_against_the_oracle(tmp_path):
+def tiny_run(tmp_path: Path, judgments: list[tuple[str, float, tuple[str, str], list[dict]]]) -> Path:
+    """A run directory (ledger and config) whose round 1 judged three real renders: good.mp4 and good2.mp4 show
+    prompt 0 (alignment about 0.94 each: an oracle tie), bad.mp4 shows prompt 1 (0.42 on prompt 0)."""
     cfg = build_config("tiny")
     prompts = prompt_pools(cfg.world)[0][:2]
     run = tmp_path / "arm" / "seed0"
     (run / "round_01").mkdir(parents=True)
-    write_video(run / "round_01" / "good.mp4", render_prompt(prompts[0], 1, cfg.world))  # alignment 0.94
-    write_video(run / "round_01" / "bad.mp4", render_prompt(prompts[1], 1, cfg.world))  # 0.42 on prompt 0
+    write_video(run / "round_01" / "good.mp4", render_prompt(prompts[0], 1, cfg.world))
+    write_video(run / "round_01" / "bad.mp4", render_prompt(prompts[1], 1, cfg.world))
     write_video(run / "round_01" / "good2.mp4", render_prompt(prompts[0], 2, cfg.world))
+    save_config(cfg, run / "config.json")
     ledger = Ledger.create(run, {"x": 1}, [("p0", prompts[0])], {})
-    pair = ("round_01/good.mp4", "round_01/bad.mp4")
-    for verdict, certainty, videos in (("A", 0.8, pair), ("A", 0.95, pair[::-1]),
-                                       ("B", 0.4, ("round_01/bad.mp4", "round_01/good2.mp4")),
-                                       ("A", 0.9, ("round_01/good.mp4", "round_01/good2.mp4")),  # oracle tie
-                                       ("tie", 1.0, ("round_01/good.mp4", "round_01/good.mp4"))):
-        ledger.add_judgment(1, "p0", record(verdict, certainty, "", prompts[0], videos))
+    for verdict, certainty, videos, samples in judgments:
+        r = record(verdict, certainty, "", prompts[0], tuple(f"round_01/{v}" for v in videos))
+        ledger.add_judgment(1, "p0", {**r, "samples": samples})
     ledger.close()
+    return run
+
+
+def test_label_accuracy_grades_each_rounds_judgments_against_the_oracle(tmp_path):
+    run = tiny_run(tmp_path, [("A", 0.8, ("good.mp4", "bad.mp4"), []), ("A", 0.95, ("bad.mp4", "good.mp4"), []),
+                              ("B", 0.4, ("bad.mp4", "good2.mp4"), []),
+                              ("A", 0.9, ("good.mp4", "good2.mp4"), []),  # an oracle tie
+                              ("tie", 1.0, ("good.mp4", "good.mp4"), [])])
     p = script("label_accuracy.py", run, "--from-round", "1", "--thresholds", "0.3", "0.5", "0.9")
     assert p.returncode == 0, p.stderr
     per_round, pooled = (json.loads(x) for x in p.stdout.splitlines())
@@ -81,3 +89,28 @@ def test_label_accuracy_grades_each_rounds_judgments_against_the_oracle(tmp_path
                                                                                           [0, 1, 1])
     assert pooled["arm"] == str(run.parent) and pooled["0.5"] == {"kept": 3, "oracle_ties": 1,
                                                                   "reversed_of_decisive": 0.5}
+
+
+def paths(*claims_and_answers: tuple[str, str]) -> list[dict]:
+    """Sampled paths in order AB: (the claimed winner, the answer)."""
+    return [{"order": "AB", "text": f"Video {claim} is better on alignment.\nAnswer: {answer}",
+             "raw_verdict": answer, "verdict": answer} for claim, answer in claims_and_answers]
+
+
+def test_label_accuracy_grades_the_refinement_data(tmp_path):
+    """--refinement grades the consistency-filtered candidates the run's settings keep (tiny: vote share >= 0.75,
+    claim filter): the filtered verdict, not the recorded one."""
+    run = tiny_run(tmp_path, [
+        ("A", 1.0, ("good.mp4", "bad.mp4"), paths(*[("A", "A")] * 4)),  # right
+        ("A", 1.0, ("bad.mp4", "good.mp4"), paths(*[("A", "A")] * 3, *[("B", "A")] * 3)),  # reversed (3 of 3)
+        ("A", 0.75, ("good.mp4", "good2.mp4"), paths(*[("A", "A")] * 3, ("B", "B"))),  # an oracle tie
+        ("A", 0.5, ("good2.mp4", "bad.mp4"), paths(("A", "A"), ("B", "B"))),  # no majority: not kept
+        # recorded A (5 of 8, reversed), but its A paths claim B: filtered, it is B 3 of 3, and right
+        ("A", 0.625, ("bad.mp4", "good2.mp4"), paths(*[("B", "B")] * 3, *[("B", "A")] * 5))])
+    p = script("label_accuracy.py", run, "--from-round", "1", "--refinement")
+    assert p.returncode == 0, p.stderr
+    per_round, pooled = (json.loads(x) for x in p.stdout.splitlines())
+    assert (per_round["round"], per_round["vote"]) == (1, [2, 1, 1]) and "pce" not in per_round
+    assert pooled["vote"] == {"kept": 4, "oracle_ties": 1, "reversed_of_decisive": round(1 / 3, 4)}
+    p = script("label_accuracy.py", run, "--pce-reference", run)
+    assert p.returncode != 0 and "go with --refinement" in p.stderr
