@@ -114,3 +114,41 @@ def test_label_accuracy_grades_the_refinement_data(tmp_path):
     assert pooled["vote"] == {"kept": 4, "oracle_ties": 1, "reversed_of_decisive": round(1 / 3, 4)}
     p = script("label_accuracy.py", run, "--pce-reference", run)
     assert p.returncode != 0 and "go with --refinement" in p.stderr
+
+
+def test_reevaluate_pools_more_seeds_and_pairs_the_arms_by_seed(tmp_path):
+    """Two real tiny runs (one round each) as arm `a`; arm `b` is a copy whose ledger says round 1 scored 0.1
+    higher: its generators are the same, so the new videos score the same and the pooled difference is
+    0.1 x (the loop's videos / all videos), exactly."""
+    import shutil
+    import sqlite3
+
+    from rounds_util import TINY, cli
+
+    for seed in (0, 1):
+        cli(["run", *TINY, "rounds.num_rounds=1", f"seed={seed}", "--out", f"ab/a/seed{seed}"], tmp_path)
+        shutil.copytree(tmp_path / f"ab/a/seed{seed}", tmp_path / f"ab/b/seed{seed}")
+        db = sqlite3.connect(tmp_path / f"ab/b/seed{seed}/ledger.sqlite")
+        db.execute("UPDATE metrics SET value = value + 0.1 WHERE round = 1 AND stage = 'evaluate' "
+                   "AND name = 'oracle_overall'")
+        db.commit()
+        db.close()
+    ab = tmp_path / "ab"
+    assert (ab / "a/seed0/round_01/generator_lora.safetensors").exists()  # a trained round, not the base again
+    p = script("reevaluate.py", ab, "--round", "1", "--eval-seeds", "7", "8", "9", "--reference", "a")
+    assert p.returncode == 0, p.stderr[-3000:]
+    *runs, table = (json.loads(x) for x in p.stdout.splitlines())
+    assert [(r["arm"], r["seed"]) for r in runs] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    loop, new = runs[0]["loop_videos"], runs[0]["new_videos"]
+    assert new == 3 * loop  # the loop's prompts x three more seeds each
+    assert runs[2]["new"] == runs[0]["new"] and runs[2]["loop"] == pytest.approx(runs[0]["loop"] + 0.1, abs=1e-4)
+    vs = table["arms"]["b"]["vs_a"]
+    assert vs["difference"] == pytest.approx(0.1 * loop / (loop + new), abs=2e-4) and vs["se"] < 1e-3
+    assert table["base"]["run"] == "a/seed0" and (ab / "reevaluate_r1" / "base.json").exists()
+    before = (ab / "reevaluate_r1" / "a_seed0.json").stat().st_mtime_ns
+    assert script("reevaluate.py", ab, "--round", "1", "--eval-seeds", "7", "8", "9").returncode == 0
+    assert (ab / "reevaluate_r1" / "a_seed0.json").stat().st_mtime_ns == before  # reused, not sampled again
+    p = script("reevaluate.py", ab, "--round", "1", "--eval-seeds", "7")
+    assert p.returncode != 0 and "holds seeds [7, 8, 9], not [7]" in p.stderr
+    p = script("reevaluate.py", ab, "--round", "1", "--eval-seeds", "0", "--out", tmp_path / "other")
+    assert p.returncode != 0 and "already evaluated seeds [0]" in p.stderr
