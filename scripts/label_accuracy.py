@@ -24,7 +24,6 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-
 from dualipo.config import load_config
 from dualipo.critics.voting import judgment_from_row
 from dualipo.ledger import Ledger
@@ -69,7 +68,7 @@ def refinement_kept(run: Path, judgments: list, critic: str, pce_reference: str)
 
     cfg = load_config(run / "config.json")
     cfg = replace(cfg, critic=replace(cfg.critic, path=critic or cfg.critic.path))
-    absolute = [replace(j, videos=tuple(str(run / v) for v in j.videos)) for j in judgments]  # the critics read them
+    absolute = [j.under(run) for j in judgments]  # the critics read the videos
     out = {}
     for estimator in ("vote", "pce") if pce_reference else ("vote",):
         c = replace(cfg, critic_refine=replace(cfg.critic_refine, certainty=estimator, pce_reference=pce_reference))

@@ -1,5 +1,7 @@
 """Voting: majority, vote share, abstentions, order mapping, position bias (pure functions)."""
 
+from dataclasses import replace
+
 from dualipo.critics.voting import judgment, majority, make_sample, position_flip, tally
 
 
@@ -27,6 +29,9 @@ def test_judgment_record():
     assert abs(j.certainty - 2 / 3) < 1e-9
     d = j.to_dict()
     assert d["samples"][2]["text"] == "r3\nAnswer: B" and d["videos"] == ("a.mp4", "b.mp4")
+    rooted = j.under("runs/x")
+    assert rooted.videos == ("runs/x/a.mp4", "runs/x/b.mp4") and rooted.samples == j.samples
+    assert replace(j, videos=("/abs/a.mp4",)).under("runs/x").videos == ("/abs/a.mp4",)
 
 
 def test_position_flip():

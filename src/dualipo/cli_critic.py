@@ -91,8 +91,6 @@ def calibration_text(rows: list[dict]) -> str:
 def read_judgments(source: str, rnd: int | None) -> list:
     """The judgments `critic refine` learns from: a JSONL file (`critic eval --judgments`), or round `rnd` of a
     run directory's ledger (video paths made absolute, as the loop's own refinement reads them)."""
-    from dataclasses import replace
-
     from dualipo.critics.voting import Judgment, judgment_from_row
     from dualipo.jsonl import read_jsonl
     from dualipo.ledger import Ledger
@@ -107,8 +105,7 @@ def read_judgments(source: str, rnd: int | None) -> list:
             ledger.close()
         if not rows:
             raise ValueError(f"{source} holds no judgments of round {rnd} (its judge stage has not run)")
-        return [replace(j, videos=tuple(str(Path(source) / v) for v in j.videos))
-                for j in (judgment_from_row(r, prompts) for r in rows)]
+        return [judgment_from_row(r, prompts).under(source) for r in rows]
     if rnd is not None:
         raise ValueError("--round picks a round of a run directory; --judgments is a file")
     judgments = []

@@ -303,15 +303,13 @@ def _refine_stage(run: Run, k: int, critic):
 def _refine(run: Run, k: int) -> Outcome:
     """Main process: refine the current critic on round k's judgments and record it (not the oracle, nor a frozen
     critic: IPO)."""
-    from dataclasses import replace
-
     if run.cfg.critic.backend == "oracle" or not run.cfg.critic_refine.refine:
         note = ("the oracle critic (upper bound) is not trained" if run.cfg.critic.backend == "oracle" else
                 "critic_refine.refine=false: frozen critic (IPO)")
         log.info("round %d refine: %s", k, note)
         return "skipped", note
     critics = [str((run.dir / r.path).parent) for r in run.checkpoints(CRITIC, k - 1)]
-    js = [replace(j, videos=tuple(str(run.dir / v) for v in j.videos)) for j in run.judgments(k)]
+    js = [j.under(run.dir) for j in run.judgments(k)]
     out = run.round_dir(k) / "critic"
     final, counts, note = training.refine(run.cfg, k, js, critics, out, training.seed_set(run.cfg, run.dir))
     if final is None:

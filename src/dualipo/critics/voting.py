@@ -8,8 +8,10 @@ an even split between the top verdicts gives no verdict (None). Certainty = the 
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Sequence
 
 from dualipo.critics.prompts import swap_verdict
@@ -38,6 +40,11 @@ class Judgment:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def under(self, root: str | os.PathLike[str]) -> "Judgment":
+        """The same judgment with its video paths joined to `root` (a run directory's relative paths made usable
+        from anywhere; an absolute path stays as it is)."""
+        return replace(self, videos=tuple(str(Path(root) / v) for v in self.videos))
 
     @classmethod
     def from_dict(cls, r: dict) -> "Judgment":
