@@ -1,6 +1,7 @@
-"""The analysis scripts behind docs/critic.md section 6: `scripts/critic_compare.py` (two critics on the same
-labelled pairs) and `scripts/label_accuracy.py` (a run's judgments graded against the oracle afterwards), on
-hand-built judgments with hand-computed figures."""
+"""The analysis scripts behind docs/critic.md sections 5 and 6: `scripts/critic_compare.py` (two critics on the
+same labelled pairs), `scripts/label_accuracy.py` (a run's judgments or refinement data graded against the oracle
+afterwards) and `scripts/reevaluate.py` (an ablation's generators on more noise seeds), on hand-built judgments and
+real tiny runs with hand-computed figures."""
 
 import json
 import subprocess
