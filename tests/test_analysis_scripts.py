@@ -153,3 +153,45 @@ def test_reevaluate_pools_more_seeds_and_pairs_the_arms_by_seed(tmp_path):
     assert p.returncode != 0 and "holds seeds [7, 8, 9], not [7]" in p.stderr
     p = script("reevaluate.py", ab, "--round", "1", "--eval-seeds", "0", "--out", tmp_path / "other")
     assert p.returncode != 0 and "already evaluated seeds [0]" in p.stderr
+
+
+def scored_pair(dimension: str, scores: tuple[float, float], label: str, verdict: str, paths_a: list[str],
+                paths_b: list[str], name: str) -> tuple[dict, dict]:
+    """A labelled pair and its judgment aggregated from pointwise scores (a's sampled levels, then b's)."""
+    videos = [f"{name}_a.mp4", f"{name}_b.mp4"]
+    samples = [{"order": o, "text": "", "raw_verdict": v, "verdict": v}
+               for o, paths in (("A", paths_a), ("B", paths_b)) for v in paths]
+    pair = {"prompt": "p", "video_a": videos[0], "video_b": videos[1], "dimension": dimension, "label": label,
+            "scores": list(scores)}
+    return pair, {**record(verdict, 1.0, label, videos=videos), "dimension": dimension, "samples": samples}
+
+
+def test_critic_diagnose_separates_the_scale_from_perception():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("critic_diagnose", ROOT / "scripts" / "critic_diagnose.py")
+    diagnose = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diagnose)
+    made = [
+        # levels Good / Bad on both scales apart; the critic's mean levels 5/3 against 1/3: ordered right, and right
+        scored_pair("alignment", (0.9, 0.3), "A", "A", ["Good", "Good", "Normal"], ["Bad", "Normal", "Bad"], "p1"),
+        # both Normal on three levels (a perfect scorer says tie), apart on five; mean 2 against 4/3: ordered wrong
+        scored_pair("alignment", (0.6, 0.8), "B", "tie", ["Good", "Good"], ["Normal", "Normal", "Good"], "p2"),
+        # Bad against Good, but the critic calls both Normal: equal means, a tie, wrong
+        scored_pair("motion", (0.0, 1.0), "B", "tie", ["Normal", "Normal"], ["Normal", "Normal"], "p3"),
+        # a tie pair: not decisive, its videos still count for the level accuracy
+        scored_pair("alignment", (0.5, 0.55), "tie", "tie", ["Normal"], ["Bad"], "p4"),
+    ]
+    compared = dict(made[0][1], samples=[{"order": "AB", "text": "", "raw_verdict": "A", "verdict": "A"}])
+    pairs, judgments = [p for p, _ in made] + [made[0][0]], [j for _, j in made] + [compared]
+    out = diagnose.scale_vs_perception(judgments, pairs)
+    assert out["all"] == {"decisive": 3, "three_level_ceiling": round(2 / 3, 3), "five_level_ceiling": 1.0,
+                          "critic": round(1 / 3, 3),
+                          "mean_level_order": {"right": round(1 / 3, 3), "wrong": round(1 / 3, 3),
+                                               "equal": round(1 / 3, 3)}}
+    assert out["alignment"] == {"decisive": 2, "three_level_ceiling": 0.5, "five_level_ceiling": 1.0,
+                                "critic": 0.5, "mean_level_order": {"right": 0.5, "wrong": 0.5, "equal": 0.0}}
+    assert out["motion"]["critic"] == 0.0 and out["motion"]["mean_level_order"]["equal"] == 1.0
+    # majority level against the oracle's: p1 a and b, p2 b (Normal at 0.8), p4 a (Normal at 0.5) right; p2 a
+    # (Good at 0.6), p3 a and b, p4 b (Bad at 0.55) wrong
+    assert (out["video_level_accuracy"], out["videos"]) == (0.5, 8)
+    assert diagnose.scale_vs_perception([compared], [made[0][0]]) is None

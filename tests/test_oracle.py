@@ -4,7 +4,7 @@ import pytest
 from dualipo.config import WorldConfig
 from dualipo.toy.corrupt import add_flicker, applicable, corrupt_scene, noise_video
 from dualipo.toy.oracle import RunScores, oracle_prefers, score, score_scene, verdict
-from dualipo.toy.seed_labels import label_pair, label_single
+from dualipo.toy.seed_labels import label_pair, label_single, level_index, point_level
 from dualipo.toy.world import parse_prompt, render, sample_scene
 from dualipo.video import read_video, write_video
 
@@ -118,6 +118,13 @@ def test_pointwise_labels():
     assert lab.reason.endswith("flickering. Bad on overall.")  # no steps outside motion
     with pytest.raises(ValueError, match="noise_rate"):
         label_single(prompt, noise, "overall", rng, noise_rate=1.5)
+
+
+def test_point_levels_at_the_seed_cuts():
+    # Bad below 0.5, Normal from 0.5, Good from 0.85; level_index counts the cuts a score reaches
+    assert [point_level(v) for v in (0.0, 0.49, 0.5, 0.84, 0.85, 1.0)] == \
+        ["Bad", "Bad", "Normal", "Normal", "Good", "Good"]
+    assert [level_index(v, (0.25, 0.5, 0.75, 0.9)) for v in (0.1, 0.25, 0.6, 0.8, 0.95)] == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize(("prompt", "layout"), [

@@ -75,8 +75,7 @@ def critic_accuracy(cfg: RunConfig, js: list[Judgment], pairs: list[tuple[str, s
     """The critic's majority verdicts of a round (`js`) against the oracle's noise-free verdicts, and, for
     pairwise training, the round's pairs ((prompt, chosen, rejected) run-relative) against the oracle."""
     from dualipo.preferences import drop_reason
-    from dualipo.toy.seed_labels import TIE_MARGIN, label_single
-    from dualipo.video import read_video
+    from dualipo.toy.seed_labels import TIE_MARGIN, point_level
 
     score_of = oracle.RunScores(run_dir)
     thr = cfg.judging.certainty_threshold
@@ -86,8 +85,7 @@ def critic_accuracy(cfg: RunConfig, js: list[Judgment], pairs: list[tuple[str, s
             if j.mode == "pairwise":
                 truth = oracle.verdict(*(score_of(j.prompt, v).get(j.dimension) for v in j.videos), TIE_MARGIN)
             else:
-                truth = label_single(j.prompt, read_video(run_dir / j.videos[0]), j.dimension,
-                                     np.random.default_rng(0), noise_rate=0.0).clean_label
+                truth = point_level(score_of(j.prompt, j.videos[0]).get(j.dimension))
         except ValueError:  # not a shapes-world prompt: the oracle cannot judge it
             continue
         hits.append(j.verdict == truth)

@@ -18,6 +18,7 @@ from dualipo.video import Video
 PAIR_LABELS = ("A", "B", "tie")
 POINT_LABELS = ("Good", "Normal", "Bad")
 TIE_MARGIN = 0.15  # oracle scores closer than this are a tie: an annotator does not tell them apart
+POINT_CUTS = (0.5, 0.85)  # pointwise levels: Bad below the first cut, Good from the second, Normal between
 MAX_LISTED = 3  # objects named in a description before it says "and more"
 
 
@@ -75,14 +76,23 @@ def label_pair(prompt: str, a: Video, b: Video, dimension: str, rng: np.random.G
     return OracleLabel(label, reason, clean, (va, vb))
 
 
+def level_index(value: float, cuts: tuple[float, ...] = POINT_CUTS) -> int:
+    """How many of the ascending `cuts` a score reaches: 0 .. len(cuts) (0 = Bad .. 2 = Good at POINT_CUTS)."""
+    return sum(value >= c for c in cuts)
+
+
+def point_level(value: float) -> str:
+    """The seed annotators' pointwise level of an oracle score: Good / Normal / Bad at POINT_CUTS."""
+    return POINT_LABELS[len(POINT_CUTS) - level_index(value)]
+
+
 def label_single(prompt: str, video: Video, dimension: str, rng: np.random.Generator,
-                 noise_rate: float = 0.1, good: float = 0.85, bad: float = 0.5,
-                 scored: OracleScore | None = None) -> OracleLabel:
-    """Pointwise label: Good if the score is >= `good`, Bad if < `bad`, Normal between. `scored`: the oracle's
-    score of this video against this prompt, when the caller has it already (labelling several dimensions)."""
+                 noise_rate: float = 0.1, scored: OracleScore | None = None) -> OracleLabel:
+    """Pointwise label at `point_level`. `scored`: the oracle's score of this video against this prompt, when
+    the caller has it already (labelling several dimensions)."""
     s = scored if scored is not None else score(prompt, video)
     v = s.get(dimension)
-    clean = "Good" if v >= good else ("Bad" if v < bad else "Normal")
+    clean = point_level(v)
     label = _noisy(clean, POINT_LABELS, rng, noise_rate)
     d = describe(s)
     reason = f"The video shows {d}.{rationale_steps(prompt, dimension, [d])} {label} on {dimension}."
