@@ -19,15 +19,15 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import numpy as np
 
 from dualipo.critics.prompts import swap_verdict
 from dualipo.critics.voting import POINT_LEVELS, SCORED
 from dualipo.toy.reasoning import Described, reasoned_verdict
-from dualipo.toy.oracle import score
+from dualipo.toy.oracle import RunScores
 from dualipo.toy.seed_labels import POINT_CUTS, TIE_MARGIN, level_index, point_level
-from dualipo.video import read_video
 
 FIELDS = ("objects", "motion", "background", "steadiness")
 KINDS = ("colour", "count", "motion", "consistency")
@@ -83,12 +83,7 @@ def scale_vs_perception(judgments: list[dict], pairs: list[dict]) -> dict | None
 def main(judgments_path: str, pairs_path: str) -> dict:
     judgments = [json.loads(x) for x in open(judgments_path)]
     pairs = [json.loads(x) for x in open(pairs_path)]
-    cache: dict = {}
-
-    def oracle(prompt, path):
-        return cache.setdefault(path, score(prompt, read_video(path)))
-
-    base = pairs_path.rsplit("/", 1)[0] + "/" if "/" in pairs_path else ""
+    oracle = RunScores(Path(pairs_path).parent)  # the pairs' video paths are relative to their file
     by_dim, by_kind, on_ties = defaultdict(list), defaultdict(list), Counter()
     field_hits, followed, implied_right = defaultdict(list), [], []
     for j, p in zip(judgments, pairs):
@@ -98,7 +93,7 @@ def main(judgments_path: str, pairs_path: str) -> dict:
         else:
             hit = j["verdict"] == label
             by_dim[p["dimension"]].append(hit)
-            sa, sb = (oracle(p["prompt"], base + p[k]) for k in ("video_a", "video_b"))
+            sa, sb = (oracle(p["prompt"], p[k]) for k in ("video_a", "video_b"))
             kinds = [d for d in KINDS if d in sa.dims and abs(sa.get(d) - sb.get(d)) > TIE_MARGIN]
             by_kind["+".join(kinds) or "none (graded)"].append(hit)
         truth = p["reason"].split(". Video B shows ")
