@@ -112,3 +112,7 @@ def test_critic_accuracy_grades_the_rounds_judgments_against_the_oracle(tmp_path
     assert out["critic_accuracy"] == pytest.approx(2 / 3)
     assert out["critic_kept_accuracy"] == 1.0  # the tie and the uncertain judgment make no preference
     assert out["critic_pair_accuracy"] == 1.0 and out["pair_oracle_gap"] == pytest.approx(1.0)
+    # pointwise judgments against the seed annotators' level of the oracle's score (motion 1 -> Good, 0 -> Bad)
+    points = [Judgment(prompt, (v,), "motion", "pointwise", (), "Good", 1.0) for v in ("good.mp4", "wrong.mp4")]
+    out = critic_accuracy(cfg, points, None, tmp_path)
+    assert (out["critic_judgments_scored"], out["critic_accuracy"]) == (2, 0.5)
