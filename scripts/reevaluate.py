@@ -9,9 +9,10 @@ run ABLATE_DIR/ARM/seedS again at round K (the run's own config, its base genera
 ledger recorded for rounds 1..K, merged in order as the loop rebuilds them) on the same held-out prompts with the
 extra noise seeds, scores every video with the oracle, and pools each run's new videos with the loop's own
 (weighted by video count; give seeds the run did not use). The base (round 0) is evaluated once, from the first
-run. Each evaluation is written to OUT/ARM_seedS.json (default OUT: ABLATE_DIR/reevaluate_rK) and reused when
-the script is run again. Prints one JSON line per run, then a summary: per arm the pooled oracle score (mean and
-standard deviation over seeds), and per --reference arm the difference paired by seed with its standard error.
+run whose ledger has it (none: the summary's base is null). Each evaluation is written to OUT/ARM_seedS.json
+(default OUT: ABLATE_DIR/reevaluate_rK) and reused when the script is run again. Prints one JSON line per run,
+then a summary: per arm the pooled oracle score (mean and standard deviation over seeds), and per --reference arm
+the difference paired by seed with its standard error.
 The oracle only measures here, as in the loop's evaluation stage.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 from dualipo.config import load_config
@@ -111,12 +113,14 @@ def main() -> None:
             print(json.dumps({"arm": arm, "seed": seed, "loop": round(loop[0], 4), "loop_videos": loop[1],
                               "new": round(result["mean"]["oracle_overall"], 4), "new_videos": result["num_videos"],
                               "pooled": round(values[arm][seed], 4)}), flush=True)
-            if base is None and args.round > 0:
-                *base_loop, _ = loop_figure(run, 0)
+            if base is None and args.round > 0 and (base_figure := loop_figure(run, 0)) is not None:
                 base_new = evaluate(run, args.eval_seeds, out / "base.json", [])
-                base = (f"{arm}/{run.name}", pooled(base_loop, base_new))
+                base = (f"{arm}/{run.name}", pooled(base_figure[:2], base_new))
     if not values:
         raise SystemExit(f"{args.ablation}: no run of {arms} finished round {args.round}")
+    if base is None and args.round > 0:
+        print(f"{args.ablation}: no run evaluated round 0 (the base), so the base is not re-evaluated",
+              file=sys.stderr)
     print(json.dumps({"round": args.round, "eval_seeds": args.eval_seeds,
                       "base": {"run": base[0], "oracle": round(base[1], 4)} if base else None,
                       "arms": summary(values, args.reference)}))

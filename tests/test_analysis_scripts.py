@@ -153,6 +153,15 @@ def test_reevaluate_pools_more_seeds_and_pairs_the_arms_by_seed(tmp_path):
     assert p.returncode != 0 and "holds seeds [7, 8, 9], not [7]" in p.stderr
     p = script("reevaluate.py", ab, "--round", "1", "--eval-seeds", "0", "--out", tmp_path / "other")
     assert p.returncode != 0 and "already evaluated seeds [0]" in p.stderr
+    # a run whose ledger has no round-0 evaluation: the arms are still compared, the base is left out
+    shutil.copytree(ab / "a/seed0", tmp_path / "nobase/a/seed0")
+    db = sqlite3.connect(tmp_path / "nobase/a/seed0/ledger.sqlite")
+    db.execute("DELETE FROM metrics WHERE round = 0 AND stage = 'evaluate'")
+    db.commit()
+    db.close()
+    p = script("reevaluate.py", tmp_path / "nobase", "--round", "1", "--eval-seeds", "7", "8", "9")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads(p.stdout.splitlines()[-1])["base"] is None and "no run evaluated round 0" in p.stderr
 
 
 def scored_pair(dimension: str, scores: tuple[float, float], label: str, verdict: str, paths_a: list[str],
