@@ -4,6 +4,7 @@ afterwards) and `scripts/reevaluate.py` (an ablation's generators on more noise 
 real tiny runs with hand-computed figures."""
 
 import json
+from collections import Counter
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +205,50 @@ def test_critic_diagnose_separates_the_scale_from_perception():
     # (Good at 0.6), p3 a and b, p4 b (Bad at 0.55) wrong
     assert (out["video_level_accuracy"], out["videos"]) == (0.5, 8)
     assert diagnose.scale_vs_perception([compared], [made[0][0]]) is None
+
+
+def perception_probe():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("perception_probe", ROOT / "scripts" / "perception_probe.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_perception_probe_fits_what_is_linear_and_reads_renders(tmp_path):
+    import numpy as np
+
+    from dualipo.config import preset_small
+
+    probe = perception_probe()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 6))
+    x = x[np.abs(x[:, 2] - x[:, 4]) > 0.5][:200]
+    y = (x[:, 2] - x[:, 4] > 0).astype(int)  # linearly separable with a margin
+    assert probe.linear_probe(x[:150], y[:150], x[150:], y[150:])["accuracy"] == 1.0
+    # renders show their prompt: the oracle reads the prompt's motion and its score is right
+    world = preset_small().world
+    prompts = prompt_pools(world)[0][:8]
+    d = tmp_path / "renders"
+    recs = []
+    for i, prompt in enumerate(prompts):
+        write_video(d / f"v{i}.mp4", render_prompt(prompt, i, world))
+        recs.append({"id": f"v{i}", "prompt": prompt, "path": f"v{i}.mp4"})
+    write(d / "prompts.jsonl", recs)
+    items = probe.load([d])
+    assert [it["reading"] for it in items] == [probe.parse_prompt(p).motion for p in prompts]
+    assert all(it["motion_level"] == 1 for it in items)
+    p = script("perception_probe.py", "cnn", d, "--eval", d, "--epochs", "2", "--target", "motion_level",
+               "--condition")
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads(p.stdout.splitlines()[-1])
+    # every render's motion is right, so the majority class is all of them; epochs 2 is evaluated once
+    assert (result["majority"], result["train_videos"], result["eval_videos"]) == (1.0, 8, 8)
+    assert [c["epoch"] for c in result["curve"]] == [2] and result["condition"] is True
+    p = script("perception_probe.py", "linear", d, d, "--critic", "")
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads(p.stdout.splitlines()[-1])
+    assert {":vision", ":language_model", ":pixels"} <= set(result) and result["eval_videos"] == 8
+    assert result["majority"] == max(Counter(probe.parse_prompt(p).motion for p in prompts).values()) / 8
+    assert script("perception_probe.py", "cnn", d, "--eval", tmp_path).returncode != 0

@@ -1,0 +1,209 @@
+"""How much of what the oracle reads in a video can a small model learn to see? (issue: the critic's perception)
+
+    python scripts/perception_probe.py linear TRAIN_DIR EVAL_DIR [--critic PATH ...]
+    python scripts/perception_probe.py cnn TRAIN_DIR [TRAIN_DIR ...] --eval EVAL_DIR [--target motion_level]
+        [--condition] [--epochs 40]
+
+The directories are `dualipo critic videos` outputs (prompts.jsonl + videos); the labels are the oracle's reading
+of each video, which only measures here. `linear`: linear probes (L2 chosen on a fifth of the train set) of the
+oracle's motion reading (left / right / up / down / static / growing / shrinking / none) and of the colours it
+sees, from a critic's merged vision tokens, from its language model's states over those tokens (the m-RoPE
+positions the critic uses, no text), and from the critic's input frames pooled to 12 x 12 (a reference). `cnn`: a
+small 3D CNN (about 0.25 M parameters) trained from scratch for one target on the videos' frames, a specialist
+standing in for the best perceiver of its size: `motion_reading` (the class above) or `motion_level` (the
+oracle's motion score, right or wrong against the prompt: what the critic's motion verdict needs); with
+`--condition` it is also given the prompt's colour and motion as constant one-hot channels (the oracle reads the
+motion of the asked colour's blobs). Prints one JSON line per evaluation and a summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from dualipo.config import COLOURS, MOTIONS, preset_small
+from dualipo.toy.oracle import score
+from dualipo.toy.world import parse_prompt
+from dualipo.video import read_video
+
+READINGS = (*MOTIONS, "none")
+
+
+def load(dirs: list[Path]) -> list[dict]:
+    """One item per video: its prompt, frames and the oracle's reading (motion class, colours seen, motion score)."""
+    items = []
+    for d in dirs:
+        for line in (d / "prompts.jsonl").read_text().splitlines():
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            v = read_video(d / r["path"])
+            s = score(r["prompt"], v)
+            items.append({"prompt": r["prompt"], "video": v, "reading": s.seen["motion"],
+                          "colours": [any(o.split()[0] == c for o in s.seen["objects"]) for c in COLOURS],
+                          "motion_level": int(s.dims["motion"] >= 0.5)})
+    return items
+
+
+def fit_linear(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, lam: float) -> float:
+    """Accuracy on (xte, yte) of an L2-regularised multinomial logistic regression fitted by L-BFGS on standardised
+    (xtr, ytr)."""
+    mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
+    a, b = torch.tensor((xtr - mu) / sd).float(), torch.tensor((xte - mu) / sd).float()
+    n_cls = int(max(ytr.max(), yte.max())) + 1
+    W = torch.zeros(a.shape[1], n_cls, requires_grad=True)
+    bias = torch.zeros(n_cls, requires_grad=True)
+    opt = torch.optim.LBFGS([W, bias], max_iter=300, line_search_fn="strong_wolfe")
+    target = torch.tensor(ytr)
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(a @ W + bias, target) + lam * (W ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return float(((b @ W + bias).argmax(1) == torch.tensor(yte)).float().mean())
+
+
+def linear_probe(xtr, ytr, xte, yte, lams=(1e-4, 1e-3, 1e-2, 1e-1)) -> dict:
+    """The L2 weight chosen on a validation fifth of the train set, then refitted on all of it."""
+    idx = np.random.default_rng(0).permutation(len(ytr))
+    va, tr = idx[:max(1, len(idx) // 5)], idx[max(1, len(idx) // 5):]
+    lam = max(lams, key=lambda l: fit_linear(xtr[tr], ytr[tr], xtr[va], ytr[va], l))
+    return {"accuracy": round(fit_linear(xtr, ytr, xte, yte, lam), 3), "l2": lam}
+
+
+@torch.no_grad()
+def critic_features(items: list[dict], critic_path: str) -> dict[str, np.ndarray]:
+    """Per video, flattened: the critic's merged vision tokens, its language model's last states over them, and its
+    input frames pooled to 12 x 12."""
+    from dualipo.critics.qwen_vl import load_model
+    from dualipo.critics.vision_inputs import VisionSpec, load_frames, patchify, resize
+
+    cfg = replace(preset_small().critic, path=critic_path, device="cpu", dtype="float32")
+    model, _ = load_model(cfg)
+    spec = VisionSpec.from_model(model.config, cfg.num_frames, cfg.image_size)
+    out = {"vision": [], "language_model": [], "pixels": []}
+    for it in items:
+        frames = load_frames(it["video"], spec)
+        patches, grid = patchify(frames, spec)
+        tokens = model.model.visual(patches, grid_thw=grid).pooler_output
+        t, h, w = int(grid[0, 0]), int(grid[0, 1]) // spec.merge_size, int(grid[0, 2]) // spec.merge_size
+        pos = torch.stack(torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij"))
+        states = model.model.language_model(inputs_embeds=tokens[None], position_ids=pos.reshape(3, 1, -1))
+        out["vision"].append(tokens.flatten().numpy())
+        out["language_model"].append(states.last_hidden_state[0].flatten().numpy())
+        out["pixels"].append(nn.functional.adaptive_avg_pool2d(resize(frames, spec), 12).flatten().numpy())
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def cmd_linear(args) -> dict:
+    train, held = load(args.train), load([args.eval])
+    y = {s: np.array([READINGS.index(i["reading"]) for i in items]) for s, items in (("tr", train), ("te", held))}
+    counts = Counter(i["reading"] for i in held)
+    result = {"train_videos": len(train), "eval_videos": len(held), "readings_eval": dict(counts),
+              "majority": round(counts.most_common(1)[0][1] / len(held), 3)}
+    for path in args.critic:
+        ftr, fte = critic_features(train, path), critic_features(held, path)
+        for name in ftr:
+            colours = [linear_probe(ftr[name], np.array([i["colours"][c] for i in train], dtype=int),
+                                    fte[name], np.array([i["colours"][c] for i in held], dtype=int))["accuracy"]
+                       for c in range(len(COLOURS))
+                       if len({i["colours"][c] for i in train}) == 2 and len({i["colours"][c] for i in held}) == 2]
+            result[f"{path}:{name}"] = {"motion_reading": linear_probe(ftr[name], y["tr"], fte[name], y["te"]),
+                                        "colours_mean": round(float(np.mean(colours)), 3) if colours else None}
+            print(json.dumps({path: name, **result[f"{path}:{name}"]}), flush=True)
+    return result
+
+
+def cnn_inputs(items: list[dict], condition: bool) -> torch.Tensor:
+    """(N, C, T, H, W) frames in [0, 1]; with `condition`, one-hot channels of the prompt's colour and motion."""
+    xs = []
+    for it in items:
+        x = torch.from_numpy(it["video"].frames.copy()).permute(3, 0, 1, 2).float() / 255.0
+        if condition:
+            scene = parse_prompt(it["prompt"])
+            onehot = torch.zeros(len(COLOURS) + len(MOTIONS), *x.shape[1:])
+            onehot[COLOURS.index(scene.obj.colour)] = 1
+            onehot[len(COLOURS) + MOTIONS.index(scene.motion)] = 1
+            x = torch.cat([x, onehot])
+        xs.append(x)
+    return torch.stack(xs)
+
+
+def specialist(channels: int, frames: int, side: int, n_cls: int) -> nn.Module:
+    """Three 3x3x3 conv blocks, each halving the frame side, then a linear read-out."""
+    return nn.Sequential(
+        nn.Conv3d(channels, 32, 3, padding=1), nn.GELU(), nn.MaxPool3d((1, 2, 2)),
+        nn.Conv3d(32, 64, 3, padding=1), nn.GELU(), nn.MaxPool3d((1, 2, 2)),
+        nn.Conv3d(64, 64, 3, padding=1), nn.GELU(), nn.MaxPool3d((1, 2, 2)),
+        nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * frames * (side // 8) ** 2, n_cls))
+
+
+def cmd_cnn(args) -> dict:
+    torch.manual_seed(args.seed)
+    train, held = load(args.train), load([args.eval])
+    label = (lambda i: READINGS.index(i["reading"])) if args.target == "motion_reading" else (lambda i: i["motion_level"])
+    ytr, yte = torch.tensor([label(i) for i in train]), torch.tensor([label(i) for i in held])
+    xtr, xte = cnn_inputs(train, args.condition), cnn_inputs(held, args.condition)
+    net = specialist(xtr.shape[1], xtr.shape[2], xtr.shape[3], len(READINGS) if args.target == "motion_reading" else 2)
+    opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=0.05)
+    counts = Counter(yte.tolist())
+    result = {"target": args.target, "condition": args.condition, "train_videos": len(ytr), "eval_videos": len(yte),
+              "parameters": sum(p.numel() for p in net.parameters()),
+              "majority": round(counts.most_common(1)[0][1] / len(yte), 3), "curve": []}
+    for epoch in range(1, args.epochs + 1):
+        net.train()
+        for b in torch.randperm(len(ytr)).split(32):
+            x = xtr[b]
+            if not args.condition and torch.rand(()) < 0.5:
+                x = x[:, torch.randperm(3)]  # unconditioned, motion does not depend on which colour
+            loss = nn.functional.cross_entropy(net(x), ytr[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if epoch % 5 == 0 or epoch == args.epochs:
+            net.eval()
+            with torch.no_grad():
+                acc = float((net(xte).argmax(1) == yte).float().mean())
+                fit = float((net(xtr[:512]).argmax(1) == ytr[:512]).float().mean())
+            result["curve"].append({"epoch": epoch, "train_accuracy": round(fit, 3), "eval_accuracy": round(acc, 3)})
+            print(json.dumps(result["curve"][-1]), flush=True)
+    last = [c["eval_accuracy"] for c in result["curve"][-4:]]
+    result["eval_accuracy_last_evaluations"] = round(float(np.mean(last)), 3)
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    lin = sub.add_parser("linear")
+    lin.add_argument("train", type=Path, nargs=1)
+    lin.add_argument("eval", type=Path)
+    lin.add_argument("--critic", nargs="+", default=["shipped"], help="critic paths ('shipped' = the package's)")
+    cnn = sub.add_parser("cnn")
+    cnn.add_argument("train", type=Path, nargs="+")
+    cnn.add_argument("--eval", type=Path, required=True)
+    cnn.add_argument("--target", choices=("motion_reading", "motion_level"), default="motion_reading")
+    cnn.add_argument("--condition", action="store_true", help="give the prompt's colour and motion as channels")
+    cnn.add_argument("--epochs", type=int, default=40)
+    cnn.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    for d in [*args.train, args.eval]:
+        if not (d / "prompts.jsonl").exists():
+            raise SystemExit(f"{d}: no prompts.jsonl (make it with `dualipo critic videos`)")
+    result = cmd_linear(args) if args.command == "linear" else cmd_cnn(args)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
