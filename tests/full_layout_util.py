@@ -114,9 +114,10 @@ PREPROCESSOR = {"image_processor_type": "Qwen2VLImageProcessor", "processor_clas
                 "image_std": [0.26862954, 0.26130258, 0.27577711], "min_pixels": 16 * 16, "max_pixels": 448 * 448}
 
 
-def save_tiny_critic(root: Path, steps: int = 60) -> Path:
+def save_tiny_critic(root: Path, max_steps: int = 400) -> Path:
     """A tiny Qwen2.5-VL critic taught to answer "Answer: A" to any pairwise answer-only question, saved in the
-    Qwen2.5-VL-7B-Instruct layout."""
+    Qwen2.5-VL-7B-Instruct layout. Trained until its loss is under 0.01 (about 50 steps), not for a fixed number
+    of steps: a fixed count left it answering "AnswerAnse A" on another CPU, and the loop then had no verdict."""
     from dualipo.critics.prompts import pair_prompt, target_text
     from dualipo.critics.qwen_vl import QwenVLCritic, build_random
     from dualipo.toy.world import render_prompt
@@ -128,13 +129,17 @@ def save_tiny_critic(root: Path, steps: int = 60) -> Path:
     videos = [critic.visual(render_prompt(prompt, s, cfg.world)) for s in range(3)]
     texts = [pair_prompt(prompt, d, chain_of_thought=False) for d in ("alignment", "motion")]
     batch = critic.inputs(texts, [videos[:2], videos[1:]], [target_text("", "A", False)] * 2)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
-    for _ in range(steps):
+    for _ in range(max_steps):
         loss = model(**batch).loss
+        if loss.item() < 0.01:
+            break
         loss.backward()
         opt.step()
         opt.zero_grad()
+    else:
+        raise RuntimeError(f"the tiny critic did not learn its answer in {max_steps} steps (loss {loss.item():.3f})")
     model.eval()
     model.save_pretrained(root, safe_serialization=True, max_shard_size="80KB")
     tok.save_pretrained(root)
