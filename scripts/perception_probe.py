@@ -152,10 +152,14 @@ def specialist(channels: int, frames: int, side: int, n_cls: int) -> nn.Module:
 def cmd_cnn(args) -> dict:
     torch.manual_seed(args.seed)
     train, held = load(args.train), load([args.eval])
-    label = (lambda i: READINGS.index(i["reading"])) if args.target == "motion_reading" else (lambda i: i["motion_level"])
+    reading = args.target == "motion_reading"
+
+    def label(item: dict) -> int:
+        return READINGS.index(item["reading"]) if reading else item["motion_level"]
+
     ytr, yte = torch.tensor([label(i) for i in train]), torch.tensor([label(i) for i in held])
     xtr, xte = cnn_inputs(train, args.condition), cnn_inputs(held, args.condition)
-    net = specialist(xtr.shape[1], xtr.shape[2], xtr.shape[3], len(READINGS) if args.target == "motion_reading" else 2)
+    net = specialist(xtr.shape[1], xtr.shape[2], xtr.shape[3], len(READINGS) if reading else 2)
     opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=0.05)
     counts = Counter(yte.tolist())
     result = {"target": args.target, "condition": args.condition, "train_videos": len(ytr), "eval_videos": len(yte),
