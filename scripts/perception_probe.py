@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+from tqdm import tqdm
 
 from dualipo.config import COLOURS, MOTIONS, preset_small
 from dualipo.toy.oracle import score
@@ -38,17 +39,15 @@ READINGS = (*MOTIONS, "none")
 
 def load(dirs: list[Path]) -> list[dict]:
     """One item per video: its prompt, frames and the oracle's reading (motion class, colours seen, motion score)."""
+    recs = [(d, json.loads(line)) for d in dirs for line in (d / "prompts.jsonl").read_text().splitlines()
+            if line.strip()]
     items = []
-    for d in dirs:
-        for line in (d / "prompts.jsonl").read_text().splitlines():
-            if not line.strip():
-                continue
-            r = json.loads(line)
-            v = read_video(d / r["path"])
-            s = score(r["prompt"], v)
-            items.append({"prompt": r["prompt"], "video": v, "reading": s.seen["motion"],
-                          "colours": [any(o.split()[0] == c for o in s.seen["objects"]) for c in COLOURS],
-                          "motion_level": int(s.dims["motion"] >= 0.5)})
+    for d, r in tqdm(recs, desc="reading videos", leave=False):
+        v = read_video(d / r["path"])
+        s = score(r["prompt"], v)
+        items.append({"prompt": r["prompt"], "video": v, "reading": s.seen["motion"],
+                      "colours": [any(o.split()[0] == c for o in s.seen["objects"]) for c in COLOURS],
+                      "motion_level": int(s.dims["motion"] >= 0.5)})
     return items
 
 
@@ -93,7 +92,7 @@ def critic_features(items: list[dict], critic_path: str) -> dict[str, np.ndarray
     model, _ = load_model(cfg)
     spec = VisionSpec.from_model(model.config, cfg.num_frames, cfg.image_size)
     out = {"vision": [], "language_model": [], "pixels": []}
-    for it in items:
+    for it in tqdm(items, desc=f"critic {critic_path or 'random'}", leave=False):
         frames = load_frames(it["video"], spec)
         patches, grid = patchify(frames, spec)
         tokens = model.model.visual(patches, grid_thw=grid).pooler_output
