@@ -4,9 +4,9 @@ afterwards) and `scripts/reevaluate.py` (an ablation's generators on more noise 
 real tiny runs with hand-computed figures."""
 
 import json
-from collections import Counter
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
