@@ -106,13 +106,14 @@ def critic_features(items: list[dict], critic_path: str) -> dict[str, np.ndarray
 
 
 def cmd_linear(args) -> dict:
-    train, held = load(args.train), load([args.eval])
+    train, held = load([args.train]), load([args.eval])
     y = {s: np.array([READINGS.index(i["reading"]) for i in items]) for s, items in (("tr", train), ("te", held))}
     counts = Counter(i["reading"] for i in held)
     result = {"train_videos": len(train), "eval_videos": len(held), "readings_eval": dict(counts),
               "majority": round(counts.most_common(1)[0][1] / len(held), 3)}
     for path in args.critic:
-        ftr, fte = critic_features(train, path), critic_features(held, path)
+        both = critic_features(train + held, path)  # the critic loaded once for both sets
+        ftr, fte = {k: v[:len(train)] for k, v in both.items()}, {k: v[len(train):] for k, v in both.items()}
         for name in ftr:
             colours = [linear_probe(ftr[name], np.array([i["colours"][c] for i in train], dtype=int),
                                     fte[name], np.array([i["colours"][c] for i in held], dtype=int))["accuracy"]
@@ -190,7 +191,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     lin = sub.add_parser("linear")
-    lin.add_argument("train", type=Path, nargs=1)
+    lin.add_argument("train", type=Path)
     lin.add_argument("eval", type=Path)
     lin.add_argument("--critic", nargs="+", default=["shipped"], help="critic paths ('shipped' = the package's)")
     cnn = sub.add_parser("cnn")
@@ -201,7 +202,7 @@ def main() -> None:
     cnn.add_argument("--epochs", type=int, default=40)
     cnn.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    for d in [*args.train, args.eval]:
+    for d in [*(args.train if args.command == "cnn" else [args.train]), args.eval]:
         if not (d / "prompts.jsonl").exists():
             raise SystemExit(f"{d}: no prompts.jsonl (make it with `dualipo critic videos`)")
     result = cmd_linear(args) if args.command == "linear" else cmd_cnn(args)
