@@ -2,7 +2,9 @@
 
     python scripts/perception_probe.py linear TRAIN_DIR EVAL_DIR [--critic PATH ...]
     python scripts/perception_probe.py cnn TRAIN_DIR [TRAIN_DIR ...] --eval EVAL_DIR [--target motion_level]
-        [--condition] [--epochs 40]
+        [--condition [colour_motion|prompt]] [--epochs 40]
+    python scripts/perception_probe.py cnn TRAIN_DIR [TRAIN_DIR ...] --eval EVAL_DIR --target scores
+        --pairs PAIRS.jsonl --condition prompt
 
 The directories are `dualipo critic videos` outputs (prompts.jsonl + videos); the labels are the oracle's reading
 of each video, which only measures here. `linear`: linear probes (L2 chosen on a fifth of the train set) of the
@@ -11,9 +13,13 @@ sees, from a critic's merged vision tokens, from its language model's states ove
 positions the critic uses, no text), and from the critic's input frames pooled to 12 x 12 (a reference). `cnn`: a
 small 3D CNN (about 0.25 M parameters) trained from scratch for one target on the videos' frames, a specialist
 standing in for the best perceiver of its size: `motion_reading` (the class above) or `motion_level` (the
-oracle's motion score, right or wrong against the prompt: what the critic's motion verdict needs); with
-`--condition` it is also given the prompt's colour and motion as constant one-hot channels (the oracle reads the
-motion of the asked colour's blobs). Prints one JSON line per evaluation and a summary line.
+oracle's motion score, right or wrong against the prompt: what the critic's motion verdict needs) or `scores`
+(the oracle's scores on the held-out pairs' dimensions, regressed, and graded as a judge of the held-out pairs
+PAIRS.jsonl of EVAL_DIR's videos, a `dualipo critic seed` file: the pair goes to the higher predicted score, a
+tie within the oracle's tie margin). With `--condition` (`colour_motion`) it is also given the prompt's colour and
+motion as constant one-hot channels (the oracle reads the motion of the asked colour's blobs); `--condition
+prompt` gives everything the prompt asks (colours, shapes, count, motion, speed, relation, background). Prints
+one JSON line per evaluation and a summary line.
 """
 
 from __future__ import annotations
@@ -29,12 +35,14 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from dualipo.config import COLOURS, MOTIONS, preset_small
-from dualipo.toy.oracle import score
-from dualipo.toy.world import parse_prompt
+from dualipo.config import BACKGROUNDS, COLOURS, MOTIONS, SHAPES, preset_small
+from dualipo.toy.oracle import score, verdict
+from dualipo.toy.seed_labels import TIE_MARGIN
+from dualipo.toy.world import RELATIONS, SPEEDS, parse_prompt
 from dualipo.video import read_video
 
 READINGS = (*MOTIONS, "none")
+SCORE_DIMS = ("overall", "alignment", "motion", "consistency")  # the held-out pairs' dimensions
 
 
 def load(dirs: list[Path]) -> list[dict]:
@@ -45,9 +53,11 @@ def load(dirs: list[Path]) -> list[dict]:
     for d, r in tqdm(recs, desc="reading videos", leave=False):
         v = read_video(d / r["path"])
         s = score(r["prompt"], v)
-        items.append({"prompt": r["prompt"], "video": v, "reading": s.seen["motion"],
+        items.append({"prompt": r["prompt"], "video": v, "path": (d / r["path"]).resolve(),
+                      "reading": s.seen["motion"],
                       "colours": [any(o.split()[0] == c for o in s.seen["objects"]) for c in COLOURS],
-                      "motion_level": int(s.dims["motion"] >= 0.5)})
+                      "motion_level": int(s.dims["motion"] >= 0.5),
+                      "scores": [s.get(dim) for dim in SCORE_DIMS]})
     return items
 
 
@@ -125,19 +135,71 @@ def cmd_linear(args) -> dict:
     return result
 
 
-def cnn_inputs(items: list[dict], condition: bool) -> torch.Tensor:
-    """(N, C, T, H, W) frames in [0, 1]; with `condition`, one-hot channels of the prompt's colour and motion."""
+def prompt_vector(prompt: str, condition: str) -> torch.Tensor:
+    """One-hot groups of what the prompt asks: `colour_motion` the (first) object's colour and the motion;
+    `prompt` also the second object's colour, both shapes, two of a kind, the speed, the relation and the
+    background (an empty group where the prompt asks nothing of it)."""
+    scene = parse_prompt(prompt)
+    groups = [(COLOURS, scene.obj.colour), (MOTIONS, scene.motion)]
+    if condition == "prompt":
+        other = scene.other
+        groups += [(COLOURS, other and other.colour), (SHAPES, scene.obj.shape), (SHAPES, other and other.shape),
+                   ((2,), scene.count), (SPEEDS, scene.speed), (RELATIONS, scene.relation),
+                   (BACKGROUNDS, scene.background)]
+    return torch.tensor([float(v == asked) for vocab, asked in groups for v in vocab])
+
+
+def cnn_inputs(items: list[dict], condition: str | None) -> torch.Tensor:
+    """(N, C, T, H, W) frames in [0, 1]; with `condition`, the prompt's `prompt_vector` as constant channels."""
     xs = []
     for it in items:
         x = torch.from_numpy(it["video"].frames.copy()).permute(3, 0, 1, 2).float() / 255.0
         if condition:
-            scene = parse_prompt(it["prompt"])
-            onehot = torch.zeros(len(COLOURS) + len(MOTIONS), *x.shape[1:])
-            onehot[COLOURS.index(scene.obj.colour)] = 1
-            onehot[len(COLOURS) + MOTIONS.index(scene.motion)] = 1
-            x = torch.cat([x, onehot])
+            vec = prompt_vector(it["prompt"], condition)
+            x = torch.cat([x, vec[:, None, None, None].expand(-1, *x.shape[1:])])
         xs.append(x)
     return torch.stack(xs)
+
+
+def judge_pairs(predicted: dict, pairs: list[dict], tie_margin: float = TIE_MARGIN) -> dict:
+    """Grade predicted scores as a judge of oracle-labelled pairs: the verdict is the oracle's rule applied to the
+    predictions (the higher score, a tie within `tie_margin`). `predicted[video][dimension]` -> score; each pair has
+    video_a, video_b (keys of `predicted`), dimension and the oracle's label. Decisive pairs (label A or B):
+    `decisive_accuracy` (a predicted tie is wrong, as `critic eval` counts it) and `decisive_ordered` (the
+    higher prediction is the better video: a judge that never calls a tie), also per dimension."""
+    right = right_decisive = 0
+    ordered: dict[str, list[int]] = {}  # dimension -> per decisive pair, is the higher prediction the better video
+    for p in pairs:
+        a, b = predicted[p["video_a"]][p["dimension"]], predicted[p["video_b"]][p["dimension"]]
+        agrees = verdict(a, b, tie_margin) == p["label"]
+        right += agrees
+        if p["label"] != "tie":
+            right_decisive += agrees
+            ordered.setdefault(p["dimension"], []).append(int((a > b) == (p["label"] == "A")))
+    n = sum(len(v) for v in ordered.values())
+    return {"pairs": len(pairs), "decisive_pairs": n, "pair_accuracy": round(right / max(1, len(pairs)), 3),
+            "decisive_accuracy": round(right_decisive / max(1, n), 3),
+            "decisive_ordered": round(sum(map(sum, ordered.values())) / max(1, n), 3),
+            "decisive_ordered_by_dimension": {d: round(sum(v) / len(v), 3) for d, v in sorted(ordered.items())}}
+
+
+def load_pairs(path: Path, items: list[dict]) -> list[dict]:
+    """The pairs of `path` with their videos as keys of `items` (paths relative to the pairs file's folder or to
+    the working directory)."""
+    known = {it["path"] for it in items}
+    pairs = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        p = json.loads(line)
+        for k in ("video_a", "video_b"):
+            q = Path(p[k])
+            found = [c for c in ((path.parent / q).resolve(), q.resolve()) if c in known]
+            if not found:
+                raise SystemExit(f"{path}: pair video {p[k]} is not one of the --eval videos")
+            p[k] = found[0]
+        pairs.append(p)
+    return pairs
 
 
 def specialist(channels: int, frames: int, side: int, n_cls: int) -> nn.Module:
@@ -152,38 +214,58 @@ def specialist(channels: int, frames: int, side: int, n_cls: int) -> nn.Module:
 def cmd_cnn(args) -> dict:
     torch.manual_seed(args.seed)
     train, held = load(args.train), load([args.eval])
-    reading = args.target == "motion_reading"
+    regress = args.target == "scores"
+    if regress and args.pairs is None:
+        raise SystemExit("--target scores needs --pairs (held-out pairs of the --eval videos)")
+    pairs = load_pairs(args.pairs, held) if regress else None
 
-    def label(item: dict) -> int:
-        return READINGS.index(item["reading"]) if reading else item["motion_level"]
+    def label(item: dict):
+        return item["scores"] if regress else READINGS.index(item["reading"]) if args.target == "motion_reading" \
+            else item["motion_level"]
 
     ytr, yte = torch.tensor([label(i) for i in train]), torch.tensor([label(i) for i in held])
     xtr, xte = cnn_inputs(train, args.condition), cnn_inputs(held, args.condition)
-    net = specialist(xtr.shape[1], xtr.shape[2], xtr.shape[3], len(READINGS) if reading else 2)
+    outputs = len(SCORE_DIMS) if regress else len(READINGS) if args.target == "motion_reading" else 2
+    net = specialist(xtr.shape[1], xtr.shape[2], xtr.shape[3], outputs)
     opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=0.05)
-    counts = Counter(yte.tolist())
     result = {"target": args.target, "condition": args.condition, "train_videos": len(ytr), "eval_videos": len(yte),
-              "parameters": sum(p.numel() for p in net.parameters()),
-              "majority": round(counts.most_common(1)[0][1] / len(yte), 3), "curve": []}
+              "parameters": sum(p.numel() for p in net.parameters()), "curve": []}
+    if regress:
+        result["oracle_on_pairs"] = judge_pairs({it["path"]: dict(zip(SCORE_DIMS, it["scores"])) for it in held},
+                                                pairs)  # the labels' own rule: a check, all 1.0
+    else:
+        result["majority"] = round(Counter(yte.tolist()).most_common(1)[0][1] / len(yte), 3)
+
+    def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nn.functional.mse_loss(out.sigmoid(), y) if regress else nn.functional.cross_entropy(out, y)
+
     for epoch in range(1, args.epochs + 1):
         net.train()
         for b in torch.randperm(len(ytr)).split(32):
             x = xtr[b]
             if not args.condition and torch.rand(()) < 0.5:
                 x = x[:, torch.randperm(3)]  # unconditioned, motion does not depend on which colour
-            loss = nn.functional.cross_entropy(net(x), ytr[b])
+            loss = loss_fn(net(x), ytr[b])
             opt.zero_grad()
             loss.backward()
             opt.step()
         if epoch % 5 == 0 or epoch == args.epochs:
             net.eval()
             with torch.no_grad():
-                acc = float((net(xte).argmax(1) == yte).float().mean())
-                fit = float((net(xtr[:512]).argmax(1) == ytr[:512]).float().mean())
-            result["curve"].append({"epoch": epoch, "train_accuracy": round(fit, 3), "eval_accuracy": round(acc, 3)})
+                out_te, out_tr = net(xte), net(xtr[:512])
+            if regress:
+                pred = out_te.sigmoid().tolist()
+                point = {"train_mse": round(float(loss_fn(out_tr, ytr[:512])), 4),
+                         "eval_mse": round(float(loss_fn(out_te, yte)), 4),
+                         **judge_pairs({it["path"]: dict(zip(SCORE_DIMS, p)) for it, p in zip(held, pred)}, pairs)}
+            else:
+                point = {"train_accuracy": round(float((out_tr.argmax(1) == ytr[:512]).float().mean()), 3),
+                         "eval_accuracy": round(float((out_te.argmax(1) == yte).float().mean()), 3)}
+            result["curve"].append({"epoch": epoch, **point})
             print(json.dumps(result["curve"][-1]), flush=True)
-    last = [c["eval_accuracy"] for c in result["curve"][-4:]]
-    result["eval_accuracy_last_evaluations"] = round(float(np.mean(last)), 3)
+    for key in ("decisive_ordered", "decisive_accuracy") if regress else ("eval_accuracy",):
+        last = [c[key] for c in result["curve"][-4:]]
+        result[f"{key}_last_evaluations"] = round(float(np.mean(last)), 3)
     return result
 
 
@@ -197,8 +279,10 @@ def main() -> None:
     cnn = sub.add_parser("cnn")
     cnn.add_argument("train", type=Path, nargs="+")
     cnn.add_argument("--eval", type=Path, required=True)
-    cnn.add_argument("--target", choices=("motion_reading", "motion_level"), default="motion_reading")
-    cnn.add_argument("--condition", action="store_true", help="give the prompt's colour and motion as channels")
+    cnn.add_argument("--target", choices=("motion_reading", "motion_level", "scores"), default="motion_reading")
+    cnn.add_argument("--condition", nargs="?", const="colour_motion", choices=("colour_motion", "prompt"),
+                     help="give the prompt's colour and motion (or, `prompt`, all it asks) as channels")
+    cnn.add_argument("--pairs", type=Path, help="held-out pairs of the --eval videos (--target scores)")
     cnn.add_argument("--epochs", type=int, default=40)
     cnn.add_argument("--seed", type=int, default=0)
     args = p.parse_args()

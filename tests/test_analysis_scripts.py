@@ -216,6 +216,27 @@ def perception_probe():
     return module
 
 
+def test_perception_probe_judges_pairs_by_predicted_scores():
+    probe = perception_probe()
+    predicted = {"a": {"overall": 0.9, "motion": 0.2}, "b": {"overall": 0.5, "motion": 0.3},
+                 "c": {"overall": 0.55, "motion": 1.0}}
+
+    def pair(a, b, dim, label):
+        return {"video_a": a, "video_b": b, "dimension": dim, "label": label}
+
+    pairs = [pair("a", "b", "overall", "A"),  # 0.9 vs 0.5: A, right and ordered
+             pair("b", "c", "overall", "B"),  # 0.5 vs 0.55: a tie (within 0.15), wrong; ordered (0.55 higher)
+             pair("a", "b", "motion", "A"),  # 0.2 vs 0.3: a tie, wrong; not ordered
+             pair("a", "c", "motion", "tie"),  # 0.2 vs 1.0: B, wrong; not decisive
+             pair("b", "c", "motion", "B"),  # 0.3 vs 1.0: B, right and ordered
+             pair("b", "c", "overall", "tie")]  # a tie, right; not decisive
+    out = probe.judge_pairs(predicted, pairs)
+    assert out == {"pairs": 6, "decisive_pairs": 4, "pair_accuracy": 0.5, "decisive_accuracy": 0.5,
+                   "decisive_ordered": 0.75, "decisive_ordered_by_dimension": {"motion": 0.5, "overall": 1.0}}
+    # a wider tie margin turns the first pair into a tie as well
+    assert probe.judge_pairs(predicted, pairs, tie_margin=0.5)["decisive_accuracy"] == 0.25
+
+
 def test_perception_probe_fits_what_is_linear_and_reads_renders(tmp_path):
     import numpy as np
 
@@ -245,7 +266,21 @@ def test_perception_probe_fits_what_is_linear_and_reads_renders(tmp_path):
     result = json.loads(p.stdout.splitlines()[-1])
     # every render's motion is right, so the majority class is all of them; epochs 2 is evaluated once
     assert (result["majority"], result["train_videos"], result["eval_videos"]) == (1.0, 8, 8)
-    assert [c["epoch"] for c in result["curve"]] == [2] and result["condition"] is True
+    assert [c["epoch"] for c in result["curve"]] == [2] and result["condition"] == "colour_motion"
+    # the scores target, graded as a judge of pairs of the eval videos (paths relative to the pairs file)
+    pairs = [{"video_a": f"renders/v{i}.mp4", "video_b": f"renders/v{j}.mp4", "dimension": dim,
+              "label": probe.verdict(items[i]["scores"][k], items[j]["scores"][k], probe.TIE_MARGIN)}
+             for i, j in ((0, 1), (2, 3), (4, 5)) for k, dim in enumerate(probe.SCORE_DIMS)]
+    write(tmp_path / "pairs.jsonl", pairs)
+    p = script("perception_probe.py", "cnn", d, "--eval", d, "--epochs", "1", "--target", "scores",
+               "--condition", "prompt", "--pairs", tmp_path / "pairs.jsonl")
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads(p.stdout.splitlines()[-1])
+    assert result["oracle_on_pairs"]["pair_accuracy"] == 1.0 and result["curve"][0]["pairs"] == 12
+    assert {"decisive_ordered_last_evaluations", "decisive_accuracy_last_evaluations"} <= set(result)
+    write(tmp_path / "pairs.jsonl", [{**pairs[0], "video_a": "elsewhere/v0.mp4"}])
+    p = script("perception_probe.py", "cnn", d, "--eval", d, "--target", "scores", "--pairs", tmp_path / "pairs.jsonl")
+    assert p.returncode != 0 and "is not one of the --eval videos" in p.stderr
     p = script("perception_probe.py", "linear", d, d, "--critic", "")
     assert p.returncode == 0, p.stderr[-3000:]
     result = json.loads(p.stdout.splitlines()[-1])
