@@ -3,8 +3,8 @@
     python scripts/perception_probe.py linear TRAIN_DIR EVAL_DIR [--critic PATH ...]
     python scripts/perception_probe.py cnn TRAIN_DIR [TRAIN_DIR ...] --eval EVAL_DIR [--target motion_level]
         [--condition [colour_motion|prompt]] [--epochs 40]
-    python scripts/perception_probe.py cnn TRAIN_DIR [TRAIN_DIR ...] --eval EVAL_DIR --target scores
-        --pairs PAIRS.jsonl --condition prompt
+    python scripts/perception_probe.py cnn TRAIN_DIR [TRAIN_DIR ...] --eval EVAL_DIR --target scores|levels
+        --pairs PAIRS.jsonl --condition prompt [--label-noise 0.1]
 
 The directories are `dualipo critic videos` outputs (prompts.jsonl + videos); the labels are the oracle's reading
 of each video, which only measures here. `linear`: linear probes (L2 chosen on a fifth of the train set) of the
@@ -13,10 +13,11 @@ sees, from a critic's merged vision tokens, from its language model's states ove
 positions the critic uses, no text), and from the critic's input frames pooled to 12 x 12 (a reference). `cnn`: a
 small 3D CNN (about 0.25 M parameters) trained from scratch for one target on the videos' frames, a specialist
 standing in for the best perceiver of its size: `motion_reading` (the class above) or `motion_level` (the
-oracle's motion score, right or wrong against the prompt: what the critic's motion verdict needs) or `scores`
-(the oracle's scores on the held-out pairs' dimensions, regressed, and graded as a judge of the held-out pairs
-PAIRS.jsonl of EVAL_DIR's videos, a `dualipo critic seed` file: the pair goes to the higher predicted score, a
-tie within the oracle's tie margin). With `--condition` (`colour_motion`) it is also given the prompt's colour and
+oracle's motion score, right or wrong against the prompt: what the critic's motion verdict needs), `scores`
+(the oracle's scores on the held-out pairs' dimensions, regressed) or `levels` (the same as the seed annotators'
+Good / Normal / Bad, with `--label-noise` as the seed set's; the score is the expected level); the last two are
+graded as a judge of the held-out pairs PAIRS.jsonl of EVAL_DIR's videos, a `dualipo critic seed` file: the pair
+goes to the higher predicted score, a tie within the oracle's tie margin. With `--condition` (`colour_motion`) it is also given the prompt's colour and
 motion as constant one-hot channels (the oracle reads the motion of the asked colour's blobs); `--condition
 prompt` gives everything the prompt asks (colours, shapes, count, motion, speed, relation, background). Prints
 one JSON line per evaluation and a summary line.
@@ -37,7 +38,7 @@ from tqdm import tqdm
 
 from dualipo.config import BACKGROUNDS, COLOURS, MOTIONS, SHAPES, preset_small
 from dualipo.toy.oracle import score, verdict
-from dualipo.toy.seed_labels import TIE_MARGIN
+from dualipo.toy.seed_labels import POINT_LABELS, TIE_MARGIN, level_index
 from dualipo.toy.world import RELATIONS, SPEEDS, parse_prompt
 from dualipo.video import read_video
 
@@ -211,34 +212,63 @@ def specialist(channels: int, frames: int, side: int, n_cls: int) -> nn.Module:
         nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * frames * (side // 8) ** 2, n_cls))
 
 
+def noisy_levels(y: torch.Tensor, rate: float, seed: int) -> torch.Tensor:
+    """Each level replaced, with probability `rate`, by one of the other two at random (the seed set's noise)."""
+    g = torch.Generator().manual_seed(seed)
+    flip = torch.rand(y.shape, generator=g) < rate
+    return torch.where(flip, (y + torch.randint(1, len(POINT_LABELS), y.shape, generator=g)) % len(POINT_LABELS), y)
+
+
 def cmd_cnn(args) -> dict:
     torch.manual_seed(args.seed)
     train, held = load(args.train), load([args.eval])
-    regress = args.target == "scores"
-    if regress and args.pairs is None:
-        raise SystemExit("--target scores needs --pairs (held-out pairs of the --eval videos)")
-    pairs = load_pairs(args.pairs, held) if regress else None
+    judged = args.target in ("scores", "levels")  # per-video scores, graded as a judge of the held-out pairs
+    if judged and args.pairs is None:
+        raise SystemExit(f"--target {args.target} needs --pairs (held-out pairs of the --eval videos)")
+    if args.label_noise and args.target != "levels":
+        raise SystemExit("--label-noise is for --target levels (the seed annotators' three levels)")
+    pairs = load_pairs(args.pairs, held) if judged else None
+    n_levels = len(POINT_LABELS)
 
     def label(item: dict):
-        return item["scores"] if regress else READINGS.index(item["reading"]) if args.target == "motion_reading" \
-            else item["motion_level"]
+        if args.target == "scores":
+            return item["scores"]
+        if args.target == "levels":
+            return [level_index(v) for v in item["scores"]]
+        return READINGS.index(item["reading"]) if args.target == "motion_reading" else item["motion_level"]
 
     ytr, yte = torch.tensor([label(i) for i in train]), torch.tensor([label(i) for i in held])
+    if args.label_noise:
+        ytr = noisy_levels(ytr, args.label_noise, args.seed)
     xtr, xte = cnn_inputs(train, args.condition), cnn_inputs(held, args.condition)
-    outputs = len(SCORE_DIMS) if regress else len(READINGS) if args.target == "motion_reading" else 2
+    outputs = {"scores": len(SCORE_DIMS), "levels": len(SCORE_DIMS) * n_levels, "motion_reading": len(READINGS),
+               "motion_level": 2}[args.target]
     net = specialist(xtr.shape[1], xtr.shape[2], xtr.shape[3], outputs)
     opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=0.05)
-    result = {"target": args.target, "condition": args.condition, "train_videos": len(ytr), "eval_videos": len(yte),
+    result = {"target": args.target, "condition": args.condition, "label_noise": args.label_noise,
+              "train_videos": len(ytr), "eval_videos": len(yte),
               "parameters": sum(p.numel() for p in net.parameters()), "curve": []}
-    if regress:
+    if judged:
         result["oracle_on_pairs"] = judge_pairs({it["path"]: dict(zip(SCORE_DIMS, it["scores"])) for it in held},
                                                 pairs)  # the labels' own rule: a check, all 1.0
     else:
         result["majority"] = round(Counter(yte.tolist()).most_common(1)[0][1] / len(yte), 3)
 
     def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return nn.functional.mse_loss(out.sigmoid(), y) if regress else nn.functional.cross_entropy(out, y)
+        if args.target == "scores":
+            return nn.functional.mse_loss(out.sigmoid(), y)
+        if args.target == "levels":
+            return nn.functional.cross_entropy(out.reshape(-1, n_levels), y.reshape(-1))
+        return nn.functional.cross_entropy(out, y)
 
+    def predicted_scores(out: torch.Tensor) -> torch.Tensor:
+        """Per video and dimension, in [0, 1]: the regressed score, or the expected level (Bad 0 .. Good 1)."""
+        if args.target == "scores":
+            return out.sigmoid()
+        probs = out.reshape(len(out), len(SCORE_DIMS), n_levels).softmax(-1)
+        return probs @ torch.linspace(0, 1, n_levels)
+
+    true_tr, true_te = (torch.tensor([i["scores"] for i in items]) for items in (train[:512], held))
     for epoch in range(1, args.epochs + 1):
         net.train()
         for b in torch.randperm(len(ytr)).split(32):
@@ -253,17 +283,18 @@ def cmd_cnn(args) -> dict:
             net.eval()
             with torch.no_grad():
                 out_te, out_tr = net(xte), net(xtr[:512])
-            if regress:
-                pred = out_te.sigmoid().tolist()
-                point = {"train_mse": round(float(loss_fn(out_tr, ytr[:512])), 4),
-                         "eval_mse": round(float(loss_fn(out_te, yte)), 4),
-                         **judge_pairs({it["path"]: dict(zip(SCORE_DIMS, p)) for it, p in zip(held, pred)}, pairs)}
+            if judged:
+                pred_te = predicted_scores(out_te)
+                point = {"train_mse": round(float(nn.functional.mse_loss(predicted_scores(out_tr), true_tr)), 4),
+                         "eval_mse": round(float(nn.functional.mse_loss(pred_te, true_te)), 4),
+                         **judge_pairs({it["path"]: dict(zip(SCORE_DIMS, p)) for it, p in zip(held, pred_te.tolist())},
+                                       pairs)}
             else:
                 point = {"train_accuracy": round(float((out_tr.argmax(1) == ytr[:512]).float().mean()), 3),
                          "eval_accuracy": round(float((out_te.argmax(1) == yte).float().mean()), 3)}
             result["curve"].append({"epoch": epoch, **point})
             print(json.dumps(result["curve"][-1]), flush=True)
-    for key in ("decisive_ordered", "decisive_accuracy") if regress else ("eval_accuracy",):
+    for key in ("decisive_ordered", "decisive_accuracy") if judged else ("eval_accuracy",):
         last = [c[key] for c in result["curve"][-4:]]
         result[f"{key}_last_evaluations"] = round(float(np.mean(last)), 3)
     return result
@@ -279,10 +310,13 @@ def main() -> None:
     cnn = sub.add_parser("cnn")
     cnn.add_argument("train", type=Path, nargs="+")
     cnn.add_argument("--eval", type=Path, required=True)
-    cnn.add_argument("--target", choices=("motion_reading", "motion_level", "scores"), default="motion_reading")
+    cnn.add_argument("--target", choices=("motion_reading", "motion_level", "scores", "levels"),
+                     default="motion_reading")
     cnn.add_argument("--condition", nargs="?", const="colour_motion", choices=("colour_motion", "prompt"),
                      help="give the prompt's colour and motion (or, `prompt`, all it asks) as channels")
-    cnn.add_argument("--pairs", type=Path, help="held-out pairs of the --eval videos (--target scores)")
+    cnn.add_argument("--pairs", type=Path, help="held-out pairs of the --eval videos (--target scores / levels)")
+    cnn.add_argument("--label-noise", type=float, default=0.0,
+                     help="--target levels: share of train labels replaced by another level (the seed set's 0.1)")
     cnn.add_argument("--epochs", type=int, default=40)
     cnn.add_argument("--seed", type=int, default=0)
     args = p.parse_args()

@@ -237,6 +237,20 @@ def test_perception_probe_judges_pairs_by_predicted_scores():
     assert probe.judge_pairs(predicted, pairs, tie_margin=0.5)["decisive_accuracy"] == 0.25
 
 
+def test_perception_probe_noisy_levels_change_the_asked_share_to_another_level():
+    import torch
+
+    probe = perception_probe()
+    y = torch.tensor([0, 1, 2] * 2000).reshape(-1, 4)
+    assert torch.equal(probe.noisy_levels(y, 0.0, seed=0), y)
+    flipped = probe.noisy_levels(y, 1.0, seed=0)
+    assert bool((flipped != y).all()) and set(flipped.unique().tolist()) == {0, 1, 2}
+    # each level goes to each of the other two about equally often
+    assert abs(float((flipped == (y + 1) % 3).float().mean()) - 0.5) < 0.03
+    share = float((probe.noisy_levels(y, 0.1, seed=1) != y).float().mean())
+    assert abs(share - 0.1) < 0.015
+
+
 def test_perception_probe_fits_what_is_linear_and_reads_renders(tmp_path):
     import numpy as np
 
@@ -278,6 +292,15 @@ def test_perception_probe_fits_what_is_linear_and_reads_renders(tmp_path):
     result = json.loads(p.stdout.splitlines()[-1])
     assert result["oracle_on_pairs"]["pair_accuracy"] == 1.0 and result["curve"][0]["pairs"] == 12
     assert {"decisive_ordered_last_evaluations", "decisive_accuracy_last_evaluations"} <= set(result)
+    # the seed annotators' three levels with their noise; noise is for that target only
+    p = script("perception_probe.py", "cnn", d, "--eval", d, "--epochs", "1", "--target", "levels",
+               "--label-noise", "0.1", "--pairs", tmp_path / "pairs.jsonl")
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads(p.stdout.splitlines()[-1])
+    assert (result["target"], result["label_noise"], result["oracle_on_pairs"]["pair_accuracy"]) == ("levels", 0.1, 1.0)
+    assert 0.0 <= result["curve"][0]["decisive_ordered"] <= 1.0
+    p = script("perception_probe.py", "cnn", d, "--eval", d, "--label-noise", "0.1")
+    assert p.returncode != 0 and "--label-noise is for --target levels" in p.stderr
     write(tmp_path / "pairs.jsonl", [{**pairs[0], "video_a": "elsewhere/v0.mp4"}])
     p = script("perception_probe.py", "cnn", d, "--eval", d, "--target", "scores", "--pairs", tmp_path / "pairs.jsonl")
     assert p.returncode != 0 and "is not one of the --eval videos" in p.stderr
