@@ -17,10 +17,10 @@ oracle's motion score, right or wrong against the prompt: what the critic's moti
 (the oracle's scores on the held-out pairs' dimensions, regressed) or `levels` (the same as the seed annotators'
 Good / Normal / Bad, with `--label-noise` as the seed set's; the score is the expected level); the last two are
 graded as a judge of the held-out pairs PAIRS.jsonl of EVAL_DIR's videos, a `dualipo critic seed` file: the pair
-goes to the higher predicted score, a tie within the oracle's tie margin. With `--condition` (`colour_motion`) it is also given the prompt's colour and
-motion as constant one-hot channels (the oracle reads the motion of the asked colour's blobs); `--condition
-prompt` gives everything the prompt asks (colours, shapes, count, motion, speed, relation, background). Prints
-one JSON line per evaluation and a summary line.
+goes to the higher predicted score, a tie within the oracle's tie margin. With `--condition` (`colour_motion`) it
+is also given the prompt's colour and motion as constant one-hot channels (the oracle reads the motion of the
+asked colour's blobs); `--condition prompt` gives everything the prompt asks (colours, shapes, count, motion,
+speed, relation, background). Prints one JSON line per evaluation and a summary line.
 """
 
 from __future__ import annotations
