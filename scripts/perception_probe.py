@@ -47,7 +47,8 @@ SCORE_DIMS = ("overall", "alignment", "motion", "consistency")  # the held-out p
 
 
 def load(dirs: list[Path]) -> list[dict]:
-    """One item per video: its prompt, frames and the oracle's reading (motion class, colours seen, motion score)."""
+    """One item per video: its prompt, frames and resolved path, and the oracle's reading (motion class, colours
+    seen, motion score right or wrong, its scores on SCORE_DIMS)."""
     recs = [(d, json.loads(line)) for d in dirs for line in (d / "prompts.jsonl").read_text().splitlines()
             if line.strip()]
     items = []
@@ -184,6 +185,11 @@ def judge_pairs(predicted: dict, pairs: list[dict], tie_margin: float = TIE_MARG
             "decisive_ordered_by_dimension": {d: round(sum(v) / len(v), 3) for d, v in sorted(ordered.items())}}
 
 
+def by_video(items: list[dict], scores) -> dict:
+    """`judge_pairs`'s `predicted`: each item's path -> {dimension: score} from per-item rows over SCORE_DIMS."""
+    return {it["path"]: dict(zip(SCORE_DIMS, row)) for it, row in zip(items, scores)}
+
+
 def load_pairs(path: Path, items: list[dict]) -> list[dict]:
     """The pairs of `path` with their videos as keys of `items` (paths relative to the pairs file's folder or to
     the working directory)."""
@@ -249,8 +255,8 @@ def cmd_cnn(args) -> dict:
               "train_videos": len(ytr), "eval_videos": len(yte),
               "parameters": sum(p.numel() for p in net.parameters()), "curve": []}
     if judged:
-        result["oracle_on_pairs"] = judge_pairs({it["path"]: dict(zip(SCORE_DIMS, it["scores"])) for it in held},
-                                                pairs)  # the labels' own rule: a check, all 1.0
+        # the labels' own rule: a check, all 1.0
+        result["oracle_on_pairs"] = judge_pairs(by_video(held, [it["scores"] for it in held]), pairs)
     else:
         result["majority"] = round(Counter(yte.tolist()).most_common(1)[0][1] / len(yte), 3)
 
@@ -287,8 +293,7 @@ def cmd_cnn(args) -> dict:
                 pred_te = predicted_scores(out_te)
                 point = {"train_mse": round(float(nn.functional.mse_loss(predicted_scores(out_tr), true_tr)), 4),
                          "eval_mse": round(float(nn.functional.mse_loss(pred_te, true_te)), 4),
-                         **judge_pairs({it["path"]: dict(zip(SCORE_DIMS, p)) for it, p in zip(held, pred_te.tolist())},
-                                       pairs)}
+                         **judge_pairs(by_video(held, pred_te.tolist()), pairs)}
             else:
                 point = {"train_accuracy": round(float((out_tr.argmax(1) == ytr[:512]).float().mean()), 3),
                          "eval_accuracy": round(float((out_te.argmax(1) == yte).float().mean()), 3)}
